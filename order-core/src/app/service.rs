@@ -1,0 +1,774 @@
+//! `OrderService`: the use cases of DESIGN §4, over the driven ports.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use super::config::{LockMode, ServiceConfig};
+use super::errors::{
+    CancelOrderError, CreateOrderError, GetOrderError, ListOrdersError, ProcessOrderError,
+    ValidationErrors,
+};
+use super::future::{Either, race, with_timeout};
+use super::stats::{ServiceStats, StatsSnapshot};
+use crate::domain::{
+    FailureReason, IdempotencyKey, Lease, LeaseToken, Order, OrderDraft, OrderId, OrderStatus,
+    Product, ProductId, Quantity, StatusChange, UserId,
+};
+use crate::ports::{
+    Clock, Delivery, DistributedLock, EventPublisher, Job, JobQueue, ListFilter, LockError,
+    LockToken, OrderEvent, OrderEventKind, OrderPage, OrderRepository, PaymentError,
+    PaymentGateway, PaymentOutcome, PlaceOutcome, RandomSource, RepositoryError, TransitionOutcome,
+};
+
+/// The most lines one create request may send (counted before merging duplicates).
+pub const MAX_LINES: usize = 50;
+
+/// Reason stored on orders failed because the provider never gave an answer.
+const PROVIDER_UNAVAILABLE: &str = "Payment provider unavailable.";
+
+/// The driven ports an [`OrderService`] runs on.
+#[derive(Clone)]
+pub struct Ports {
+    /// Orders and stock.
+    pub repository: Arc<dyn OrderRepository>,
+    /// Contention reducer for create_order.
+    pub lock: Arc<dyn DistributedLock>,
+    /// The payment provider.
+    pub payments: Arc<dyn PaymentGateway>,
+    /// Where status changes are broadcast.
+    pub events: Arc<dyn EventPublisher>,
+    /// Where placed orders wait for a worker.
+    pub queue: Arc<dyn JobQueue>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Tokens and jitter.
+    pub rng: Arc<dyn RandomSource>,
+}
+
+/// One line of a create request as the caller sent it (unvalidated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestedItem {
+    /// The product id as sent.
+    pub product_id: i64,
+    /// The quantity as sent.
+    pub quantity: i64,
+}
+
+/// A create request as the caller sent it; [`OrderService::create_order`] validates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateOrderRequest {
+    /// The authenticated caller.
+    pub user: UserId,
+    /// Lines as sent (1..=50, duplicates allowed and merged).
+    pub items: Vec<RequestedItem>,
+    /// The caller's idempotency key as sent.
+    pub idempotency_key: String,
+}
+
+/// A created or replayed order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedOrder {
+    /// The order.
+    pub order: Order,
+    /// `true` when this is an earlier request's order returned again (HTTP 200 with
+    /// `Idempotent-Replayed: true`), `false` when it was created now (201).
+    pub replayed: bool,
+}
+
+/// Filter and page for [`OrderService::list_orders`], as the caller sent them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderQuery {
+    /// Only this status, if set.
+    pub status: Option<OrderStatus>,
+    /// 1-based page (default 1).
+    pub page: i64,
+    /// 1..=50 (default 15).
+    pub per_page: i64,
+}
+
+impl Default for OrderQuery {
+    fn default() -> Self {
+        Self {
+            status: None,
+            page: 1,
+            per_page: 15,
+        }
+    }
+}
+
+/// What [`OrderService::process_order`] did. Every variant but `LeaseHeld` means the job
+/// is finished and must be acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessOutcome {
+    /// No such order (acked and logged).
+    Missing,
+    /// The order was already terminal: an idempotent skip.
+    AlreadyTerminal(OrderStatus),
+    /// This call took the order to Paid or Failed.
+    Completed(Order),
+    /// Another worker won a compare-and-set (start, take-over or completion): it owns
+    /// the outcome.
+    LostRace(OrderStatus),
+    /// Another worker holds a live lease; retry after it may have expired.
+    LeaseHeld {
+        /// How long until the lease expires.
+        retry_after: Duration,
+    },
+}
+
+/// What the worker did with one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerOutcome {
+    /// Processed and acknowledged.
+    Acked(ProcessOutcome),
+    /// Given back to the queue for a later retry (or the dead letter), with the reason.
+    Released(String),
+}
+
+/// The order-processing use cases over a set of [`Ports`].
+pub struct OrderService {
+    ports: Ports,
+    config: ServiceConfig,
+    stats: ServiceStats,
+}
+
+impl std::fmt::Debug for OrderService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderService")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks held by one create request.
+struct HeldLocks {
+    keys: Vec<String>,
+    token: LockToken,
+}
+
+enum LockAttempt {
+    Held(HeldLocks),
+    /// The lock service is down: proceed on the database guard alone.
+    FailOpen(HeldLocks),
+    Busy(String, HeldLocks),
+}
+
+impl OrderService {
+    /// A service over `ports`.
+    ///
+    /// # Errors
+    /// [`ConfigError`](super::ConfigError) when `config` is incoherent.
+    pub fn new(ports: Ports, config: ServiceConfig) -> Result<Self, super::ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            ports,
+            config,
+            stats: ServiceStats::default(),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The ports in use.
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    /// Counters of what this service instance has done.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    // -----------------------------------------------------------------------------------
+    // create_order
+    // -----------------------------------------------------------------------------------
+
+    /// Validates a request, then replays, refuses or places the order, enqueues its job
+    /// and publishes `order.created`. Every lock taken is released on every path.
+    ///
+    /// # Errors
+    /// See [`CreateOrderError`]; on every error nothing was written.
+    pub async fn create_order(
+        &self,
+        request: CreateOrderRequest,
+    ) -> Result<CreatedOrder, CreateOrderError> {
+        let draft = validate(&request)?;
+
+        if let Some(found) = self.replay(&draft).await? {
+            return Ok(found);
+        }
+
+        let locks = self.lock_for(&draft).await;
+        let result = match &locks {
+            LockAttempt::Busy(key, _) if key.starts_with("idem:") => {
+                // The request holding our key may have finished just now: replay if so.
+                match self.replay(&draft).await {
+                    Ok(Some(found)) => Ok(found),
+                    Ok(None) => Err(CreateOrderError::IdempotencyKeyInFlight),
+                    Err(e) => Err(e),
+                }
+            }
+            LockAttempt::Busy(key, _) => Err(self.conflict_error(key)),
+            LockAttempt::Held(_) | LockAttempt::FailOpen(_) => {
+                // Another request with our key may have committed while we waited.
+                match self.replay(&draft).await {
+                    Ok(Some(found)) => Ok(found),
+                    Ok(None) => self.place(&draft).await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        self.release(locks).await;
+
+        if let Ok(created) = &result
+            && !created.replayed
+        {
+            self.after_commit(&created.order).await;
+        }
+        result
+    }
+
+    async fn replay(&self, draft: &OrderDraft) -> Result<Option<CreatedOrder>, CreateOrderError> {
+        let found = self
+            .ports
+            .repository
+            .find_by_key(draft.user(), draft.idempotency_key())
+            .await
+            .map_err(create_repo_error)?;
+        match found {
+            None => Ok(None),
+            Some(order) if order.fingerprint() == draft.fingerprint() => {
+                ServiceStats::bump(&self.stats.replayed);
+                Ok(Some(CreatedOrder {
+                    order,
+                    replayed: true,
+                }))
+            }
+            Some(order) => Err(CreateOrderError::IdempotencyKeyReused {
+                existing: order.id(),
+            }),
+        }
+    }
+
+    async fn place(&self, draft: &OrderDraft) -> Result<CreatedOrder, CreateOrderError> {
+        let now = self.ports.clock.now();
+        let mut outcomes = self
+            .ports
+            .repository
+            .place(std::slice::from_ref(draft), now)
+            .await
+            .map_err(create_repo_error)?;
+        let outcome = match (outcomes.pop(), outcomes.is_empty()) {
+            (Some(o), true) => o,
+            _ => {
+                return Err(CreateOrderError::Unexpected(anyhow::anyhow!(
+                    "repository returned the wrong number of outcomes for one draft"
+                )));
+            }
+        };
+        match outcome {
+            PlaceOutcome::Placed(order) => {
+                ServiceStats::bump(&self.stats.created);
+                Ok(CreatedOrder {
+                    order,
+                    replayed: false,
+                })
+            }
+            PlaceOutcome::Replayed(order) => {
+                ServiceStats::bump(&self.stats.replayed);
+                Ok(CreatedOrder {
+                    order,
+                    replayed: true,
+                })
+            }
+            PlaceOutcome::KeyReused { existing } => {
+                Err(CreateOrderError::IdempotencyKeyReused { existing })
+            }
+            PlaceOutcome::InsufficientStock {
+                product,
+                requested,
+                available,
+            } => {
+                ServiceStats::bump(&self.stats.insufficient_stock);
+                Err(CreateOrderError::InsufficientStock {
+                    product,
+                    requested,
+                    available,
+                })
+            }
+            PlaceOutcome::UnknownProduct(p) => Err(CreateOrderError::UnknownProduct(p)),
+            PlaceOutcome::UnknownUser(u) => Err(CreateOrderError::UnknownUser(u)),
+        }
+    }
+
+    /// Enqueue and announce a freshly committed order. Neither may fail the request: the
+    /// order exists. A failed enqueue is counted and left to the reconciler.
+    async fn after_commit(&self, order: &Order) {
+        if let Err(e) = self
+            .ports
+            .queue
+            .enqueue(Job::ProcessOrder(order.id()))
+            .await
+        {
+            ServiceStats::bump(&self.stats.enqueue_failures);
+            warn!(order = %order.id(), error = %e, "order committed but its job was not enqueued");
+        }
+        self.publish(order, OrderEventKind::Created).await;
+    }
+
+    /// Lock keys: the idempotency key first, then every product ascending. Everyone takes
+    /// them in this order, so two requests never wait on each other in a cycle.
+    fn lock_keys(draft: &OrderDraft) -> Vec<String> {
+        let mut keys = Vec::with_capacity(draft.items().len() + 1);
+        keys.push(format!("idem:{}:{}", draft.user(), draft.idempotency_key()));
+        keys.extend(draft.product_ids().map(|p| format!("product:{p}")));
+        keys
+    }
+
+    async fn lock_for(&self, draft: &OrderDraft) -> LockAttempt {
+        let token = LockToken::new(format!(
+            "{:016x}{:016x}",
+            self.ports.rng.next_u64(),
+            self.ports.rng.next_u64()
+        ));
+        let mut held = HeldLocks {
+            keys: Vec::new(),
+            token,
+        };
+        if self.config.lock.mode == LockMode::None {
+            return LockAttempt::Held(held);
+        }
+        for key in Self::lock_keys(draft) {
+            match self.acquire_one(&key, &held.token).await {
+                Ok(true) => held.keys.push(key),
+                Ok(false) => return LockAttempt::Busy(key, held),
+                Err(e) => {
+                    ServiceStats::bump(&self.stats.lock_fail_open);
+                    warn!(error = %e, "lock service unavailable; falling back to the database guard");
+                    return LockAttempt::FailOpen(held);
+                }
+            }
+        }
+        LockAttempt::Held(held)
+    }
+
+    async fn acquire_one(&self, key: &str, token: &LockToken) -> Result<bool, LockError> {
+        let policy = &self.config.lock;
+        for attempt in 1..=policy.attempts {
+            if self.ports.lock.try_acquire(key, token, policy.ttl).await? {
+                return Ok(true);
+            }
+            if attempt < policy.attempts {
+                ServiceStats::bump(&self.stats.lock_retries);
+                self.ports
+                    .clock
+                    .sleep(policy.backoff(attempt, &*self.ports.rng))
+                    .await;
+            }
+        }
+        Ok(false)
+    }
+
+    fn conflict_error(&self, key: &str) -> CreateOrderError {
+        ServiceStats::bump(&self.stats.lock_conflicts);
+        let product = key
+            .strip_prefix("product:")
+            .and_then(|p| p.parse::<u64>().ok())
+            .and_then(|p| ProductId::new(p).ok());
+        match product {
+            Some(product) => CreateOrderError::LockConflict { product },
+            None => CreateOrderError::Unexpected(anyhow::anyhow!("unparsable lock key {key}")),
+        }
+    }
+
+    async fn release(&self, locks: LockAttempt) {
+        let held = match locks {
+            LockAttempt::Held(h) | LockAttempt::FailOpen(h) | LockAttempt::Busy(_, h) => h,
+        };
+        // Release in reverse order of acquisition; a failed release only delays others
+        // until the TTL, so it is logged, never returned.
+        for key in held.keys.iter().rev() {
+            if let Err(e) = self.ports.lock.release(key, &held.token).await {
+                warn!(key, error = %e, "lock release failed; it will expire with its TTL");
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // process_order
+    // -----------------------------------------------------------------------------------
+
+    /// Takes a Pending order (or a Processing one whose lease expired) through payment to
+    /// Paid or Failed. Safe under at-least-once delivery: a terminal order is skipped, a
+    /// lost compare-and-set writes nothing, the charge is idempotent per order, and a
+    /// worker whose lease was taken over is fenced off.
+    ///
+    /// # Errors
+    /// [`ProcessOrderError`] when the store failed; the job should be retried.
+    pub async fn process_order(&self, id: OrderId) -> Result<ProcessOutcome, ProcessOrderError> {
+        let repo = &self.ports.repository;
+        let Some(order) = repo.get(id).await.map_err(process_repo_error)? else {
+            warn!(order = %id, "job for a missing order; acknowledging");
+            return Ok(ProcessOutcome::Missing);
+        };
+        let now = self.ports.clock.now();
+        let lease = Lease {
+            token: LeaseToken::from_raw(self.ports.rng.next_u64()),
+            until: now.saturating_add(self.config.lease),
+        };
+        let change = match (order.status(), order.lease()) {
+            (OrderStatus::Pending, _) => StatusChange::Start { lease },
+            (OrderStatus::Processing, Some(current)) if current.until <= now => {
+                ServiceStats::bump(&self.stats.lease_takeovers);
+                StatusChange::TakeOver {
+                    expired: current.token,
+                    lease,
+                }
+            }
+            (OrderStatus::Processing, Some(current)) => {
+                return Ok(ProcessOutcome::LeaseHeld {
+                    retry_after: current.until.saturating_since(now),
+                });
+            }
+            (OrderStatus::Processing, None) => {
+                return Err(ProcessOrderError::Unexpected(anyhow::anyhow!(
+                    "order {id} is Processing without a lease"
+                )));
+            }
+            (s @ (OrderStatus::Paid | OrderStatus::Failed | OrderStatus::Cancelled), _) => {
+                return Ok(ProcessOutcome::AlreadyTerminal(s));
+            }
+        };
+        let order = match repo
+            .transition(id, change, now)
+            .await
+            .map_err(process_repo_error)?
+        {
+            TransitionOutcome::Applied(o) => o,
+            TransitionOutcome::LostRace(o) => return Ok(ProcessOutcome::LostRace(o.status())),
+            TransitionOutcome::NotFound => return Ok(ProcessOutcome::Missing),
+        };
+        self.publish(&order, OrderEventKind::Processing).await;
+
+        let completion = match self.charge(&order).await {
+            PaymentOutcome::Approved => StatusChange::Pay { lease: lease.token },
+            PaymentOutcome::Declined(reason) => StatusChange::Fail {
+                lease: lease.token,
+                reason,
+            },
+        };
+        let now = self.ports.clock.now();
+        match repo
+            .transition(id, completion, now)
+            .await
+            .map_err(process_repo_error)?
+        {
+            TransitionOutcome::Applied(done) => {
+                let kind = match (done.status(), done.failure_reason()) {
+                    (OrderStatus::Paid, _) => {
+                        ServiceStats::bump(&self.stats.paid);
+                        OrderEventKind::Paid
+                    }
+                    (_, reason) => {
+                        ServiceStats::bump(&self.stats.failed);
+                        OrderEventKind::Failed(
+                            reason
+                                .cloned()
+                                .unwrap_or_else(|| FailureReason::new("unknown")),
+                        )
+                    }
+                };
+                self.publish(&done, kind).await;
+                Ok(ProcessOutcome::Completed(done))
+            }
+            TransitionOutcome::LostRace(current) => {
+                ServiceStats::bump(&self.stats.fenced_writes);
+                debug!(order = %id, "lease was taken over; this worker writes nothing");
+                Ok(ProcessOutcome::LostRace(current.status()))
+            }
+            TransitionOutcome::NotFound => Ok(ProcessOutcome::Missing),
+        }
+    }
+
+    /// Charges with a timeout per call and bounded retries; an unknown outcome after the
+    /// last attempt is a decline (the ledger keeps the provider from charging twice).
+    async fn charge(&self, order: &Order) -> PaymentOutcome {
+        let attempts = self.config.payment_attempts;
+        for attempt in 1..=attempts {
+            let call = self.ports.payments.charge(order.id(), order.total());
+            let error =
+                match with_timeout(&*self.ports.clock, self.config.payment_timeout, call).await {
+                    Some(Ok(outcome)) => return outcome,
+                    Some(Err(PaymentError::Transient(e))) => e,
+                    Some(Err(PaymentError::Unexpected(e))) => format!("{e:#}"),
+                    None => "timed out".to_owned(),
+                };
+            warn!(order = %order.id(), attempt, error, "charge attempt failed");
+            if attempt < attempts {
+                ServiceStats::bump(&self.stats.payment_retries);
+                let wait = self
+                    .config
+                    .payment_backoff
+                    .saturating_mul(1u32 << (attempt - 1).min(20));
+                self.ports.clock.sleep(wait).await;
+            }
+        }
+        PaymentOutcome::Declined(FailureReason::new(PROVIDER_UNAVAILABLE))
+    }
+
+    /// Processes one delivery and acknowledges it, or gives it back to the queue when it
+    /// must be retried. Queue errors are logged: an un-acked job is redelivered anyway.
+    pub async fn handle_delivery(&self, delivery: &Delivery) -> WorkerOutcome {
+        let Job::ProcessOrder(id) = delivery.job;
+        let result = self.process_order(id).await;
+        let reason = match result {
+            Ok(ProcessOutcome::LeaseHeld { retry_after }) => {
+                format!("order {id} is leased by another worker for {retry_after:?}")
+            }
+            Ok(outcome) => {
+                if let Err(e) = self.ports.queue.ack(delivery).await {
+                    warn!(order = %id, error = %e, "ack failed; the job will be redelivered");
+                }
+                return WorkerOutcome::Acked(outcome);
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        if let Err(e) = self.ports.queue.nack(delivery, &reason).await {
+            warn!(order = %id, error = %e, "nack failed; the job will be redelivered");
+        }
+        WorkerOutcome::Released(reason)
+    }
+
+    /// Runs one worker: reserves jobs and handles them one at a time until `shutdown`
+    /// completes. Shutdown is checked between jobs, never during one, so in-flight work
+    /// finishes and is acknowledged. Run several concurrently for parallelism.
+    ///
+    /// Returns how many deliveries it handled.
+    pub async fn run_worker(&self, shutdown: impl Future<Output = ()>) -> u64 {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut handled = 0u64;
+        loop {
+            let next = race(
+                shutdown.as_mut(),
+                self.ports.queue.reserve(self.config.worker_poll),
+            );
+            match next.await {
+                Either::Left(()) => return handled,
+                Either::Right(Ok(Some(delivery))) => {
+                    self.handle_delivery(&delivery).await;
+                    handled += 1;
+                }
+                Either::Right(Ok(None)) => {}
+                Either::Right(Err(e)) => {
+                    warn!(error = %e, "queue unavailable; backing off");
+                    if let Either::Left(()) = race(
+                        shutdown.as_mut(),
+                        self.ports.clock.sleep(self.config.worker_poll),
+                    )
+                    .await
+                    {
+                        return handled;
+                    }
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // cancel, reads
+    // -----------------------------------------------------------------------------------
+
+    /// Cancels `user`'s Pending order, returning its stock exactly once. Cancelling an
+    /// already cancelled order returns it unchanged. A cancel racing the worker: exactly
+    /// one of them wins.
+    ///
+    /// # Errors
+    /// [`CancelOrderError::NotFound`] for a missing or foreign order;
+    /// [`CancelOrderError::InvalidTransition`] past Pending.
+    pub async fn cancel_order(&self, user: UserId, id: OrderId) -> Result<Order, CancelOrderError> {
+        let repo = &self.ports.repository;
+        let order = match repo.get(id).await.map_err(cancel_repo_error)? {
+            Some(o) if o.user() == user => o,
+            _ => return Err(CancelOrderError::NotFound),
+        };
+        match order.status() {
+            OrderStatus::Cancelled => return Ok(order),
+            OrderStatus::Pending => {}
+            current @ (OrderStatus::Processing | OrderStatus::Paid | OrderStatus::Failed) => {
+                return Err(CancelOrderError::InvalidTransition { current });
+            }
+        }
+        let now = self.ports.clock.now();
+        match repo
+            .transition(id, StatusChange::Cancel, now)
+            .await
+            .map_err(cancel_repo_error)?
+        {
+            TransitionOutcome::Applied(o) => {
+                ServiceStats::bump(&self.stats.cancelled);
+                self.publish(&o, OrderEventKind::Cancelled).await;
+                Ok(o)
+            }
+            TransitionOutcome::LostRace(o) if o.status() == OrderStatus::Cancelled => Ok(o),
+            TransitionOutcome::LostRace(o) => Err(CancelOrderError::InvalidTransition {
+                current: o.status(),
+            }),
+            TransitionOutcome::NotFound => Err(CancelOrderError::NotFound),
+        }
+    }
+
+    /// `user`'s order `id`.
+    ///
+    /// # Errors
+    /// [`GetOrderError::NotFound`] for a missing order or another user's.
+    pub async fn get_order(&self, user: UserId, id: OrderId) -> Result<Order, GetOrderError> {
+        match self.ports.repository.get(id).await {
+            Ok(Some(o)) if o.user() == user => Ok(o),
+            Ok(_) => Err(GetOrderError::NotFound),
+            Err(RepositoryError::Unavailable(m)) => Err(GetOrderError::Unavailable(m)),
+            Err(RepositoryError::Unexpected(e)) => Err(GetOrderError::Unexpected(e)),
+        }
+    }
+
+    /// `user`'s orders, newest first, filtered and paged.
+    ///
+    /// # Errors
+    /// [`ListOrdersError::Validation`] for a page < 1 or per_page outside 1..=50.
+    pub async fn list_orders(
+        &self,
+        user: UserId,
+        query: OrderQuery,
+    ) -> Result<OrderPage, ListOrdersError> {
+        let mut errors = ValidationErrors::new();
+        let page = u32::try_from(query.page).ok().filter(|p| *p >= 1);
+        if page.is_none() {
+            errors.add("page", "page must be a positive integer");
+        }
+        let per_page = u32::try_from(query.per_page)
+            .ok()
+            .filter(|p| (1..=50).contains(p));
+        if per_page.is_none() {
+            errors.add("per_page", "per_page must be between 1 and 50");
+        }
+        let (Some(page), Some(per_page)) = (page, per_page) else {
+            return Err(ListOrdersError::Validation(errors));
+        };
+        let filter = ListFilter {
+            status: query.status,
+            page,
+            per_page,
+        };
+        self.ports
+            .repository
+            .list_by_user(user, filter)
+            .await
+            .map_err(|e| match e {
+                RepositoryError::Unavailable(m) => ListOrdersError::Unavailable(m),
+                RepositoryError::Unexpected(e) => ListOrdersError::Unexpected(e),
+            })
+    }
+
+    /// Every product with its price and stock, ascending by id.
+    ///
+    /// # Errors
+    /// [`ListOrdersError::Unavailable`] / `Unexpected` when the store failed.
+    pub async fn list_products(&self) -> Result<Vec<Product>, ListOrdersError> {
+        self.ports.repository.products().await.map_err(|e| match e {
+            RepositoryError::Unavailable(m) => ListOrdersError::Unavailable(m),
+            RepositoryError::Unexpected(e) => ListOrdersError::Unexpected(e),
+        })
+    }
+
+    async fn publish(&self, order: &Order, kind: OrderEventKind) {
+        let event = OrderEvent {
+            kind,
+            order: order.id(),
+            user: order.user(),
+            total: order.total(),
+            at: order.updated_at(),
+        };
+        let name = event.kind.name();
+        let sent = with_timeout(
+            &*self.ports.clock,
+            self.config.publish_timeout,
+            self.ports.events.publish(event),
+        );
+        match sent.await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                ServiceStats::bump(&self.stats.publish_failures);
+                warn!(order = %order.id(), event = name, error = %e, "event not published");
+            }
+            None => {
+                ServiceStats::bump(&self.stats.publish_failures);
+                warn!(order = %order.id(), event = name, "event publish timed out");
+            }
+        }
+    }
+}
+
+/// Parses the raw request into a draft, collecting every field at fault.
+fn validate(request: &CreateOrderRequest) -> Result<OrderDraft, CreateOrderError> {
+    let mut errors = ValidationErrors::new();
+    if request.items.is_empty() {
+        errors.add("items", "at least one item is required");
+    }
+    if request.items.len() > MAX_LINES {
+        errors.add(
+            "items",
+            format!(
+                "at most {MAX_LINES} items are allowed, got {}",
+                request.items.len()
+            ),
+        );
+    }
+    let key = IdempotencyKey::new(request.idempotency_key.clone())
+        .map_err(|e| errors.add("idempotency_key", e.to_string()))
+        .ok();
+    let mut items = Vec::with_capacity(request.items.len());
+    for (i, item) in request.items.iter().enumerate() {
+        let product = ProductId::from_i64(item.product_id)
+            .map_err(|e| errors.add(format!("items.{i}.product_id"), e.to_string()))
+            .ok();
+        let quantity = Quantity::new(item.quantity)
+            .map_err(|e| errors.add(format!("items.{i}.quantity"), e.to_string()))
+            .ok();
+        if let (Some(p), Some(q)) = (product, quantity) {
+            items.push((p, q));
+        }
+    }
+    match key {
+        Some(key) if errors.is_empty() => OrderDraft::new(request.user, items, key).map_err(|e| {
+            errors.add("items", e.to_string());
+            CreateOrderError::Validation(errors)
+        }),
+        _ => Err(CreateOrderError::Validation(errors)),
+    }
+}
+
+fn create_repo_error(e: RepositoryError) -> CreateOrderError {
+    match e {
+        RepositoryError::Unavailable(m) => CreateOrderError::Unavailable(m),
+        RepositoryError::Unexpected(e) => CreateOrderError::Unexpected(e),
+    }
+}
+
+fn process_repo_error(e: RepositoryError) -> ProcessOrderError {
+    match e {
+        RepositoryError::Unavailable(m) => ProcessOrderError::Unavailable(m),
+        RepositoryError::Unexpected(e) => ProcessOrderError::Unexpected(e),
+    }
+}
+
+fn cancel_repo_error(e: RepositoryError) -> CancelOrderError {
+    match e {
+        RepositoryError::Unavailable(m) => CancelOrderError::Unavailable(m),
+        RepositoryError::Unexpected(e) => CancelOrderError::Unexpected(e),
+    }
+}

@@ -1,0 +1,22 @@
+//! The domain: value objects with validating constructors, the order state machine and
+//! the `Order` entity. Pure code: no I/O, no serde, no database types. Adapters own their
+//! rows and DTOs and convert through the constructors here.
+
+mod ids;
+mod money;
+mod order;
+mod product;
+mod time;
+mod values;
+
+pub use ids::{IdError, OrderId, ProductId, UserId};
+pub use money::{Money, MoneyError};
+pub use order::{
+    DraftError, FailureReason, Lease, LeaseToken, Order, OrderDataError, OrderDraft, OrderLine,
+    OrderParts, OrderStatus, StatusChange, StatusParseError, TransitionError,
+};
+pub use product::Product;
+pub use time::Timestamp;
+pub use values::{
+    IdempotencyKey, IdempotencyKeyError, Quantity, QuantityError, RequestFingerprint,
+};

@@ -1,0 +1,34 @@
+//! # order-core
+//!
+//! The hexagon of the order-processing engine: domain types, the driven ports every
+//! adapter implements, and [`OrderService`](app::OrderService), which takes an order
+//! from *placed* to *paid* without overselling stock, losing an order or charging twice.
+//!
+//! This crate must never depend on an I/O crate (no tokio runtime, sqlx, fred, axum or
+//! serde_json). Time and randomness come in through the [`ports::Clock`] and
+//! [`ports::RandomSource`] ports so that tests and property tests are deterministic.
+//!
+//! Layout:
+//! - [`domain`]: value objects, the [`domain::OrderStatus`] state machine and the
+//!   [`domain::Order`] entity;
+//! - [`ports`]: every driven port (`OrderRepository`, `DistributedLock`,
+//!   `PaymentGateway`, `EventPublisher`, `JobQueue`, `Clock`, `RandomSource`);
+//! - [`app`]: `OrderService` and its use cases;
+//! - `testing` (feature `testing`): proptest strategies, the reference model and
+//!   scripted test doubles for property-testing your own wiring.
+
+pub mod app;
+pub mod domain;
+pub mod ports;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use app::{
+    CancelOrderError, CreateOrderError, CreateOrderRequest, CreatedOrder, GetOrderError,
+    ListOrdersError, LockMode, LockPolicy, OrderQuery, OrderService, ProcessOrderError,
+    ProcessOutcome, RequestedItem, ServiceConfig, ServiceStats, StatsSnapshot, WorkerOutcome,
+};
+pub use domain::{
+    IdempotencyKey, Money, Order, OrderId, OrderLine, OrderStatus, Product, ProductId, Quantity,
+    Timestamp, UserId,
+};

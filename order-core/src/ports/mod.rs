@@ -1,0 +1,451 @@
+//! Every driven port of the hexagon, in one place.
+//!
+//! Each port is a whole external capability named for its role, held as `Arc<dyn Port>`.
+//! Signatures use domain types and the port's own error enum only: no driver, serde or
+//! HTTP types ever cross this boundary. Every method lists the promises an adapter MUST
+//! keep; the contract suites run the same checks against the memory and real adapters.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    FailureReason, IdempotencyKey, Money, Order, OrderDraft, OrderId, OrderStatus, Product,
+    ProductId, StatusChange, Timestamp, UserId,
+};
+
+// ---------------------------------------------------------------------------------------
+// OrderRepository
+// ---------------------------------------------------------------------------------------
+
+/// Errors of [`OrderRepository`]. Business outcomes (stock, duplicates, lost races) are
+/// not errors: they are variants of [`PlaceOutcome`] and [`TransitionOutcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError {
+    /// The store cannot be reached or timed out; the operation wrote nothing and may be
+    /// retried.
+    #[error("order store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; the operation wrote nothing.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// What happened to one draft in [`OrderRepository::place`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaceOutcome {
+    /// A new order was stored and its stock reserved.
+    Placed(Order),
+    /// The (user, key) pair already names an order with the same fingerprint: this is it.
+    Replayed(Order),
+    /// The (user, key) pair names an order created from different lines.
+    KeyReused {
+        /// The order that owns the key.
+        existing: OrderId,
+    },
+    /// A product has less stock than requested; nothing was written for this draft.
+    InsufficientStock {
+        /// The first product (ascending) that is short.
+        product: ProductId,
+        /// Units requested.
+        requested: u32,
+        /// Units available when checked.
+        available: u64,
+    },
+    /// A product does not exist; nothing was written for this draft.
+    UnknownProduct(ProductId),
+    /// The user does not exist; nothing was written for this draft.
+    UnknownUser(UserId),
+}
+
+/// What happened to one [`OrderRepository::transition`] call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    /// The change was applied (and stock returned if the change returns stock).
+    Applied(Order),
+    /// The order was not in the expected status or the fence did not match: someone else
+    /// won. Nothing was written. Carries the order as it is now.
+    LostRace(Order),
+    /// No order has this id.
+    NotFound,
+}
+
+/// A page of orders, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderPage {
+    /// The orders on this page (at most `per_page`).
+    pub orders: Vec<Order>,
+    /// How many orders match the filter in all.
+    pub total: u64,
+}
+
+/// Filter and page for [`OrderRepository::list_by_user`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only orders in this status, if set.
+    pub status: Option<OrderStatus>,
+    /// 1-based page number.
+    pub page: u32,
+    /// Orders per page (the service bounds it to 1..=50).
+    pub per_page: u32,
+}
+
+/// Orders and stock, changed atomically. The database behind it is the correctness
+/// guard: locks in front of it only reduce contention.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait OrderRepository: Send + Sync {
+    /// Places a batch of drafts, each independently, stock allotted in arrival order.
+    ///
+    /// For each draft, in ONE atomic step: lock its product rows in ascending id order,
+    /// check and decrement stock, insert the order and its lines priced at the products'
+    /// current prices, and record the (user, idempotency key) — or return the order that
+    /// already holds that key ([`PlaceOutcome::Replayed`] when its fingerprint matches,
+    /// [`PlaceOutcome::KeyReused`] otherwise).
+    ///
+    /// Returns exactly one outcome per draft, in the drafts' order.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the store failed; the adapter MUST have written
+    /// nothing for any draft whose outcome is not returned. One draft's business failure
+    /// never fails the others. Deadlocks and lock-wait timeouts MUST be retried inside the
+    /// adapter a bounded number of times before surfacing as `Unavailable`.
+    async fn place(
+        &self,
+        drafts: &[OrderDraft],
+        now: Timestamp,
+    ) -> Result<Vec<PlaceOutcome>, RepositoryError>;
+
+    /// Applies `change` to order `id` as a compare-and-set on status and lease token, at
+    /// time `now`, exactly as [`Order::apply`] would. When the change returns stock
+    /// (Cancel, Fail) the quantities go back in the same atomic step, so stock is returned
+    /// exactly once however many callers race.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the store failed; nothing was written. A lost race is
+    /// [`TransitionOutcome::LostRace`], never an error.
+    async fn transition(
+        &self,
+        id: OrderId,
+        change: StatusChange,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, RepositoryError>;
+
+    /// The order with this id, if any.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the store failed.
+    async fn get(&self, id: OrderId) -> Result<Option<Order>, RepositoryError>;
+
+    /// The order `user` created with `key`, if any.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the store failed.
+    async fn find_by_key(
+        &self,
+        user: UserId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Order>, RepositoryError>;
+
+    /// A user's orders, newest first (by creation time, then id), filtered and paged.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the store failed.
+    async fn list_by_user(
+        &self,
+        user: UserId,
+        filter: ListFilter,
+    ) -> Result<OrderPage, RepositoryError>;
+
+    /// All products with their current price and stock, ascending by id.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the store failed.
+    async fn products(&self) -> Result<Vec<Product>, RepositoryError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// DistributedLock
+// ---------------------------------------------------------------------------------------
+
+/// Errors of [`DistributedLock`].
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The lock service cannot be reached. The service then fails open to the database
+    /// guard (and counts it).
+    #[error("lock service unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// A random token naming one holder of a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LockToken(String);
+
+impl LockToken {
+    /// Wraps a token (the service makes them from 128 random bits, hex-encoded).
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+    /// The token text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A short-lived mutual-exclusion lock keyed by name (e.g. `product:42`), with `SET key
+/// token NX PX ttl` semantics. It reduces contention in front of the database; it is
+/// never the correctness guard.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait DistributedLock: Send + Sync {
+    /// Takes `key` for `token` for `ttl` if nobody holds it. Returns whether it was taken.
+    ///
+    /// The adapter MUST NOT block waiting for the lock (the service owns retries) and
+    /// MUST let the lock expire after `ttl` on its own clock.
+    ///
+    /// # Errors
+    /// [`LockError::Unavailable`] when the lock service is down.
+    async fn try_acquire(
+        &self,
+        key: &str,
+        token: &LockToken,
+        ttl: Duration,
+    ) -> Result<bool, LockError>;
+
+    /// Releases `key` only if it is still held by `token` (compare-and-delete). Returns
+    /// whether it was deleted. A lock that expired and was taken by another holder MUST
+    /// NOT be deleted.
+    ///
+    /// # Errors
+    /// [`LockError::Unavailable`] when the lock service is down.
+    async fn release(&self, key: &str, token: &LockToken) -> Result<bool, LockError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// PaymentGateway
+// ---------------------------------------------------------------------------------------
+
+/// Errors of [`PaymentGateway`].
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    /// The provider could not be reached or answered with a retryable failure. Whether
+    /// the charge happened is unknown; retrying with the same key is safe.
+    #[error("payment provider temporarily unavailable: {0}")]
+    Transient(String),
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// The provider's answer to a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    /// The amount was charged.
+    Approved,
+    /// The charge was refused; nothing was charged.
+    Declined(FailureReason),
+}
+
+/// Charges an order.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait PaymentGateway: Send + Sync {
+    /// Charges `amount` for order `key`. A repeated call with the same key MUST return the
+    /// first call's outcome and MUST NOT charge again.
+    ///
+    /// # Errors
+    /// [`PaymentError::Transient`] when the outcome is unknown and a retry is safe.
+    async fn charge(&self, key: OrderId, amount: Money) -> Result<PaymentOutcome, PaymentError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// EventPublisher
+// ---------------------------------------------------------------------------------------
+
+/// Errors of [`EventPublisher`].
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The event bus cannot be reached; the event is lost (events are best effort).
+    #[error("event bus unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// What happened to an order, as broadcast to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderEventKind {
+    /// `order.created`.
+    Created,
+    /// `order.processing`.
+    Processing,
+    /// `order.paid`.
+    Paid,
+    /// `order.failed`, with the reason.
+    Failed(FailureReason),
+    /// `order.cancelled`.
+    Cancelled,
+}
+
+impl OrderEventKind {
+    /// The wire name: `order.created`, `order.processing`, `order.paid`, `order.failed`,
+    /// `order.cancelled`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OrderEventKind::Created => "order.created",
+            OrderEventKind::Processing => "order.processing",
+            OrderEventKind::Paid => "order.paid",
+            OrderEventKind::Failed(_) => "order.failed",
+            OrderEventKind::Cancelled => "order.cancelled",
+        }
+    }
+}
+
+/// A status change of one order, for its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderEvent {
+    /// What happened.
+    pub kind: OrderEventKind,
+    /// The order.
+    pub order: OrderId,
+    /// Its owner (the event goes to the owner's private channel).
+    pub user: UserId,
+    /// The order total.
+    pub total: Money,
+    /// When it happened.
+    pub at: Timestamp,
+}
+
+/// Broadcasts order events. Best effort: a failure is logged and never undoes or blocks
+/// a transition.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// Publishes one event. SHOULD return promptly (the service bounds it by a timeout).
+    ///
+    /// # Errors
+    /// [`PublishError`] when the event could not be handed to the bus.
+    async fn publish(&self, event: OrderEvent) -> Result<(), PublishError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// JobQueue
+// ---------------------------------------------------------------------------------------
+
+/// Errors of [`JobQueue`].
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue cannot be reached. Nothing was enqueued or acknowledged.
+    #[error("job queue unavailable: {0}")]
+    Unavailable(String),
+    /// The queue holds its maximum number of jobs; nothing was enqueued.
+    #[error("job queue is full ({0} jobs)")]
+    Full(u64),
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Work for a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Job {
+    /// Take a Pending order through payment to Paid or Failed.
+    ProcessOrder(OrderId),
+}
+
+/// A job handed to a worker, to be acknowledged or released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The job.
+    pub job: Job,
+    /// The queue's handle for this delivery (opaque to the service).
+    pub receipt: String,
+    /// 1 for the first delivery, then one more per redelivery or retry.
+    pub attempt: u32,
+}
+
+/// What [`JobQueue::nack`] did with a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NackOutcome {
+    /// It will be delivered again after this delay.
+    Retried(Duration),
+    /// It was the last attempt: the job moved to the dead letter.
+    DeadLettered,
+}
+
+/// Counts a queue reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Jobs waiting (ready or delayed).
+    pub waiting: u64,
+    /// Jobs delivered and not yet acknowledged.
+    pub in_flight: u64,
+    /// Jobs in the dead letter.
+    pub dead: u64,
+}
+
+/// Hands jobs to workers: at-least-once delivery.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Adds a job.
+    ///
+    /// # Errors
+    /// [`QueueError::Full`] at the bound; [`QueueError::Unavailable`] when unreachable.
+    async fn enqueue(&self, job: Job) -> Result<(), QueueError>;
+
+    /// Waits up to `wait` for a job and reserves it for the queue's visibility timeout.
+    /// A reserved job that is neither acked nor nacked in time MUST be delivered again
+    /// (with `attempt` + 1); after the last attempt it MUST go to the dead letter.
+    ///
+    /// # Errors
+    /// [`QueueError::Unavailable`] when unreachable.
+    async fn reserve(&self, wait: Duration) -> Result<Option<Delivery>, QueueError>;
+
+    /// Acknowledges a delivery: the job is done and MUST NOT be delivered again.
+    /// Acking a delivery that was already redelivered to someone else is harmless.
+    ///
+    /// # Errors
+    /// [`QueueError::Unavailable`] when unreachable.
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
+
+    /// Gives a delivery back after a failure: retried with backoff, or dead-lettered after
+    /// the last attempt.
+    ///
+    /// # Errors
+    /// [`QueueError::Unavailable`] when unreachable.
+    async fn nack(&self, delivery: &Delivery, error: &str) -> Result<NackOutcome, QueueError>;
+
+    /// Current counts.
+    ///
+    /// # Errors
+    /// [`QueueError::Unavailable`] when unreachable.
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Clock and RandomSource
+// ---------------------------------------------------------------------------------------
+
+/// A boxed future returned by [`Clock::sleep`].
+pub type Sleep<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Time: now, and waiting. Injected so tests can run on a manual clock.
+pub trait Clock: Send + Sync {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+    /// A future that completes after `d` on this clock.
+    fn sleep(&self, d: Duration) -> Sleep<'_>;
+}
+
+/// A source of random 64-bit numbers (tokens, jitter). Injected so tests are seedable.
+pub trait RandomSource: Send + Sync {
+    /// The next random number.
+    fn next_u64(&self) -> u64;
+}
