@@ -23,3 +23,6 @@ pub use service::{
     RequestedItem, WorkerOutcome,
 };
 pub use stats::{ServiceStats, StatsSnapshot};
+
+#[cfg(test)]
+mod tests;

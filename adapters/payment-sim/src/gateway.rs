@@ -1,0 +1,371 @@
+//! The simulated provider: a delay, then approve or decline, recorded in the ledger.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use order_core::app::SeededRandom;
+use order_core::domain::{FailureReason, Money, OrderId};
+use order_core::ports::{Clock, PaymentError, PaymentGateway, PaymentOutcome, RandomSource};
+
+use crate::ledger::{LedgerEntry, LedgerError, PaymentLedger, Recorded};
+
+/// The reference's decline reason.
+pub const DECLINE_REASON: &str = "Simulated payment decline.";
+
+/// How the simulation behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Shortest delay before answering (reference: 50 ms). Zero is allowed.
+    pub min_delay: Duration,
+    /// Longest delay before answering (reference: 200 ms); at least `min_delay`.
+    pub max_delay: Duration,
+    /// Probability of approval, 0.0..=1.0 (reference: 0.8).
+    pub approval_rate: f64,
+    /// Probability that a call fails with a transient error before deciding anything
+    /// (0.0 by default; raise it to exercise retries).
+    pub transient_error_rate: f64,
+    /// Seed of the simulation's random draws.
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    /// The reference: 50–200 ms, 80 % approval, no transient errors, seed 0.
+    fn default() -> Self {
+        Self {
+            min_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(200),
+            approval_rate: 0.8,
+            transient_error_rate: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Why a [`SimConfig`] is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimConfigError {
+    /// `max_delay < min_delay`.
+    #[error("max_delay must be at least min_delay")]
+    DelayRange,
+    /// A rate outside 0.0..=1.0.
+    #[error("{0} must be within 0.0..=1.0")]
+    Rate(&'static str),
+}
+
+/// Calls seen for one key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyReport {
+    /// Every `charge` call with this key.
+    pub calls: u32,
+    /// Calls that recorded a new outcome in the ledger (0 or 1 when the ledger holds).
+    pub new_charges: u32,
+    /// Calls answered from the ledger (repeats).
+    pub replays: u32,
+    /// Calls that failed transiently.
+    pub transient_errors: u32,
+}
+
+/// A simulated payment provider: sleeps a uniform delay on the injected clock, approves
+/// with the configured probability, and records the first outcome per key in its
+/// [`PaymentLedger`]. A repeated charge for a key returns the recorded outcome without
+/// a new charge, whichever process made the first one (when the ledger is shared).
+pub struct SimulatedGateway {
+    config: SimConfig,
+    ledger: Arc<dyn PaymentLedger>,
+    clock: Arc<dyn Clock>,
+    rng: SeededRandom,
+    reports: Mutex<HashMap<OrderId, KeyReport>>,
+}
+
+impl std::fmt::Debug for SimulatedGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatedGateway")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimulatedGateway {
+    /// A gateway over `ledger`, sleeping on `clock`.
+    ///
+    /// # Errors
+    /// [`SimConfigError`] when the delay range or a rate is invalid.
+    pub fn new(
+        config: SimConfig,
+        ledger: Arc<dyn PaymentLedger>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SimConfigError> {
+        if config.max_delay < config.min_delay {
+            return Err(SimConfigError::DelayRange);
+        }
+        if !(0.0..=1.0).contains(&config.approval_rate) {
+            return Err(SimConfigError::Rate("approval_rate"));
+        }
+        if !(0.0..=1.0).contains(&config.transient_error_rate) {
+            return Err(SimConfigError::Rate("transient_error_rate"));
+        }
+        Ok(Self {
+            rng: SeededRandom::new(config.seed),
+            config,
+            ledger,
+            clock,
+            reports: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The ledger behind this gateway.
+    pub fn ledger(&self) -> &Arc<dyn PaymentLedger> {
+        &self.ledger
+    }
+
+    /// What this gateway instance saw for `key`.
+    pub fn report(&self, key: OrderId) -> KeyReport {
+        self.reports_lock().get(&key).copied().unwrap_or_default()
+    }
+
+    /// Every key this instance saw, with its report, ascending by key.
+    pub fn reports(&self) -> Vec<(OrderId, KeyReport)> {
+        let mut all: Vec<_> = self.reports_lock().iter().map(|(k, r)| (*k, *r)).collect();
+        all.sort_by_key(|(k, _)| *k);
+        all
+    }
+
+    fn reports_lock(&self) -> std::sync::MutexGuard<'_, HashMap<OrderId, KeyReport>> {
+        // Each critical section is one counter update: a poisoned map is still consistent.
+        self.reports.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn note(&self, key: OrderId, f: impl FnOnce(&mut KeyReport)) {
+        f(self.reports_lock().entry(key).or_default());
+    }
+
+    /// A uniform draw in [0, 1).
+    fn unit(&self) -> f64 {
+        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn delay(&self) -> Duration {
+        let span = self.config.max_delay.saturating_sub(self.config.min_delay);
+        self.config.min_delay + span.mul_f64(self.unit())
+    }
+}
+
+fn ledger_error(e: LedgerError) -> PaymentError {
+    match e {
+        LedgerError::Unavailable(m) => PaymentError::Transient(m),
+        LedgerError::Unexpected(e) => PaymentError::Unexpected(e),
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for SimulatedGateway {
+    async fn charge(&self, key: OrderId, amount: Money) -> Result<PaymentOutcome, PaymentError> {
+        self.note(key, |r| r.calls += 1);
+        if let Some(first) = self.ledger.get(key).await.map_err(ledger_error)? {
+            self.note(key, |r| r.replays += 1);
+            return Ok(first.outcome);
+        }
+        // Draw everything up front so a seed gives the same decisions whatever the clock.
+        let delay = self.delay();
+        let transient = self.unit() < self.config.transient_error_rate;
+        let approved = self.unit() < self.config.approval_rate;
+        self.clock.sleep(delay).await;
+        if transient {
+            self.note(key, |r| r.transient_errors += 1);
+            return Err(PaymentError::Transient("simulated provider timeout".into()));
+        }
+        let outcome = if approved {
+            PaymentOutcome::Approved
+        } else {
+            PaymentOutcome::Declined(FailureReason::new(DECLINE_REASON))
+        };
+        let entry = LedgerEntry {
+            key,
+            amount,
+            outcome,
+        };
+        match self
+            .ledger
+            .record_first(entry)
+            .await
+            .map_err(ledger_error)?
+        {
+            Recorded::New(e) => {
+                self.note(key, |r| r.new_charges += 1);
+                Ok(e.outcome)
+            }
+            Recorded::Existing(e) => {
+                self.note(key, |r| r.replays += 1);
+                Ok(e.outcome)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::MemoryLedger;
+    use order_core::domain::Timestamp;
+    use order_core::ports::Sleep;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A clock whose sleeps complete at once and add up, to check the delays drawn.
+    #[derive(Default)]
+    struct CountingClock {
+        slept_ms: AtomicU64,
+    }
+
+    impl Clock for CountingClock {
+        fn now(&self) -> Timestamp {
+            Timestamp::from_millis(self.slept_ms.load(Ordering::Relaxed))
+        }
+        fn sleep(&self, d: Duration) -> Sleep<'_> {
+            self.slept_ms
+                .fetch_add(d.as_millis() as u64, Ordering::Relaxed);
+            Box::pin(async {})
+        }
+    }
+
+    fn gateway(config: SimConfig) -> (SimulatedGateway, Arc<CountingClock>) {
+        let clock = Arc::new(CountingClock::default());
+        let g =
+            SimulatedGateway::new(config, Arc::new(MemoryLedger::new()), clock.clone()).unwrap();
+        (g, clock)
+    }
+
+    fn oid(n: u64) -> OrderId {
+        OrderId::new(n).unwrap()
+    }
+
+    #[tokio::test]
+    async fn approval_rate_and_delays_follow_the_config() {
+        let (g, clock) = gateway(SimConfig {
+            seed: 11,
+            ..SimConfig::default()
+        });
+        let n = 2000u64;
+        let mut approved = 0;
+        for i in 1..=n {
+            if g.charge(oid(i), Money::from_cents(100).unwrap())
+                .await
+                .unwrap()
+                == PaymentOutcome::Approved
+            {
+                approved += 1;
+            }
+        }
+        let rate = approved as f64 / n as f64;
+        assert!((0.77..=0.83).contains(&rate), "approval rate {rate}");
+        let mean_ms = clock.slept_ms.load(Ordering::Relaxed) as f64 / n as f64;
+        assert!(
+            (115.0..=135.0).contains(&mean_ms),
+            "mean delay {mean_ms} ms, expected ~125"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_charge_returns_the_first_outcome_and_is_not_a_new_charge() {
+        let (g, _) = gateway(SimConfig {
+            approval_rate: 0.5,
+            seed: 3,
+            ..SimConfig::default()
+        });
+        let amount = Money::from_cents(999).unwrap();
+        let first = g.charge(oid(1), amount).await.unwrap();
+        for _ in 0..20 {
+            assert_eq!(g.charge(oid(1), amount).await.unwrap(), first);
+        }
+        let r = g.report(oid(1));
+        assert_eq!((r.calls, r.new_charges, r.replays), (21, 1, 20));
+        assert_eq!(g.ledger().entries().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_same_seed_gives_the_same_outcomes() {
+        let outcomes = |seed| async move {
+            let (g, _) = gateway(SimConfig {
+                seed,
+                ..SimConfig::default()
+            });
+            let mut v = Vec::new();
+            for i in 1..=50 {
+                v.push(g.charge(oid(i), Money::ZERO).await.unwrap());
+            }
+            v
+        };
+        assert_eq!(outcomes(5).await, outcomes(5).await);
+        assert_ne!(outcomes(5).await, outcomes(6).await);
+    }
+
+    #[tokio::test]
+    async fn zero_delay_and_transient_errors_are_configurable() {
+        let config = SimConfig {
+            min_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            transient_error_rate: 1.0,
+            ..SimConfig::default()
+        };
+        let (g, clock) = gateway(config);
+        assert!(matches!(
+            g.charge(oid(1), Money::ZERO).await,
+            Err(PaymentError::Transient(_))
+        ));
+        assert_eq!(clock.slept_ms.load(Ordering::Relaxed), 0);
+        assert_eq!(g.report(oid(1)).transient_errors, 1);
+        assert!(g.ledger().entries().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn concurrent_charges_for_one_key_record_one_charge() {
+        let (g, _) = gateway(SimConfig {
+            approval_rate: 0.5,
+            ..SimConfig::default()
+        });
+        let g = Arc::new(g);
+        let handles: Vec<_> = (0..32)
+            .map(|_| {
+                let g = g.clone();
+                tokio::spawn(async move {
+                    g.charge(oid(7), Money::from_cents(1).unwrap())
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for h in handles {
+            seen.push(h.await.unwrap());
+        }
+        assert!(
+            seen.windows(2).all(|w| w[0] == w[1]),
+            "every caller sees the first outcome"
+        );
+        assert_eq!(g.report(oid(7)).new_charges, 1);
+    }
+
+    #[test]
+    fn invalid_configs_are_refused() {
+        let clock: Arc<dyn Clock> = Arc::new(CountingClock::default());
+        let ledger: Arc<dyn PaymentLedger> = Arc::new(MemoryLedger::new());
+        let bad = SimConfig {
+            min_delay: Duration::from_millis(5),
+            max_delay: Duration::ZERO,
+            ..SimConfig::default()
+        };
+        assert_eq!(
+            SimulatedGateway::new(bad, ledger.clone(), clock.clone()).err(),
+            Some(SimConfigError::DelayRange)
+        );
+        let bad = SimConfig {
+            approval_rate: 1.5,
+            ..SimConfig::default()
+        };
+        assert_eq!(
+            SimulatedGateway::new(bad, ledger, clock).err(),
+            Some(SimConfigError::Rate("approval_rate"))
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Contract suite for the `events` port (being written).

@@ -1,0 +1,1 @@
+//! Contract suite for the `lock` port (being written).

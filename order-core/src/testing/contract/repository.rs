@@ -1,0 +1,1 @@
+//! Contract suite for the `repository` port (being written).
