@@ -1,1 +1,77 @@
-//! placeholder
+//! # order-engine
+//!
+//! The facade over the order-processing engine: re-exports [`order_core`] (the hexagon)
+//! and the adapters, and wires the embedded default — everything in one process, on the
+//! memory adapters and the simulated payment provider — with [`Embedded`].
+//!
+//! Embedders who want only some parts depend on `order-core` and the adapter crates
+//! directly; this crate exists for the examples, benches and integration tests, and for
+//! a quick start.
+
+use std::sync::Arc;
+
+pub use order_core as core;
+pub use order_memory as memory;
+pub use order_payment_sim as payment_sim;
+
+use order_core::app::{ConfigError, OrderService, SeededRandom, ServiceConfig};
+use order_core::ports::{Clock, PaymentGateway, RandomSource};
+use order_memory::{MemoryAdapters, QueueConfig};
+use order_payment_sim::{MemoryLedger, PaymentLedger, SimConfig, SimConfigError, SimulatedGateway};
+
+/// Why the embedded engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// The service configuration is incoherent.
+    #[error(transparent)]
+    Service(#[from] ConfigError),
+    /// The payment simulation configuration is invalid.
+    #[error(transparent)]
+    Payment(#[from] SimConfigError),
+}
+
+/// The whole engine in one process: an [`OrderService`] over the memory adapters and the
+/// simulated payment provider, with handles to each part for seeding and inspection.
+pub struct Embedded {
+    /// The use cases.
+    pub service: Arc<OrderService>,
+    /// The memory adapters behind it.
+    pub adapters: MemoryAdapters,
+    /// The simulated provider (its ledger records every charge).
+    pub payments: Arc<SimulatedGateway>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Embedded {
+    /// Builds the embedded engine on `clock`, with `payment` simulation settings, a
+    /// memory queue configured by `queue`, and the service settings `config`. The RNG is
+    /// seeded from `payment.seed` for reproducible runs.
+    ///
+    /// # Errors
+    /// [`EmbeddedError`] when a configuration is invalid.
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        config: ServiceConfig,
+        payment: SimConfig,
+        queue: QueueConfig,
+    ) -> Result<Self, EmbeddedError> {
+        let rng: Arc<dyn RandomSource> = Arc::new(SeededRandom::new(payment.seed ^ 0x5eed));
+        let ledger: Arc<dyn PaymentLedger> = Arc::new(MemoryLedger::new());
+        let payments = Arc::new(SimulatedGateway::new(payment, ledger, clock.clone())?);
+        let adapters = MemoryAdapters::new(clock, queue);
+        let gateway: Arc<dyn PaymentGateway> = payments.clone();
+        let service = Arc::new(OrderService::new(adapters.ports(gateway, rng), config)?);
+        Ok(Self {
+            service,
+            adapters,
+            payments,
+        })
+    }
+}

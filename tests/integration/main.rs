@@ -1,1 +1,15 @@
-fn main() {}
+//! The workspace's integration tests, compiled into ONE binary (link once, run all).
+//!
+//! - `state_machine`: the reference model against `OrderService` on the memory adapters,
+//!   over random interleavings (proptest);
+//! - `embedder`: a property test written only against the public API, as an embedder
+//!   would write it for their own wiring;
+//! - `concurrency`: true concurrency on a multi-threaded runtime;
+//! - `worker`: the worker loop end to end on the memory queue.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod concurrency;
+mod embedder;
+mod state_machine;
+mod support;
+mod worker;

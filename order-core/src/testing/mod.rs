@@ -1,4 +1,16 @@
-//! Test support for embedders (feature `testing`): contract suites for adapters, proptest
-//! strategies and the reference model of the order state machine.
+//! Test support for embedders (feature `testing`).
+//!
+//! - [`contract`]: one suite per driven port, generic over the adapter, so any adapter
+//!   (ours or yours) can be held to the port's promises;
+//! - [`strategies`]: proptest strategies for domain values and command sequences;
+//! - [`model`]: the reference model of the order state machine and [`model::run_commands`],
+//!   which drives a real `OrderService` with generated commands and checks it against
+//!   the model after every step;
+//! - [`scripted`]: a payment gateway whose outcomes the test chooses.
+//!
+//! Everything here is pure (no runtime, no I/O), like the rest of the crate.
 
 pub mod contract;
+pub mod model;
+pub mod scripted;
+pub mod strategies;

@@ -1,0 +1,662 @@
+//! [`MemoryQueue`]: the [`JobQueue`] port in one process, with the reliability
+//! semantics the Redis queue must have: at-least-once delivery, a visibility timeout
+//! after which an un-acknowledged job is delivered again, bounded retries with
+//! exponential backoff, and a dead letter after the last attempt.
+//!
+//! Deadlines and backoffs are measured on the injected [`Clock`], so a test on a
+//! [`ManualClock`](crate::ManualClock) exercises redelivery by advancing time. Only the
+//! wait of [`JobQueue::reserve`] for a new job is real (Tokio) time: it is a poll
+//! interval, not part of the queue's semantics.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use order_core::Timestamp;
+use order_core::ports::{Clock, Delivery, Job, JobQueue, NackOutcome, QueueError, QueueStats};
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+
+/// Settings of a [`MemoryQueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// How long a reserved job stays invisible before it is delivered again
+    /// (default 30 s).
+    pub visibility_timeout: Duration,
+    /// Deliveries per job, the first included, before it goes to the dead letter
+    /// (default 5). Zero behaves as one.
+    pub max_attempts: u32,
+    /// Wait before the first retry after a nack; doubles with each attempt
+    /// (default 1 s).
+    pub retry_backoff: Duration,
+    /// Most jobs waiting and in flight together (default 1 000 000); dead letters do
+    /// not count.
+    pub capacity: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            visibility_timeout: Duration::from_secs(30),
+            max_attempts: 5,
+            retry_backoff: Duration::from_secs(1),
+            capacity: 1_000_000,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The delay before the retry that follows failed attempt `attempt` (1-based):
+    /// `retry_backoff · 2^(attempt-1)`, saturating (the exponent is capped at 20).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        self.retry_backoff.saturating_mul(1u32 << exp)
+    }
+
+    fn last_attempt(&self) -> u32 {
+        self.max_attempts.max(1)
+    }
+}
+
+/// A job that used up its attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The job.
+    pub job: Job,
+    /// How many times it was delivered.
+    pub attempts: u32,
+    /// The error of the last attempt (the nack's message, or a note that the visibility
+    /// timeout ran out).
+    pub last_error: String,
+}
+
+/// A job waiting for a worker: `attempt` is the number its next delivery will carry.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    job: Job,
+    attempt: u32,
+}
+
+/// A delivered job whose receipt has not been acked or nacked yet.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    job: Job,
+    attempt: u32,
+    deadline: Timestamp,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// By (ready at, sequence): the first entry is the earliest ready, FIFO among equals.
+    waiting: BTreeMap<(Timestamp, u64), Waiting>,
+    /// By receipt.
+    in_flight: HashMap<String, InFlight>,
+    /// (deadline, receipt) of every in-flight delivery, to find the expired ones.
+    deadlines: BTreeSet<(Timestamp, String)>,
+    dead: Vec<DeadLetter>,
+    next_seq: u64,
+}
+
+/// An in-process, at-least-once [`JobQueue`].
+///
+/// A delivery not acked or nacked within the visibility timeout is delivered again with
+/// `attempt + 1`; a nack retries after an exponential backoff; a job whose last attempt
+/// fails either way goes to the dead letter ([`MemoryQueue::dead_letters`]). Deadlines
+/// and backoffs run on the injected clock; only `reserve`'s wait is real time.
+pub struct MemoryQueue {
+    config: QueueConfig,
+    clock: Arc<dyn Clock>,
+    // A std mutex, not an async one: critical sections are a few map operations and are
+    // never held across an `.await` (reserve waits on `available`, outside the lock).
+    state: Mutex<State>,
+    /// Woken (one waiter per job) when a job becomes ready now.
+    available: Notify,
+}
+
+impl fmt::Debug for MemoryQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.guard();
+        f.debug_struct("MemoryQueue")
+            .field("config", &self.config)
+            .field("waiting", &state.waiting.len())
+            .field("in_flight", &state.in_flight.len())
+            .field("dead", &state.dead.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryQueue {
+    /// An empty queue with `config`, measuring deadlines and backoffs on `clock`.
+    pub fn new(clock: Arc<dyn Clock>, config: QueueConfig) -> Self {
+        Self {
+            config,
+            clock,
+            state: Mutex::new(State::default()),
+            available: Notify::new(),
+        }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Every job in the dead letter, oldest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.guard().dead.clone()
+    }
+
+    fn guard(&self) -> MutexGuard<'_, State> {
+        // A poisoned mutex means a thread panicked while holding it. Each critical
+        // section moves a job between collections with map operations that cannot fail
+        // (allocation failure aborts rather than unwinds), so the state is consistent
+        // and safe to keep using.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Requeues or dead-letters expired deliveries, then hands out the earliest ready
+    /// job. Otherwise returns how long (on the injected clock) until something may
+    /// become ready, if anything is scheduled.
+    fn try_reserve(&self) -> Result<Delivery, Option<Duration>> {
+        let now = self.clock.now();
+        let mut state = self.guard();
+        self.expire(&mut state, now);
+        let ready = state
+            .waiting
+            .first_key_value()
+            .is_some_and(|((ready_at, _), _)| *ready_at <= now);
+        if !ready {
+            let next_ready = state.waiting.keys().next().map(|(t, _)| *t);
+            let next_deadline = state.deadlines.iter().next().map(|(t, _)| *t);
+            let next = next_ready.into_iter().chain(next_deadline).min();
+            return Err(next.map(|t| t.saturating_since(now)));
+        }
+        let Some((_, waiting)) = state.waiting.pop_first() else {
+            return Err(None);
+        };
+        state.next_seq = state.next_seq.wrapping_add(1);
+        let receipt = format!("r{}", state.next_seq);
+        let deadline = now.saturating_add(self.config.visibility_timeout);
+        state.deadlines.insert((deadline, receipt.clone()));
+        state.in_flight.insert(
+            receipt.clone(),
+            InFlight {
+                job: waiting.job,
+                attempt: waiting.attempt,
+                deadline,
+            },
+        );
+        Ok(Delivery {
+            job: waiting.job,
+            receipt,
+            attempt: waiting.attempt,
+        })
+    }
+
+    /// Takes back every delivery whose visibility deadline is `<= now`: delivered again
+    /// with attempt + 1 (ready from its deadline), or dead-lettered when that was its
+    /// last attempt.
+    fn expire(&self, state: &mut State, now: Timestamp) {
+        while let Some((deadline, _)) = state.deadlines.first()
+            && *deadline <= now
+        {
+            let Some((deadline, receipt)) = state.deadlines.pop_first() else {
+                break;
+            };
+            let Some(flight) = state.in_flight.remove(&receipt) else {
+                continue;
+            };
+            if flight.attempt >= self.config.last_attempt() {
+                warn!(job = ?flight.job, attempts = flight.attempt, "job dead-lettered: visibility timeout expired on its last attempt");
+                state.dead.push(DeadLetter {
+                    job: flight.job,
+                    attempts: flight.attempt,
+                    last_error: format!(
+                        "visibility timeout expired on attempt {} (not acknowledged within {:?})",
+                        flight.attempt, self.config.visibility_timeout
+                    ),
+                });
+            } else {
+                debug!(job = ?flight.job, attempt = flight.attempt, "delivery not acknowledged in time; redelivering");
+                Self::push_waiting(
+                    state,
+                    deadline,
+                    flight.job,
+                    flight.attempt.saturating_add(1),
+                );
+            }
+        }
+    }
+
+    fn push_waiting(state: &mut State, ready_at: Timestamp, job: Job, attempt: u32) {
+        state.next_seq = state.next_seq.wrapping_add(1);
+        let seq = state.next_seq;
+        state
+            .waiting
+            .insert((ready_at, seq), Waiting { job, attempt });
+    }
+
+    fn remove_in_flight(state: &mut State, receipt: &str) -> Option<InFlight> {
+        let flight = state.in_flight.remove(receipt)?;
+        state
+            .deadlines
+            .remove(&(flight.deadline, receipt.to_owned()));
+        Some(flight)
+    }
+}
+
+#[async_trait]
+impl JobQueue for MemoryQueue {
+    /// Adds `job`, ready now, as attempt 1.
+    ///
+    /// # Errors
+    /// [`QueueError::Full`] (carrying the capacity) when waiting + in-flight jobs already
+    /// number `capacity`; nothing is enqueued.
+    async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
+        let now = self.clock.now();
+        {
+            let mut state = self.guard();
+            let held = (state.waiting.len() as u64).saturating_add(state.in_flight.len() as u64);
+            if held >= self.config.capacity {
+                return Err(QueueError::Full(self.config.capacity));
+            }
+            Self::push_waiting(&mut state, now, job, 1);
+        }
+        self.available.notify_one();
+        Ok(())
+    }
+
+    /// First takes back expired deliveries (redelivered with attempt + 1, or
+    /// dead-lettered after the last attempt), then hands out the earliest ready job with
+    /// a fresh receipt, invisible to others for the visibility timeout.
+    ///
+    /// When none is ready it waits — in real time, never moving the injected clock — for
+    /// an enqueue, at most `wait` (and no longer than until the next scheduled retry or
+    /// deadline falls due on the injected clock), then checks once more and returns
+    /// `None` if there is still nothing. It may also return `None` early after a wake-up
+    /// meant for a job another worker took first; callers poll in a loop anyway.
+    ///
+    /// # Errors
+    /// Never: the queue is in memory.
+    async fn reserve(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
+        // Register interest before looking, so an enqueue between the look and the wait
+        // is not missed.
+        let notified = self.available.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        let due = match self.try_reserve() {
+            Ok(delivery) => return Ok(Some(delivery)),
+            Err(due) => due,
+        };
+        let wait = due.map_or(wait, |d| wait.min(d));
+        if !wait.is_zero() {
+            // Either outcome (woken or timed out) leads to the one re-check below.
+            let _woken = tokio::time::timeout(wait, notified).await;
+        }
+        Ok(self.try_reserve().ok())
+    }
+
+    /// Removes the in-flight delivery with this receipt: it will not be delivered again.
+    /// A stale receipt (its delivery already timed out and was requeued, redelivered or
+    /// dead-lettered, or it was already acked) is a harmless no-op.
+    ///
+    /// # Errors
+    /// Never: the queue is in memory.
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        let mut state = self.guard();
+        if Self::remove_in_flight(&mut state, &delivery.receipt).is_none() {
+            debug!(receipt = %delivery.receipt, "ack of a stale receipt ignored");
+        }
+        Ok(())
+    }
+
+    /// Gives a delivery back after a failure. On its last attempt (`attempt >=
+    /// max_attempts`) the job goes to the dead letter with `error` →
+    /// [`NackOutcome::DeadLettered`]; otherwise it is delivered again after
+    /// [`QueueConfig::backoff`]`(attempt)` as attempt + 1 → [`NackOutcome::Retried`] with
+    /// that delay.
+    ///
+    /// A stale receipt (see [`JobQueue::ack`]) changes nothing and returns
+    /// `Retried(Duration::ZERO)`: the job is already back in the queue's hands, so from
+    /// the caller's side it will be delivered again (or was dead-lettered) without
+    /// further action.
+    ///
+    /// # Errors
+    /// Never: the queue is in memory.
+    async fn nack(&self, delivery: &Delivery, error: &str) -> Result<NackOutcome, QueueError> {
+        let now = self.clock.now();
+        let outcome = {
+            let mut state = self.guard();
+            let Some(flight) = Self::remove_in_flight(&mut state, &delivery.receipt) else {
+                debug!(receipt = %delivery.receipt, "nack of a stale receipt ignored");
+                return Ok(NackOutcome::Retried(Duration::ZERO));
+            };
+            if flight.attempt >= self.config.last_attempt() {
+                warn!(job = ?flight.job, attempts = flight.attempt, error, "job dead-lettered after its last attempt");
+                state.dead.push(DeadLetter {
+                    job: flight.job,
+                    attempts: flight.attempt,
+                    last_error: error.to_owned(),
+                });
+                return Ok(NackOutcome::DeadLettered);
+            }
+            let delay = self.config.backoff(flight.attempt);
+            Self::push_waiting(
+                &mut state,
+                now.saturating_add(delay),
+                flight.job,
+                flight.attempt.saturating_add(1),
+            );
+            NackOutcome::Retried(delay)
+        };
+        if outcome == NackOutcome::Retried(Duration::ZERO) {
+            self.available.notify_one();
+        }
+        Ok(outcome)
+    }
+
+    /// Waiting (ready or delayed), in flight (delivered, not acked or nacked — including
+    /// expired deliveries not yet taken back by a `reserve`) and dead-lettered counts.
+    ///
+    /// # Errors
+    /// Never: the queue is in memory.
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let state = self.guard();
+        Ok(QueueStats {
+            waiting: state.waiting.len() as u64,
+            in_flight: state.in_flight.len() as u64,
+            dead: state.dead.len() as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use order_core::OrderId;
+
+    use super::*;
+    use crate::ManualClock;
+
+    const VIS: Duration = Duration::from_secs(30);
+
+    fn job(n: u64) -> Job {
+        Job::ProcessOrder(OrderId::new(n).unwrap())
+    }
+
+    fn setup(config: QueueConfig) -> (Arc<ManualClock>, MemoryQueue) {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000)));
+        let queue = MemoryQueue::new(clock.clone(), config);
+        (clock, queue)
+    }
+
+    async fn reserve_now(q: &MemoryQueue) -> Option<Delivery> {
+        q.reserve(Duration::ZERO).await.unwrap()
+    }
+
+    async fn stats(q: &MemoryQueue) -> (u64, u64, u64) {
+        let s = q.stats().await.unwrap();
+        (s.waiting, s.in_flight, s.dead)
+    }
+
+    #[tokio::test]
+    async fn jobs_are_delivered_first_in_first_out_with_unique_receipts() {
+        let (_clock, q) = setup(QueueConfig::default());
+        for n in 1..=3 {
+            q.enqueue(job(n)).await.unwrap();
+        }
+        assert_eq!(stats(&q).await, (3, 0, 0));
+        let mut receipts = Vec::new();
+        for n in 1..=3 {
+            let d = reserve_now(&q).await.unwrap();
+            assert_eq!((d.job, d.attempt), (job(n), 1));
+            receipts.push(d.receipt);
+        }
+        receipts.sort();
+        receipts.dedup();
+        assert_eq!(receipts.len(), 3);
+        assert_eq!(reserve_now(&q).await, None);
+        assert_eq!(stats(&q).await, (0, 3, 0));
+    }
+
+    #[tokio::test]
+    async fn an_acked_job_is_never_delivered_again() {
+        let (clock, q) = setup(QueueConfig::default());
+        q.enqueue(job(1)).await.unwrap();
+        let d = reserve_now(&q).await.unwrap();
+        q.ack(&d).await.unwrap();
+        clock.advance(VIS * 10);
+        assert_eq!(reserve_now(&q).await, None);
+        assert_eq!(stats(&q).await, (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_unacked_job_is_redelivered_after_the_visibility_timeout() {
+        let (clock, q) = setup(QueueConfig::default());
+        q.enqueue(job(1)).await.unwrap();
+        let first = reserve_now(&q).await.unwrap();
+
+        clock.advance(VIS - Duration::from_millis(1));
+        assert_eq!(reserve_now(&q).await, None);
+
+        clock.advance(Duration::from_millis(1));
+        let second = reserve_now(&q).await.unwrap();
+        assert_eq!((second.job, second.attempt), (job(1), 2));
+        assert_ne!(second.receipt, first.receipt);
+
+        // The first worker's late ack and nack are stale: the redelivery stays in flight.
+        q.ack(&first).await.unwrap();
+        assert_eq!(
+            q.nack(&first, "late").await.unwrap(),
+            NackOutcome::Retried(Duration::ZERO)
+        );
+        assert_eq!(stats(&q).await, (0, 1, 0));
+        q.ack(&second).await.unwrap();
+        assert_eq!(stats(&q).await, (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_nacked_job_is_retried_after_a_doubling_backoff() {
+        let (clock, q) = setup(QueueConfig::default());
+        q.enqueue(job(1)).await.unwrap();
+        let mut expected_delay = Duration::from_secs(1);
+        for attempt in 1..=4 {
+            let d = reserve_now(&q).await.unwrap();
+            assert_eq!(d.attempt, attempt);
+            let outcome = q.nack(&d, "transient").await.unwrap();
+            assert_eq!(outcome, NackOutcome::Retried(expected_delay));
+            assert_eq!(stats(&q).await, (1, 0, 0));
+
+            clock.advance(expected_delay - Duration::from_millis(1));
+            assert_eq!(reserve_now(&q).await, None, "ready too early");
+            clock.advance(Duration::from_millis(1));
+            expected_delay *= 2;
+        }
+        assert_eq!(reserve_now(&q).await.map(|d| d.attempt), Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_job_is_dead_lettered_when_its_last_attempt_is_nacked() {
+        let config = QueueConfig {
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(10),
+            ..QueueConfig::default()
+        };
+        let (clock, q) = setup(config);
+        q.enqueue(job(7)).await.unwrap();
+        for attempt in 1..=2 {
+            let d = reserve_now(&q).await.unwrap();
+            assert_eq!(d.attempt, attempt);
+            assert!(matches!(
+                q.nack(&d, "boom").await.unwrap(),
+                NackOutcome::Retried(_)
+            ));
+            clock.advance(Duration::from_secs(1));
+        }
+        let last = reserve_now(&q).await.unwrap();
+        assert_eq!(last.attempt, 3);
+        assert_eq!(
+            q.nack(&last, "provider down").await.unwrap(),
+            NackOutcome::DeadLettered
+        );
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(reserve_now(&q).await, None);
+        assert_eq!(stats(&q).await, (0, 0, 1));
+        assert_eq!(
+            q.dead_letters(),
+            vec![DeadLetter {
+                job: job(7),
+                attempts: 3,
+                last_error: "provider down".into()
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_deliveries_keep_timing_out_is_dead_lettered_after_the_last() {
+        let config = QueueConfig {
+            max_attempts: 2,
+            ..QueueConfig::default()
+        };
+        let (clock, q) = setup(config);
+        q.enqueue(job(3)).await.unwrap();
+        assert_eq!(reserve_now(&q).await.map(|d| d.attempt), Some(1));
+        clock.advance(VIS);
+        let second = reserve_now(&q).await.unwrap();
+        assert_eq!(second.attempt, 2);
+        clock.advance(VIS);
+        assert_eq!(reserve_now(&q).await, None);
+        assert_eq!(stats(&q).await, (0, 0, 1));
+        let dead = q.dead_letters();
+        assert_eq!((dead[0].job, dead[0].attempts), (job(3), 2));
+        assert!(dead[0].last_error.contains("visibility timeout"));
+        // The last worker's ack comes too late and changes nothing.
+        q.ack(&second).await.unwrap();
+        assert_eq!(stats(&q).await, (0, 0, 1));
+    }
+
+    #[tokio::test]
+    async fn an_ack_or_nack_of_an_unknown_receipt_is_a_no_op() {
+        let (_clock, q) = setup(QueueConfig::default());
+        q.enqueue(job(1)).await.unwrap();
+        let real = reserve_now(&q).await.unwrap();
+        let forged = Delivery {
+            receipt: "nope".into(),
+            ..real.clone()
+        };
+        q.ack(&forged).await.unwrap();
+        assert_eq!(
+            q.nack(&forged, "x").await.unwrap(),
+            NackOutcome::Retried(Duration::ZERO)
+        );
+        assert_eq!(stats(&q).await, (0, 1, 0));
+        q.ack(&real).await.unwrap();
+        q.ack(&real).await.unwrap();
+        assert_eq!(stats(&q).await, (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn enqueue_beyond_capacity_is_refused_until_a_job_is_acked() {
+        let config = QueueConfig {
+            capacity: 2,
+            ..QueueConfig::default()
+        };
+        let (_clock, q) = setup(config);
+        q.enqueue(job(1)).await.unwrap();
+        q.enqueue(job(2)).await.unwrap();
+        assert!(matches!(q.enqueue(job(3)).await, Err(QueueError::Full(2))));
+        // In-flight jobs still count against the bound.
+        let d = reserve_now(&q).await.unwrap();
+        assert!(matches!(q.enqueue(job(3)).await, Err(QueueError::Full(2))));
+        q.ack(&d).await.unwrap();
+        q.enqueue(job(3)).await.unwrap();
+        assert_eq!(stats(&q).await, (2, 0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reserve_wakes_for_an_enqueue_and_never_moves_the_injected_clock() {
+        let (clock, q) = setup(QueueConfig::default());
+        let q = Arc::new(q);
+        let start = clock.now();
+
+        let real = tokio::time::Instant::now();
+        assert_eq!(q.reserve(Duration::from_secs(2)).await.unwrap(), None);
+        assert!(real.elapsed() >= Duration::from_secs(2));
+        assert_eq!(clock.now(), start);
+
+        let producer = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                q.enqueue(job(9)).await.unwrap();
+            })
+        };
+        let real = tokio::time::Instant::now();
+        let d = q.reserve(Duration::from_secs(60)).await.unwrap().unwrap();
+        assert_eq!(d.job, job(9));
+        assert!(real.elapsed() < Duration::from_secs(60));
+        assert_eq!(clock.now(), start);
+        producer.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reserve_does_not_wait_past_the_next_scheduled_retry() {
+        let (_clock, q) = setup(QueueConfig::default());
+        q.enqueue(job(1)).await.unwrap();
+        let d = reserve_now(&q).await.unwrap();
+        assert_eq!(
+            q.nack(&d, "x").await.unwrap(),
+            NackOutcome::Retried(Duration::from_secs(1))
+        );
+        let real = tokio::time::Instant::now();
+        // The manual clock does not move, so the retry is still not due: None, after
+        // waiting at most the 1 s until it would have been.
+        assert_eq!(q.reserve(Duration::from_secs(60)).await.unwrap(), None);
+        assert!(real.elapsed() <= Duration::from_secs(1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_workers_receive_every_job_exactly_once() {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(0)));
+        let q = Arc::new(MemoryQueue::new(clock, QueueConfig::default()));
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while let Some(d) = q.reserve(Duration::from_millis(200)).await.unwrap() {
+                        q.ack(&d).await.unwrap();
+                        got.push(d.job);
+                    }
+                    got
+                })
+            })
+            .collect();
+        for n in 1..=2_000 {
+            q.enqueue(job(n)).await.unwrap();
+        }
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(w.await.unwrap());
+        }
+        let mut ids: Vec<u64> = all.iter().map(|Job::ProcessOrder(id)| id.get()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=2_000).collect::<Vec<_>>());
+        assert_eq!(stats(&q).await, (0, 0, 0));
+    }
+
+    #[test]
+    fn backoff_doubles_per_attempt_and_saturates() {
+        let c = QueueConfig::default();
+        assert_eq!(c.backoff(1), Duration::from_secs(1));
+        assert_eq!(c.backoff(2), Duration::from_secs(2));
+        assert_eq!(c.backoff(5), Duration::from_secs(16));
+        assert_eq!(c.backoff(1000), Duration::from_secs(1 << 20));
+        let huge = QueueConfig {
+            retry_backoff: Duration::MAX,
+            ..c
+        };
+        assert_eq!(huge.backoff(3), Duration::MAX);
+    }
+}

@@ -1,0 +1,1010 @@
+//! [`MemoryOrderRepository`]: the [`OrderRepository`] port in one process.
+//!
+//! All state (users, products with stock, orders, the idempotency index) sits behind a
+//! single mutex, so every `place` draft and every `transition` is one atomic step — the
+//! in-memory counterpart of one database transaction. It keeps every promise the port
+//! makes (stock allotted in arrival order, replays, compare-and-set transitions that
+//! return stock exactly once) so that it can serve as the reference the MySQL adapter is
+//! checked against, and as the store of the embedded single-process server.
+//!
+//! Besides the port, it has a small seeding and inspection API (`add_user`,
+//! `add_product`, `restock`, `stock`, `orders`) for wiring and tests; users are just ids
+//! here (names, e-mails and credentials belong to whoever authenticates).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use order_core::domain::{IdError, OrderDraft, StatusChange};
+use order_core::ports::{
+    ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, TransitionOutcome,
+};
+use order_core::{IdempotencyKey, Money, Order, OrderId, Product, ProductId, Timestamp, UserId};
+
+/// Why [`MemoryOrderRepository::restock`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestockError {
+    /// No product has this id.
+    #[error("product {0} does not exist")]
+    UnknownProduct(ProductId),
+    /// The new stock would not fit in a `u64`.
+    #[error("restocking product {0} would overflow its stock")]
+    Overflow(ProductId),
+}
+
+/// Orders and stock in memory, changed atomically.
+///
+/// Each draft of [`OrderRepository::place`] and each [`OrderRepository::transition`] is
+/// one atomic step under a single mutex, the counterpart of one database transaction.
+/// Users are bare ids; products and users are added with [`add_user`](Self::add_user)
+/// and [`add_product`](Self::add_product).
+#[derive(Debug, Default)]
+pub struct MemoryOrderRepository {
+    // A std mutex rather than `tokio::sync::Mutex`: every critical section is a short,
+    // purely in-memory computation that is never held across an `.await`, so it cannot
+    // stall the executor, and a std mutex is much cheaper to take. One mutex around the
+    // whole state (rather than one per product) makes each draft and transition atomic
+    // without any lock ordering to get wrong.
+    state: Mutex<State>,
+}
+
+/// Everything the repository stores.
+#[derive(Debug, Default)]
+struct State {
+    users: HashSet<UserId>,
+    products: BTreeMap<ProductId, Product>,
+    orders: HashMap<OrderId, Order>,
+    /// Each user's orders by id, so listing does not scan every order.
+    by_user: HashMap<UserId, Vec<OrderId>>,
+    keys: HashMap<(UserId, IdempotencyKey), OrderId>,
+    last_user: u64,
+    last_product: u64,
+    last_order: u64,
+}
+
+/// What one `place` call will write, decided before anything is written.
+#[derive(Default)]
+struct Plan {
+    /// Units reserved per product by the drafts placed so far in this call.
+    taken: HashMap<ProductId, u64>,
+    /// Orders to insert, in id order.
+    orders: Vec<Order>,
+    /// Keys claimed by `orders` (index into it), so a second draft with the same key in
+    /// one batch replays the first.
+    keys: HashMap<(UserId, IdempotencyKey), usize>,
+    last_order: u64,
+}
+
+/// The next id from a counter holding the last one handed out. Counters start at 0, so
+/// the first id is 1; the loop only ever skips the single invalid value, 0, which would
+/// take 2^64 allocations to reach.
+fn allocate<T>(last: &mut u64, make: impl Fn(u64) -> Result<T, IdError>) -> T {
+    loop {
+        *last = last.wrapping_add(1);
+        if let Ok(id) = make(*last) {
+            return id;
+        }
+    }
+}
+
+fn unexpected(message: String) -> RepositoryError {
+    RepositoryError::Unexpected(anyhow::Error::msg(message))
+}
+
+impl MemoryOrderRepository {
+    /// An empty store: no users, no products, no orders.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a new user and returns its id (1, 2, 3, … in call order).
+    pub fn add_user(&self) -> UserId {
+        let mut state = self.guard();
+        let id = allocate(&mut state.last_user, UserId::new);
+        state.users.insert(id);
+        id
+    }
+
+    /// Adds a product with its unit price and initial stock and returns its id (1, 2, 3,
+    /// … in call order).
+    pub fn add_product(&self, name: impl Into<String>, price: Money, stock: u64) -> ProductId {
+        let mut state = self.guard();
+        let id = allocate(&mut state.last_product, ProductId::new);
+        state.products.insert(
+            id,
+            Product {
+                id,
+                name: name.into(),
+                price,
+                stock,
+            },
+        );
+        id
+    }
+
+    /// Adds `units` to a product's stock.
+    ///
+    /// # Errors
+    /// [`RestockError::UnknownProduct`] when it does not exist;
+    /// [`RestockError::Overflow`] when the stock would exceed `u64::MAX` (nothing
+    /// changes).
+    pub fn restock(&self, product: ProductId, units: u64) -> Result<(), RestockError> {
+        let mut state = self.guard();
+        let p = state
+            .products
+            .get_mut(&product)
+            .ok_or(RestockError::UnknownProduct(product))?;
+        p.stock = p
+            .stock
+            .checked_add(units)
+            .ok_or(RestockError::Overflow(product))?;
+        Ok(())
+    }
+
+    /// A product's current stock, or `None` when it does not exist.
+    pub fn stock(&self, product: ProductId) -> Option<u64> {
+        self.guard().products.get(&product).map(|p| p.stock)
+    }
+
+    /// Every order, ascending by id (a snapshot, for tests and invariant checks).
+    pub fn orders(&self) -> Vec<Order> {
+        let state = self.guard();
+        let mut orders: Vec<Order> = state.orders.values().cloned().collect();
+        orders.sort_by_key(Order::id);
+        orders
+    }
+
+    fn guard(&self) -> MutexGuard<'_, State> {
+        // A poisoned mutex means a thread panicked while holding it. Every critical
+        // section decides everything that can fail before its first write and then only
+        // performs writes that cannot fail (a failed allocation aborts rather than
+        // unwinds), so a panic never leaves a half-applied change: the state is
+        // consistent and safe to keep using.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn place(
+        &mut self,
+        drafts: &[OrderDraft],
+        now: Timestamp,
+    ) -> Result<Vec<PlaceOutcome>, RepositoryError> {
+        let mut plan = Plan {
+            last_order: self.last_order,
+            ..Plan::default()
+        };
+        let mut outcomes = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            outcomes.push(self.decide(draft, now, &mut plan)?);
+        }
+        self.commit(plan);
+        Ok(outcomes)
+    }
+
+    /// Decides one draft against the stored state plus what earlier drafts of the same
+    /// call will write. Writes nothing.
+    fn decide(
+        &self,
+        draft: &OrderDraft,
+        now: Timestamp,
+        plan: &mut Plan,
+    ) -> Result<PlaceOutcome, RepositoryError> {
+        let key = (draft.user(), draft.idempotency_key().clone());
+        let holder = match self.keys.get(&key) {
+            Some(id) => self.orders.get(id),
+            None => plan.keys.get(&key).and_then(|i| plan.orders.get(*i)),
+        };
+        if let Some(existing) = holder {
+            return Ok(if existing.fingerprint() == draft.fingerprint() {
+                PlaceOutcome::Replayed(existing.clone())
+            } else {
+                PlaceOutcome::KeyReused {
+                    existing: existing.id(),
+                }
+            });
+        }
+        if !self.users.contains(&draft.user()) {
+            return Ok(PlaceOutcome::UnknownUser(draft.user()));
+        }
+        // Products in ascending id order (the draft keeps them so), as the database
+        // adapter locks its rows: the first missing or short product decides.
+        let mut prices = Vec::with_capacity(draft.items().len());
+        for (product, quantity) in draft.items() {
+            let Some(stored) = self.products.get(product) else {
+                return Ok(PlaceOutcome::UnknownProduct(*product));
+            };
+            let taken = plan.taken.get(product).copied().unwrap_or(0);
+            let available = stored.stock.saturating_sub(taken);
+            if u64::from(quantity.get()) > available {
+                return Ok(PlaceOutcome::InsufficientStock {
+                    product: *product,
+                    requested: quantity.get(),
+                    available,
+                });
+            }
+            prices.push(stored.price);
+        }
+        let id = allocate(&mut plan.last_order, OrderId::new);
+        let order = Order::place(id, draft, &prices, now).map_err(|e| {
+            unexpected(format!(
+                "order for user {} with key {}: {e}",
+                draft.user(),
+                draft.idempotency_key()
+            ))
+        })?;
+        for (product, quantity) in draft.items() {
+            // Bounded by the product's stock (checked above), so this cannot overflow.
+            *plan.taken.entry(*product).or_default() += u64::from(quantity.get());
+        }
+        plan.keys.insert(key, plan.orders.len());
+        plan.orders.push(order.clone());
+        Ok(PlaceOutcome::Placed(order))
+    }
+
+    /// Writes a plan. Nothing here can fail: every check happened in `decide`.
+    fn commit(&mut self, plan: Plan) {
+        for (product, units) in plan.taken {
+            if let Some(p) = self.products.get_mut(&product) {
+                p.stock = p.stock.saturating_sub(units);
+            }
+        }
+        for order in plan.orders {
+            self.keys
+                .insert((order.user(), order.idempotency_key().clone()), order.id());
+            self.by_user
+                .entry(order.user())
+                .or_default()
+                .push(order.id());
+            self.orders.insert(order.id(), order);
+        }
+        self.last_order = plan.last_order;
+    }
+
+    fn transition(
+        &mut self,
+        id: OrderId,
+        change: &StatusChange,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, RepositoryError> {
+        let Some(current) = self.orders.get(&id) else {
+            return Ok(TransitionOutcome::NotFound);
+        };
+        let mut updated = current.clone();
+        if updated.apply(change, now).is_err() {
+            return Ok(TransitionOutcome::LostRace(current.clone()));
+        }
+        let mut restored = Vec::new();
+        if change.returns_stock() {
+            for line in updated.lines() {
+                let stock = self
+                    .products
+                    .get(&line.product)
+                    .ok_or_else(|| {
+                        unexpected(format!("order {id} holds missing product {}", line.product))
+                    })?
+                    .stock
+                    .checked_add(u64::from(line.quantity.get()))
+                    .ok_or_else(|| {
+                        unexpected(format!(
+                            "returning order {id}'s stock overflows product {}",
+                            line.product
+                        ))
+                    })?;
+                restored.push((line.product, stock));
+            }
+        }
+        for (product, stock) in restored {
+            if let Some(p) = self.products.get_mut(&product) {
+                p.stock = stock;
+            }
+        }
+        self.orders.insert(id, updated.clone());
+        Ok(TransitionOutcome::Applied(updated))
+    }
+
+    fn list_by_user(&self, user: UserId, filter: ListFilter) -> OrderPage {
+        let mut matching: Vec<&Order> = self
+            .by_user
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.orders.get(id))
+            .filter(|o| filter.status.is_none_or(|s| o.status() == s))
+            .collect();
+        matching.sort_by(|a, b| {
+            b.created_at()
+                .cmp(&a.created_at())
+                .then_with(|| b.id().cmp(&a.id()))
+        });
+        let per_page = usize::try_from(filter.per_page).unwrap_or(usize::MAX);
+        let skip = usize::try_from(filter.page.saturating_sub(1))
+            .unwrap_or(usize::MAX)
+            .saturating_mul(per_page);
+        OrderPage {
+            total: matching.len() as u64,
+            orders: matching
+                .into_iter()
+                .skip(skip)
+                .take(per_page)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl OrderRepository for MemoryOrderRepository {
+    /// Places each draft atomically, in arrival order; see the port. A second draft with
+    /// the same (user, key) in one call replays (or refuses) the first.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unexpected`] when a draft that would be placed has a total
+    /// above [`Money::max`]; every draft is decided before anything is written, so the
+    /// whole call then writes nothing.
+    async fn place(
+        &self,
+        drafts: &[OrderDraft],
+        now: Timestamp,
+    ) -> Result<Vec<PlaceOutcome>, RepositoryError> {
+        self.guard().place(drafts, now)
+    }
+
+    /// Compare-and-set exactly as [`Order::apply`]; Cancel and Fail put every line's
+    /// quantity back in the same step, so stock is returned once however many race.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unexpected`] when returning stock is impossible (a product
+    /// vanished or its stock would overflow `u64`); nothing is written.
+    async fn transition(
+        &self,
+        id: OrderId,
+        change: StatusChange,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, RepositoryError> {
+        self.guard().transition(id, &change, now)
+    }
+
+    /// # Errors
+    /// Never.
+    async fn get(&self, id: OrderId) -> Result<Option<Order>, RepositoryError> {
+        Ok(self.guard().orders.get(&id).cloned())
+    }
+
+    /// # Errors
+    /// Never.
+    async fn find_by_key(
+        &self,
+        user: UserId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Order>, RepositoryError> {
+        let state = self.guard();
+        Ok(state
+            .keys
+            .get(&(user, key.clone()))
+            .and_then(|id| state.orders.get(id))
+            .cloned())
+    }
+
+    /// Newest first (creation time, then id, both descending). Page 0 reads as page 1;
+    /// `per_page` 0 gives an empty page with the right total.
+    ///
+    /// # Errors
+    /// Never.
+    async fn list_by_user(
+        &self,
+        user: UserId,
+        filter: ListFilter,
+    ) -> Result<OrderPage, RepositoryError> {
+        Ok(self.guard().list_by_user(user, filter))
+    }
+
+    /// # Errors
+    /// Never.
+    async fn products(&self) -> Result<Vec<Product>, RepositoryError> {
+        Ok(self.guard().products.values().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use order_core::OrderStatus;
+    use order_core::Quantity;
+    use order_core::domain::{FailureReason, Lease, LeaseToken};
+
+    use super::*;
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+    fn money(s: &str) -> Money {
+        Money::parse(s).unwrap()
+    }
+    fn draft(user: UserId, key: &str, items: &[(ProductId, i64)]) -> OrderDraft {
+        OrderDraft::new(
+            user,
+            items.iter().map(|(p, q)| (*p, Quantity::new(*q).unwrap())),
+            IdempotencyKey::new(key).unwrap(),
+        )
+        .unwrap()
+    }
+    fn lease(token: u64, until: u64) -> Lease {
+        Lease {
+            token: LeaseToken::from_raw(token),
+            until: at(until),
+        }
+    }
+
+    struct Fixture {
+        repo: MemoryOrderRepository,
+        alice: UserId,
+        bob: UserId,
+        mouse: ProductId,
+        keyboard: ProductId,
+        headphones: ProductId,
+    }
+
+    fn fixture() -> Fixture {
+        let repo = MemoryOrderRepository::new();
+        let alice = repo.add_user();
+        let bob = repo.add_user();
+        let mouse = repo.add_product("Wireless Mouse", money("29.99"), 200);
+        let keyboard = repo.add_product("Mechanical Keyboard", money("149.99"), 75);
+        let headphones = repo.add_product("Limited Edition Headphones", money("299.99"), 1);
+        Fixture {
+            repo,
+            alice,
+            bob,
+            mouse,
+            keyboard,
+            headphones,
+        }
+    }
+
+    async fn place_one(repo: &MemoryOrderRepository, d: OrderDraft, now: u64) -> PlaceOutcome {
+        let mut out = repo.place(&[d], at(now)).await.unwrap();
+        assert_eq!(out.len(), 1);
+        out.remove(0)
+    }
+
+    async fn placed(repo: &MemoryOrderRepository, d: OrderDraft, now: u64) -> Order {
+        match place_one(repo, d, now).await {
+            PlaceOutcome::Placed(o) => o,
+            other => panic!("expected Placed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ids_are_handed_out_from_one_in_call_order() {
+        let f = fixture();
+        assert_eq!((f.alice.get(), f.bob.get()), (1, 2));
+        assert_eq!(
+            (f.mouse.get(), f.keyboard.get(), f.headphones.get()),
+            (1, 2, 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn placing_reserves_stock_and_prices_lines_at_the_current_price() {
+        let f = fixture();
+        let order = placed(
+            &f.repo,
+            draft(f.alice, "k1", &[(f.keyboard, 1), (f.mouse, 2)]),
+            5,
+        )
+        .await;
+        assert_eq!(order.id().get(), 1);
+        assert_eq!(order.status(), OrderStatus::Pending);
+        assert_eq!(order.total().to_string(), "209.97");
+        assert_eq!(order.created_at(), at(5));
+        assert_eq!(f.repo.stock(f.mouse), Some(198));
+        assert_eq!(f.repo.stock(f.keyboard), Some(74));
+        assert_eq!(f.repo.get(order.id()).await.unwrap(), Some(order.clone()));
+        assert_eq!(f.repo.orders(), vec![order]);
+    }
+
+    #[tokio::test]
+    async fn place_is_atomic_an_insufficient_second_product_leaves_the_first_untouched() {
+        let f = fixture();
+        let out = place_one(
+            &f.repo,
+            draft(f.alice, "k", &[(f.mouse, 3), (f.headphones, 2)]),
+            1,
+        )
+        .await;
+        assert_eq!(
+            out,
+            PlaceOutcome::InsufficientStock {
+                product: f.headphones,
+                requested: 2,
+                available: 1
+            }
+        );
+        assert_eq!(f.repo.stock(f.mouse), Some(200));
+        assert_eq!(f.repo.stock(f.headphones), Some(1));
+        assert!(f.repo.orders().is_empty());
+        let key = IdempotencyKey::new("k").unwrap();
+        assert_eq!(f.repo.find_by_key(f.alice, &key).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_first_short_or_missing_product_ascending_decides_and_nothing_is_written() {
+        let f = fixture();
+        let missing = ProductId::new(99).unwrap();
+        let out = place_one(
+            &f.repo,
+            draft(f.alice, "a", &[(missing, 1), (f.headphones, 5)]),
+            1,
+        )
+        .await;
+        assert_eq!(
+            out,
+            PlaceOutcome::InsufficientStock {
+                product: f.headphones,
+                requested: 5,
+                available: 1
+            }
+        );
+        let out = place_one(
+            &f.repo,
+            draft(f.alice, "b", &[(missing, 1), (f.mouse, 1)]),
+            1,
+        )
+        .await;
+        assert_eq!(out, PlaceOutcome::UnknownProduct(missing));
+        let stranger = UserId::new(42).unwrap();
+        let out = place_one(&f.repo, draft(stranger, "c", &[(f.mouse, 1)]), 1).await;
+        assert_eq!(out, PlaceOutcome::UnknownUser(stranger));
+        assert_eq!(f.repo.stock(f.mouse), Some(200));
+        assert!(f.repo.orders().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_same_key_and_lines_replay_and_different_lines_are_key_reused() {
+        let f = fixture();
+        let first = placed(&f.repo, draft(f.alice, "k", &[(f.mouse, 2)]), 1).await;
+        // Same lines sent differently (split into two lines) are the same request.
+        let again = place_one(
+            &f.repo,
+            draft(f.alice, "k", &[(f.mouse, 1), (f.mouse, 1)]),
+            2,
+        )
+        .await;
+        assert_eq!(again, PlaceOutcome::Replayed(first.clone()));
+        let changed = place_one(&f.repo, draft(f.alice, "k", &[(f.mouse, 3)]), 3).await;
+        assert_eq!(
+            changed,
+            PlaceOutcome::KeyReused {
+                existing: first.id()
+            }
+        );
+        // Keys are per user: Bob's "k" is a new order.
+        let bobs = placed(&f.repo, draft(f.bob, "k", &[(f.mouse, 3)]), 4).await;
+        assert_ne!(bobs.id(), first.id());
+        assert_eq!(f.repo.stock(f.mouse), Some(195));
+        let key = IdempotencyKey::new("k").unwrap();
+        assert_eq!(
+            f.repo.find_by_key(f.alice, &key).await.unwrap(),
+            Some(first)
+        );
+        assert_eq!(f.repo.find_by_key(f.bob, &key).await.unwrap(), Some(bobs));
+    }
+
+    #[tokio::test]
+    async fn a_batch_allots_stock_in_arrival_order_with_one_outcome_per_draft() {
+        let f = fixture();
+        let out = f
+            .repo
+            .place(
+                &[
+                    draft(f.alice, "1", &[(f.headphones, 1)]),
+                    draft(f.bob, "2", &[(f.headphones, 1)]),
+                    draft(f.bob, "3", &[(f.mouse, 1)]),
+                    draft(f.alice, "1", &[(f.headphones, 1)]),
+                    draft(f.alice, "1", &[(f.mouse, 1)]),
+                ],
+                at(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 5);
+        let PlaceOutcome::Placed(first) = &out[0] else {
+            panic!("{:?}", out[0])
+        };
+        assert_eq!(
+            out[1],
+            PlaceOutcome::InsufficientStock {
+                product: f.headphones,
+                requested: 1,
+                available: 0
+            }
+        );
+        let PlaceOutcome::Placed(third) = &out[2] else {
+            panic!("{:?}", out[2])
+        };
+        assert_eq!(out[3], PlaceOutcome::Replayed(first.clone()));
+        assert_eq!(
+            out[4],
+            PlaceOutcome::KeyReused {
+                existing: first.id()
+            }
+        );
+        assert_eq!((first.id().get(), third.id().get()), (1, 2));
+        assert_eq!(f.repo.stock(f.headphones), Some(0));
+        assert_eq!(f.repo.stock(f.mouse), Some(199));
+        assert_eq!(f.repo.orders().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_total_above_the_money_maximum_fails_the_whole_call_and_writes_nothing() {
+        let f = fixture();
+        let gold = f.repo.add_product("Gold bar", Money::max(), 10);
+        let err = f
+            .repo
+            .place(
+                &[
+                    draft(f.alice, "ok", &[(f.mouse, 1)]),
+                    draft(f.alice, "huge", &[(gold, 2)]),
+                ],
+                at(1),
+            )
+            .await;
+        assert!(
+            matches!(err, Err(RepositoryError::Unexpected(_))),
+            "{err:?}"
+        );
+        assert_eq!(f.repo.stock(f.mouse), Some(200));
+        assert_eq!(f.repo.stock(gold), Some(10));
+        assert!(f.repo.orders().is_empty());
+        // No id was burnt either: the next order is still order 1.
+        let next = placed(&f.repo, draft(f.alice, "ok", &[(f.mouse, 1)]), 2).await;
+        assert_eq!(next.id().get(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_orders_for_the_last_unit_never_oversell() {
+        let f = fixture();
+        let repo = Arc::new(f.repo);
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let repo = repo.clone();
+                let d = draft(f.alice, &format!("k{i}"), &[(f.headphones, 1)]);
+                tokio::spawn(async move { repo.place(&[d], at(1)).await.unwrap() })
+            })
+            .collect();
+        let mut placed = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap()[0], PlaceOutcome::Placed(_)) {
+                placed += 1;
+            }
+        }
+        assert_eq!(placed, 1);
+        assert_eq!(repo.stock(f.headphones), Some(0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_cancels_return_the_stock_exactly_once() {
+        let f = fixture();
+        let order = placed(&f.repo, draft(f.alice, "k", &[(f.mouse, 5)]), 1).await;
+        assert_eq!(f.repo.stock(f.mouse), Some(195));
+        let repo = Arc::new(f.repo);
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let repo = repo.clone();
+                let id = order.id();
+                tokio::spawn(async move { repo.transition(id, StatusChange::Cancel, at(2)).await })
+            })
+            .collect();
+        let mut applied = 0;
+        for t in tasks {
+            match t.await.unwrap().unwrap() {
+                TransitionOutcome::Applied(o) => {
+                    applied += 1;
+                    assert_eq!(o.cancelled_at(), Some(at(2)));
+                }
+                TransitionOutcome::LostRace(o) => assert_eq!(o.status(), OrderStatus::Cancelled),
+                TransitionOutcome::NotFound => panic!("order vanished"),
+            }
+        }
+        assert_eq!(applied, 1);
+        assert_eq!(repo.stock(f.mouse), Some(200));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_cancel_racing_a_worker_start_has_exactly_one_winner() {
+        for round in 0..20 {
+            let f = fixture();
+            let order = placed(&f.repo, draft(f.alice, "k", &[(f.mouse, 5)]), 1).await;
+            let repo = Arc::new(f.repo);
+            let id = order.id();
+            let (r1, r2) = (repo.clone(), repo.clone());
+            let cancel =
+                tokio::spawn(async move { r1.transition(id, StatusChange::Cancel, at(2)).await });
+            let start = tokio::spawn(async move {
+                r2.transition(
+                    id,
+                    StatusChange::Start {
+                        lease: lease(1, 100),
+                    },
+                    at(2),
+                )
+                .await
+            });
+            let c = cancel.await.unwrap().unwrap();
+            let s = start.await.unwrap().unwrap();
+            let final_status = repo.get(id).await.unwrap().unwrap().status();
+            match (c, s) {
+                (TransitionOutcome::Applied(_), TransitionOutcome::LostRace(o)) => {
+                    assert_eq!(o.status(), OrderStatus::Cancelled, "round {round}");
+                    assert_eq!(final_status, OrderStatus::Cancelled);
+                    assert_eq!(repo.stock(f.mouse), Some(200));
+                }
+                (TransitionOutcome::LostRace(o), TransitionOutcome::Applied(_)) => {
+                    assert_eq!(o.status(), OrderStatus::Processing, "round {round}");
+                    assert_eq!(final_status, OrderStatus::Processing);
+                    assert_eq!(repo.stock(f.mouse), Some(195));
+                }
+                other => panic!("round {round}: not exactly one winner: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn fail_returns_stock_once_and_pay_keeps_it() {
+        let f = fixture();
+        let a = placed(&f.repo, draft(f.alice, "a", &[(f.mouse, 4)]), 1).await;
+        let b = placed(&f.repo, draft(f.alice, "b", &[(f.mouse, 6)]), 1).await;
+        for o in [&a, &b] {
+            let out = f
+                .repo
+                .transition(
+                    o.id(),
+                    StatusChange::Start {
+                        lease: lease(o.id().get(), 100),
+                    },
+                    at(2),
+                )
+                .await
+                .unwrap();
+            assert!(matches!(out, TransitionOutcome::Applied(_)));
+        }
+        assert_eq!(f.repo.stock(f.mouse), Some(190));
+        let fail = StatusChange::Fail {
+            lease: LeaseToken::from_raw(a.id().get()),
+            reason: FailureReason::new("Simulated payment decline."),
+        };
+        let out = f
+            .repo
+            .transition(a.id(), fail.clone(), at(3))
+            .await
+            .unwrap();
+        let TransitionOutcome::Applied(failed) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(failed.status(), OrderStatus::Failed);
+        assert_eq!(
+            failed.failure_reason().map(FailureReason::as_str),
+            Some("Simulated payment decline.")
+        );
+        assert_eq!(f.repo.stock(f.mouse), Some(194));
+        // A repeated Fail loses the race and returns nothing more.
+        let again = f.repo.transition(a.id(), fail, at(4)).await.unwrap();
+        assert_eq!(again, TransitionOutcome::LostRace(failed));
+        assert_eq!(f.repo.stock(f.mouse), Some(194));
+
+        let pay = StatusChange::Pay {
+            lease: LeaseToken::from_raw(b.id().get()),
+        };
+        let out = f.repo.transition(b.id(), pay, at(5)).await.unwrap();
+        assert!(
+            matches!(out, TransitionOutcome::Applied(ref o) if o.status() == OrderStatus::Paid)
+        );
+        assert_eq!(f.repo.stock(f.mouse), Some(194));
+    }
+
+    #[tokio::test]
+    async fn a_worker_with_a_stale_lease_cannot_pay_after_a_take_over() {
+        let f = fixture();
+        let order = placed(&f.repo, draft(f.alice, "k", &[(f.mouse, 1)]), 1).await;
+        let id = order.id();
+        let first = lease(1, 100);
+        let second = lease(2, 500);
+        let start = StatusChange::Start { lease: first };
+        assert!(matches!(
+            f.repo.transition(id, start, at(10)).await.unwrap(),
+            TransitionOutcome::Applied(_)
+        ));
+        let take_over = StatusChange::TakeOver {
+            expired: first.token,
+            lease: second,
+        };
+        // Too early: the first lease is still live.
+        let early = f
+            .repo
+            .transition(id, take_over.clone(), at(99))
+            .await
+            .unwrap();
+        assert!(
+            matches!(early, TransitionOutcome::LostRace(ref o) if o.lease() == Some(first)),
+            "{early:?}"
+        );
+        assert!(matches!(
+            f.repo.transition(id, take_over, at(100)).await.unwrap(),
+            TransitionOutcome::Applied(_)
+        ));
+        let stale = StatusChange::Pay { lease: first.token };
+        let out = f.repo.transition(id, stale, at(120)).await.unwrap();
+        let TransitionOutcome::LostRace(current) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(current.status(), OrderStatus::Processing);
+        assert_eq!(current.lease(), Some(second));
+        let stale_fail = StatusChange::Fail {
+            lease: first.token,
+            reason: FailureReason::new("late"),
+        };
+        assert!(matches!(
+            f.repo.transition(id, stale_fail, at(121)).await.unwrap(),
+            TransitionOutcome::LostRace(_)
+        ));
+        assert_eq!(f.repo.stock(f.mouse), Some(199));
+        let paid = f
+            .repo
+            .transition(
+                id,
+                StatusChange::Pay {
+                    lease: second.token,
+                },
+                at(130),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(paid, TransitionOutcome::Applied(ref o) if o.status() == OrderStatus::Paid)
+        );
+        assert_eq!(f.repo.get(id).await.unwrap().unwrap().attempts(), 2);
+    }
+
+    #[tokio::test]
+    async fn transitioning_a_missing_order_reports_not_found() {
+        let f = fixture();
+        let out = f
+            .repo
+            .transition(OrderId::new(7).unwrap(), StatusChange::Cancel, at(1))
+            .await
+            .unwrap();
+        assert_eq!(out, TransitionOutcome::NotFound);
+    }
+
+    #[tokio::test]
+    async fn listing_is_per_user_newest_first_filtered_and_paged() {
+        let f = fixture();
+        // Creation times out of id order: created_at decides, then id.
+        let o1 = placed(&f.repo, draft(f.alice, "1", &[(f.mouse, 1)]), 30).await;
+        let o2 = placed(&f.repo, draft(f.alice, "2", &[(f.mouse, 1)]), 10).await;
+        let o3 = placed(&f.repo, draft(f.alice, "3", &[(f.mouse, 1)]), 30).await;
+        let o4 = placed(&f.repo, draft(f.alice, "4", &[(f.mouse, 1)]), 20).await;
+        let _bob = placed(&f.repo, draft(f.bob, "1", &[(f.mouse, 1)]), 40).await;
+        f.repo
+            .transition(o4.id(), StatusChange::Cancel, at(50))
+            .await
+            .unwrap();
+
+        let ids = |page: &OrderPage| page.orders.iter().map(|o| o.id()).collect::<Vec<_>>();
+        let all = ListFilter {
+            status: None,
+            page: 1,
+            per_page: 50,
+        };
+        let page = f.repo.list_by_user(f.alice, all).await.unwrap();
+        assert_eq!(ids(&page), vec![o3.id(), o1.id(), o4.id(), o2.id()]);
+        assert_eq!(page.total, 4);
+
+        let second = ListFilter {
+            page: 2,
+            per_page: 3,
+            ..all
+        };
+        let page = f.repo.list_by_user(f.alice, second).await.unwrap();
+        assert_eq!(ids(&page), vec![o2.id()]);
+        assert_eq!(page.total, 4);
+
+        let beyond = ListFilter { page: 9, ..second };
+        let page = f.repo.list_by_user(f.alice, beyond).await.unwrap();
+        assert!(page.orders.is_empty());
+        assert_eq!(page.total, 4);
+
+        let pending = ListFilter {
+            status: Some(OrderStatus::Pending),
+            page: 1,
+            per_page: 2,
+        };
+        let page = f.repo.list_by_user(f.alice, pending).await.unwrap();
+        assert_eq!(ids(&page), vec![o3.id(), o1.id()]);
+        assert_eq!(page.total, 3);
+
+        let nobody = f.repo.add_user();
+        let page = f.repo.list_by_user(nobody, all).await.unwrap();
+        assert_eq!((page.orders.len(), page.total), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn products_are_listed_ascending_and_restock_adds_units() {
+        let f = fixture();
+        let products = f.repo.products().await.unwrap();
+        let ids: Vec<_> = products.iter().map(|p| p.id).collect();
+        assert_eq!(ids, vec![f.mouse, f.keyboard, f.headphones]);
+        assert_eq!(products[2].name, "Limited Edition Headphones");
+        assert_eq!(products[2].price, money("299.99"));
+
+        f.repo.restock(f.headphones, 4).unwrap();
+        assert_eq!(f.repo.stock(f.headphones), Some(5));
+        let missing = ProductId::new(77).unwrap();
+        assert_eq!(
+            f.repo.restock(missing, 1),
+            Err(RestockError::UnknownProduct(missing))
+        );
+        assert_eq!(f.repo.stock(missing), None);
+        assert_eq!(
+            f.repo.restock(f.headphones, u64::MAX),
+            Err(RestockError::Overflow(f.headphones))
+        );
+        assert_eq!(f.repo.stock(f.headphones), Some(5));
+    }
+
+    #[tokio::test]
+    async fn stock_is_conserved_across_every_kind_of_transition() {
+        // initial + restocks = current + Σ quantities of orders holding stock.
+        let f = fixture();
+        let mut orders = Vec::new();
+        for i in 0..6 {
+            orders.push(
+                placed(
+                    &f.repo,
+                    draft(f.alice, &format!("{i}"), &[(f.mouse, i + 1)]),
+                    1,
+                )
+                .await,
+            );
+        }
+        f.repo.restock(f.mouse, 10).unwrap();
+        let ids: Vec<_> = orders.iter().map(Order::id).collect();
+        f.repo
+            .transition(ids[0], StatusChange::Cancel, at(2))
+            .await
+            .unwrap();
+        for (n, id) in ids[1..4].iter().enumerate() {
+            let token = n as u64 + 1;
+            f.repo
+                .transition(
+                    *id,
+                    StatusChange::Start {
+                        lease: lease(token, 9),
+                    },
+                    at(2),
+                )
+                .await
+                .unwrap();
+        }
+        let t = |n: u64| LeaseToken::from_raw(n);
+        f.repo
+            .transition(ids[1], StatusChange::Pay { lease: t(1) }, at(3))
+            .await
+            .unwrap();
+        let fail = StatusChange::Fail {
+            lease: t(2),
+            reason: FailureReason::new("declined"),
+        };
+        f.repo.transition(ids[2], fail, at(3)).await.unwrap();
+        let held: u64 = f
+            .repo
+            .orders()
+            .iter()
+            .filter(|o| o.status().holds_stock())
+            .flat_map(|o| o.lines().iter().map(|l| u64::from(l.quantity.get())))
+            .sum();
+        assert_eq!(200 + 10, f.repo.stock(f.mouse).unwrap() + held);
+    }
+}

@@ -1,0 +1,110 @@
+//! Plugging your own port implementation into `OrderService`.
+//!
+//! Here a user writes their own `PaymentGateway` — a card processor with a per-order
+//! spending limit and its own idempotency table — and their own `EventPublisher` that
+//! prints events, and wires them next to the memory adapters for everything else.
+//!
+//! ```text
+//! cargo run --example custom_adapter
+//! ```
+#![allow(clippy::print_stdout)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use order_engine::core::app::{
+    CreateOrderRequest, OrderService, ProcessOutcome, RequestedItem, SeededRandom, ServiceConfig,
+};
+use order_engine::core::domain::{FailureReason, Money, OrderId};
+use order_engine::core::ports::{
+    Clock, EventPublisher, OrderEvent, PaymentError, PaymentGateway, PaymentOutcome, PublishError,
+};
+use order_engine::memory::{MemoryAdapters, QueueConfig, SystemClock, seed_reference_data};
+
+/// The user's own provider: declines any charge above a limit, and — as the port
+/// demands — answers a repeated key with the first outcome instead of charging again.
+struct LimitedCardProcessor {
+    limit: Money,
+    seen: Mutex<HashMap<OrderId, PaymentOutcome>>,
+}
+
+#[async_trait]
+impl PaymentGateway for LimitedCardProcessor {
+    async fn charge(&self, key: OrderId, amount: Money) -> Result<PaymentOutcome, PaymentError> {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let outcome = seen.entry(key).or_insert_with(|| {
+            if amount <= self.limit {
+                PaymentOutcome::Approved
+            } else {
+                PaymentOutcome::Declined(FailureReason::new(format!(
+                    "amount {amount} exceeds the card limit {}",
+                    self.limit
+                )))
+            }
+        });
+        Ok(outcome.clone())
+    }
+}
+
+/// The user's own event sink.
+struct PrintEvents;
+
+#[async_trait]
+impl EventPublisher for PrintEvents {
+    async fn publish(&self, event: OrderEvent) -> Result<(), PublishError> {
+        println!(
+            "  event {} for order {} (user {}, total {})",
+            event.kind.name(),
+            event.order,
+            event.user,
+            event.total
+        );
+        Ok(())
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let memory = MemoryAdapters::new(clock, QueueConfig::default());
+    let shop = seed_reference_data(&memory.repository);
+
+    let gateway = Arc::new(LimitedCardProcessor {
+        limit: Money::parse("500.00")?,
+        seen: Mutex::new(HashMap::new()),
+    });
+    let mut ports = memory.ports(gateway, Arc::new(SeededRandom::from_entropy()));
+    ports.events = Arc::new(PrintEvents);
+    let service = OrderService::new(ports, ServiceConfig::default())?;
+
+    for (key, product, quantity) in [("cheap", shop.mouse, 2), ("pricey", shop.laptop, 1)] {
+        let request = CreateOrderRequest {
+            user: shop.alice,
+            items: vec![RequestedItem {
+                product_id: product.get() as i64,
+                quantity,
+            }],
+            idempotency_key: key.into(),
+        };
+        let created = service.create_order(request).await?;
+        println!(
+            "created order {} total {}",
+            created.order.id(),
+            created.order.total()
+        );
+        match service.process_order(created.order.id()).await? {
+            ProcessOutcome::Completed(order) => println!(
+                "order {} is {}{}",
+                order.id(),
+                order.status(),
+                order
+                    .failure_reason()
+                    .map(|r| format!(": {}", r.as_str()))
+                    .unwrap_or_default()
+            ),
+            other => println!("order {}: {other:?}", created.order.id()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! Shared fixtures: a deterministic engine on a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use order_core::app::{OrderService, Ports, SeededRandom, ServiceConfig};
+use order_core::domain::{ProductId, Timestamp, UserId};
+use order_core::ports::{Clock, PaymentGateway};
+use order_core::testing::model::{ModelConfig, World};
+use order_core::testing::scripted::ScriptedGateway;
+use order_memory::{ManualClock, MemoryAdapters, QueueConfig};
+
+/// A deterministic engine: memory adapters, a manual clock, a scripted provider.
+pub struct ManualWorld {
+    pub clock: Arc<ManualClock>,
+    pub adapters: MemoryAdapters,
+    pub gateway: Arc<ScriptedGateway>,
+    pub service: OrderService,
+}
+
+impl ManualWorld {
+    pub fn new(seed: u64) -> Self {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_764_000_000_000)));
+        let dyn_clock: Arc<dyn Clock> = clock.clone();
+        let adapters = MemoryAdapters::new(dyn_clock, QueueConfig::default());
+        let gateway = Arc::new(ScriptedGateway::new());
+        let payments: Arc<dyn PaymentGateway> = gateway.clone();
+        let ports: Ports = adapters.ports(payments, Arc::new(SeededRandom::new(seed)));
+        let service = OrderService::new(ports, ServiceConfig::default()).unwrap();
+        Self {
+            clock,
+            adapters,
+            gateway,
+            service,
+        }
+    }
+}
+
+#[async_trait]
+impl World for ManualWorld {
+    async fn seed(&self, config: &ModelConfig) -> (Vec<UserId>, Vec<ProductId>) {
+        let repo = &self.adapters.repository;
+        let users = (0..config.users).map(|_| repo.add_user()).collect();
+        let products = config
+            .products
+            .iter()
+            .enumerate()
+            .map(|(i, (price, stock))| repo.add_product(format!("p{i}"), *price, *stock))
+            .collect();
+        (users, products)
+    }
+
+    async fn stock(&self, product: ProductId) -> u64 {
+        self.adapters.repository.stock(product).unwrap()
+    }
+
+    fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+    }
+}
+
+/// A current-thread runtime for driving async code from proptest closures.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}

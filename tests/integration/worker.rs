@@ -1,0 +1,146 @@
+//! The worker loop end to end on the memory queue, and redelivery after a crash.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use order_core::app::{
+    CreateOrderRequest, OrderService, RequestedItem, ServiceConfig, WorkerOutcome,
+};
+use order_core::domain::{Money, OrderStatus};
+use order_core::ports::{Clock, JobQueue};
+use order_engine::Embedded;
+use order_memory::{QueueConfig, SystemClock};
+use order_payment_sim::SimConfig;
+
+use crate::support::ManualWorld;
+
+fn order_for(user: order_core::domain::UserId, product: i64, key: String) -> CreateOrderRequest {
+    CreateOrderRequest {
+        user,
+        items: vec![RequestedItem {
+            product_id: product,
+            quantity: 1,
+        }],
+        idempotency_key: key,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_take_every_order_to_a_terminal_state_and_stop_on_shutdown() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let sim = SimConfig {
+        min_delay: Duration::ZERO,
+        max_delay: Duration::from_millis(5),
+        ..SimConfig::default()
+    };
+    let engine =
+        Embedded::new(clock, ServiceConfig::default(), sim, QueueConfig::default()).unwrap();
+    let user = engine.adapters.repository.add_user();
+    let product = engine
+        .adapters
+        .repository
+        .add_product("p", Money::parse("5.00").unwrap(), 1_000);
+    for i in 0..100 {
+        engine
+            .service
+            .create_order(order_for(user, product.get() as i64, format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let service: Arc<OrderService> = engine.service.clone();
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                service
+                    .run_worker(async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while engine
+            .adapters
+            .repository
+            .orders()
+            .iter()
+            .any(|o| !o.status().is_terminal())
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("all orders terminal within 30 s");
+    stop_tx.send(true).unwrap();
+    let mut handled = 0;
+    for w in workers {
+        handled += tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(handled, 100);
+    let stats = engine.adapters.queue.stats().await.unwrap();
+    assert_eq!((stats.waiting, stats.in_flight, stats.dead), (0, 0, 0));
+    let orders = engine.adapters.repository.orders();
+    let paid = orders
+        .iter()
+        .filter(|o| o.status() == OrderStatus::Paid)
+        .count() as u64;
+    let failed = orders
+        .iter()
+        .filter(|o| o.status() == OrderStatus::Failed)
+        .count() as u64;
+    assert_eq!(paid + failed, 100);
+    // Failed orders gave their stock back; paid ones keep it.
+    assert_eq!(
+        engine.adapters.repository.stock(product),
+        Some(1_000 - paid)
+    );
+    assert_eq!(engine.payments.ledger().entries().await.unwrap().len(), 100);
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_died_is_redelivered_and_finished_by_another() {
+    let world = ManualWorld::new(5);
+    let user = world.adapters.repository.add_user();
+    let product = world
+        .adapters
+        .repository
+        .add_product("p", Money::parse("5.00").unwrap(), 10);
+    let created = world
+        .service
+        .create_order(order_for(user, product.get() as i64, "k".into()))
+        .await
+        .unwrap();
+    let queue = &world.adapters.queue;
+    // Worker 1 reserves the job and dies without acking.
+    let lost = queue.reserve(Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(lost.attempt, 1);
+    assert!(
+        queue.reserve(Duration::ZERO).await.unwrap().is_none(),
+        "invisible while reserved"
+    );
+    world
+        .clock
+        .advance(QueueConfig::default().visibility_timeout + Duration::from_millis(1));
+    let again = queue.reserve(Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(again.attempt, 2);
+    let out = world.service.handle_delivery(&again).await;
+    assert!(matches!(out, WorkerOutcome::Acked(_)), "{out:?}");
+    let order = world
+        .adapters
+        .repository
+        .orders()
+        .into_iter()
+        .find(|o| o.id() == created.order.id())
+        .unwrap();
+    assert_eq!(order.status(), OrderStatus::Paid);
+    assert_eq!(world.gateway.new_charges(order.id()), 1);
+    // The dead worker's late ack is harmless and nothing is left.
+    queue.ack(&lost).await.unwrap();
+    assert_eq!(queue.stats().await.unwrap().in_flight, 0);
+}
