@@ -1,7 +1,7 @@
 //! # order-core
 //!
 //! The hexagon of the order-processing engine: domain types, the driven ports every
-//! adapter implements, and [`OrderService`](app::OrderService), which takes an order
+//! adapter implements, and [`OrderService`], which takes an order
 //! from *placed* to *paid* without overselling stock, losing an order or charging twice.
 //!
 //! This crate must never depend on an I/O crate (no tokio runtime, sqlx, fred, axum or

@@ -17,7 +17,7 @@ pub enum MoneyError {
     /// More than two decimal places (after removing trailing zeros).
     #[error("amount must have at most two decimal places")]
     TooPrecise,
-    /// Above [`Money::MAX`] (what a `DECIMAL(15,2)` column holds).
+    /// Above [`Money::max`] (what a `DECIMAL(15,2)` column holds).
     #[error("amount exceeds the maximum of 9999999999999.99")]
     Overflow,
     /// The text is not a decimal number.
@@ -25,7 +25,7 @@ pub enum MoneyError {
     Unparsable,
 }
 
-/// A non-negative amount with exactly two decimal places, at most [`Money::MAX`].
+/// A non-negative amount with exactly two decimal places, at most [`Money::max`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Money(Decimal);
 

@@ -1,1 +1,164 @@
-//! Contract suite for the `lock` port (being written).
+//! Contract suite for [`DistributedLock`]: `SET key token NX PX ttl` semantics and
+//! compare-and-delete release.
+//!
+//! Each check takes a fresh [`LockFixture`] and panics with a message naming the broken
+//! promise. Run every check in [`CHECKS`] against your adapter, e.g. one `#[tokio::test]`
+//! per check.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::ports::{DistributedLock, LockToken};
+
+/// What a lock check needs from the adapter under test.
+#[async_trait]
+pub trait LockFixture: Send + Sync {
+    /// The adapter, holding no lock yet (keys used by the checks start with `contract:`).
+    fn lock(&self) -> &dyn DistributedLock;
+
+    /// The TTL the checks take locks for: long enough for a few round trips, short
+    /// enough to wait out (e.g. 200 ms against a real server, any value on a manual
+    /// clock).
+    fn ttl(&self) -> Duration;
+
+    /// Added to a deadline before a check expects it to have passed: clock granularity
+    /// and round trips (e.g. 1 ms on a manual clock, ~100 ms against a real server).
+    fn slack(&self) -> Duration;
+
+    /// Lets `d` pass on the adapter's clock: advance a manual clock, or really sleep.
+    async fn advance(&self, d: Duration);
+}
+
+/// The names of every check, in the order they are meant to run.
+pub const CHECKS: &[&str] = &[
+    "acquire_contend_release",
+    "release_refuses_a_foreign_token",
+    "lock_is_held_until_its_ttl",
+    "expired_lock_can_be_taken_and_the_old_release_is_refused",
+];
+
+fn token(name: &str) -> LockToken {
+    LockToken::new(format!("contract-token-{name}"))
+}
+
+async fn acquire<F: LockFixture + ?Sized>(f: &F, key: &str, who: &LockToken) -> bool {
+    match f.lock().try_acquire(key, who, f.ttl()).await {
+        Ok(taken) => taken,
+        Err(e) => panic!("try_acquire({key:?}, {}) failed: {e}", who.as_str()),
+    }
+}
+
+async fn release<F: LockFixture + ?Sized>(f: &F, key: &str, who: &LockToken) -> bool {
+    match f.lock().release(key, who).await {
+        Ok(deleted) => deleted,
+        Err(e) => panic!("release({key:?}, {}) failed: {e}", who.as_str()),
+    }
+}
+
+/// A free key is taken; a held key is refused to everyone (its holder included: NX has
+/// no re-entrance); release by the holder frees it exactly once; keys are independent.
+pub async fn acquire_contend_release<F: LockFixture + ?Sized>(f: &F) {
+    let key = "contract:acquire";
+    let (a, b) = (token("a"), token("b"));
+    assert!(
+        acquire(f, key, &a).await,
+        "try_acquire on a free key must take it"
+    );
+    assert!(
+        !acquire(f, key, &b).await,
+        "try_acquire on a held key must be refused to another token"
+    );
+    assert!(
+        !acquire(f, key, &a).await,
+        "try_acquire on a held key must be refused even to its holder (SET NX is not re-entrant)"
+    );
+    assert!(
+        acquire(f, "contract:acquire-other", &b).await,
+        "holding one key must not block another key"
+    );
+    assert!(
+        release(f, key, &a).await,
+        "release by the holder must delete the lock and report true"
+    );
+    assert!(
+        !release(f, key, &a).await,
+        "a second release by the same token must report false (nothing left to delete)"
+    );
+    assert!(
+        acquire(f, key, &b).await,
+        "a released key must be free for the next token"
+    );
+    assert!(release(f, key, &b).await, "release by the new holder must succeed");
+    assert!(
+        release(f, "contract:acquire-other", &b).await,
+        "release of the other key by its holder must succeed"
+    );
+}
+
+/// Compare-and-delete: a release with a token that does not hold the lock deletes
+/// nothing and reports false, and the lock stays held.
+pub async fn release_refuses_a_foreign_token<F: LockFixture + ?Sized>(f: &F) {
+    let key = "contract:foreign";
+    let (owner, intruder, third) = (token("owner"), token("intruder"), token("third"));
+    assert!(
+        !release(f, "contract:never-held", &owner).await,
+        "release of a key nobody holds must report false"
+    );
+    assert!(acquire(f, key, &owner).await, "try_acquire on a free key must take it");
+    assert!(
+        !release(f, key, &intruder).await,
+        "release with a foreign token must report false (compare-and-delete)"
+    );
+    assert!(
+        !acquire(f, key, &third).await,
+        "a release with a foreign token must not have deleted the lock"
+    );
+    assert!(
+        release(f, key, &owner).await,
+        "the owner's release must still work after a foreign release was refused"
+    );
+}
+
+/// Before its TTL runs out the lock stays held.
+pub async fn lock_is_held_until_its_ttl<F: LockFixture + ?Sized>(f: &F) {
+    let key = "contract:ttl-held";
+    let (a, b) = (token("a"), token("b"));
+    assert!(acquire(f, key, &a).await, "try_acquire on a free key must take it");
+    f.advance(f.ttl() / 2).await;
+    assert!(
+        !acquire(f, key, &b).await,
+        "a lock must stay held for its whole TTL (refused at TTL/2)"
+    );
+    assert!(
+        release(f, key, &a).await,
+        "the holder must still be able to release before the TTL"
+    );
+}
+
+/// After the TTL the lock is free for another token, and the first holder's late
+/// release must not delete the new holder's lock.
+pub async fn expired_lock_can_be_taken_and_the_old_release_is_refused<F: LockFixture + ?Sized>(
+    f: &F,
+) {
+    let key = "contract:ttl-expired";
+    let (first, second, third) = (token("first"), token("second"), token("third"));
+    assert!(acquire(f, key, &first).await, "try_acquire on a free key must take it");
+    f.advance(f.ttl() + f.slack()).await;
+    assert!(
+        acquire(f, key, &second).await,
+        "a lock must expire after its TTL and be free for another token"
+    );
+    assert!(
+        !release(f, key, &first).await,
+        "the first holder's release after expiry must report false"
+    );
+    assert!(
+        !acquire(f, key, &third).await,
+        "the first holder's late release must not delete the second holder's lock"
+    );
+    assert!(
+        release(f, key, &second).await,
+        "the second holder's release must succeed"
+    );
+}

@@ -1,1 +1,423 @@
-//! Contract suite for the `queue` port (being written).
+//! Contract suite for [`JobQueue`]: at-least-once delivery, visibility timeout,
+//! retries with exponential backoff, dead letter after the last attempt, harmless stale
+//! receipts, honest counts and a bound.
+//!
+//! Each check takes a fresh, empty [`QueueFixture`] and panics with a message naming the
+//! broken promise. Run every check in [`CHECKS`] against your adapter.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::OrderId;
+use crate::ports::{Delivery, Job, JobQueue, NackOutcome, QueueError, QueueStats};
+
+/// The queue settings the fixture built its adapter with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueContractConfig {
+    /// Visibility timeout (keep it short against a real server, e.g. 300 ms).
+    pub visibility_timeout: Duration,
+    /// Deliveries before the dead letter; the checks need at least 3.
+    pub max_attempts: u32,
+    /// First retry delay; doubles with each attempt (e.g. 100 ms on a real server).
+    pub retry_backoff: Duration,
+    /// Most jobs the queue holds; the checks need 8..=256.
+    pub capacity: u64,
+}
+
+/// What a queue check needs from the adapter under test.
+#[async_trait]
+pub trait QueueFixture: Send + Sync {
+    /// The adapter, empty.
+    fn queue(&self) -> &dyn JobQueue;
+
+    /// The settings the adapter was built with.
+    fn config(&self) -> QueueContractConfig;
+
+    /// Added to a deadline before a check expects it to have passed: clock granularity,
+    /// round trips, polling (e.g. 1 ms on a manual clock, ~150 ms on a real server).
+    fn slack(&self) -> Duration;
+
+    /// How long `reserve` may wait when a check expects a job to be ready (zero on a
+    /// manual clock; about a second against a real server).
+    fn reserve_wait(&self) -> Duration;
+
+    /// Lets `d` pass on the adapter's clock: advance a manual clock, or really sleep.
+    async fn advance(&self, d: Duration);
+}
+
+/// The names of every check, in the order they are meant to run.
+pub const CHECKS: &[&str] = &[
+    "delivers_enqueued_jobs_in_order",
+    "ack_removes_the_job",
+    "unacked_job_is_redelivered_after_the_visibility_timeout",
+    "nack_retries_after_the_backoff",
+    "dead_letters_after_max_attempts_via_nack",
+    "dead_letters_after_max_attempts_via_visibility_timeout",
+    "stale_receipts_are_harmless",
+    "stats_count_waiting_in_flight_and_dead",
+    "enqueue_beyond_capacity_is_refused",
+];
+
+/// The job for order `n`.
+fn job(n: u64) -> Job {
+    match OrderId::new(n) {
+        Ok(id) => Job::ProcessOrder(id),
+        Err(e) => panic!("contract suite bug: order id {n}: {e}"),
+    }
+}
+
+/// `retry_backoff · 2^(attempt-1)`: the delay the port promises after a nack.
+fn backoff(config: &QueueContractConfig, attempt: u32) -> Duration {
+    config
+        .retry_backoff
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+}
+
+async fn enqueue<F: QueueFixture + ?Sized>(f: &F, j: Job) {
+    if let Err(e) = f.queue().enqueue(j).await {
+        panic!("enqueue({j:?}) failed: {e}");
+    }
+}
+
+/// A reserve that must deliver something.
+async fn expect_delivery<F: QueueFixture + ?Sized>(f: &F, why: &str) -> Delivery {
+    match f.queue().reserve(f.reserve_wait()).await {
+        Ok(Some(d)) => d,
+        Ok(None) => panic!("reserve returned nothing, but {why}"),
+        Err(e) => panic!("reserve failed ({why}): {e}"),
+    }
+}
+
+/// A non-waiting reserve that must deliver nothing.
+async fn expect_nothing<F: QueueFixture + ?Sized>(f: &F, why: &str) {
+    match f.queue().reserve(Duration::ZERO).await {
+        Ok(None) => {}
+        Ok(Some(d)) => panic!(
+            "reserve delivered {:?} (attempt {}), but {why}",
+            d.job, d.attempt
+        ),
+        Err(e) => panic!("reserve failed ({why}): {e}"),
+    }
+}
+
+async fn ack<F: QueueFixture + ?Sized>(f: &F, d: &Delivery) {
+    if let Err(e) = f.queue().ack(d).await {
+        panic!("ack of {:?} (attempt {}) failed: {e}", d.job, d.attempt);
+    }
+}
+
+async fn nack<F: QueueFixture + ?Sized>(f: &F, d: &Delivery, error: &str) -> NackOutcome {
+    match f.queue().nack(d, error).await {
+        Ok(outcome) => outcome,
+        Err(e) => panic!("nack of {:?} (attempt {}) failed: {e}", d.job, d.attempt),
+    }
+}
+
+async fn stats<F: QueueFixture + ?Sized>(f: &F) -> QueueStats {
+    match f.queue().stats().await {
+        Ok(s) => s,
+        Err(e) => panic!("stats failed: {e}"),
+    }
+}
+
+fn counts(waiting: u64, in_flight: u64, dead: u64) -> QueueStats {
+    QueueStats {
+        waiting,
+        in_flight,
+        dead,
+    }
+}
+
+fn check_config(config: &QueueContractConfig) {
+    assert!(
+        config.max_attempts >= 3,
+        "fixture bug: the queue checks need max_attempts >= 3, got {}",
+        config.max_attempts
+    );
+    assert!(
+        (8..=256).contains(&config.capacity),
+        "fixture bug: the queue checks need a capacity in 8..=256, got {}",
+        config.capacity
+    );
+}
+
+/// Jobs enqueued by one producer reach a single consumer in enqueue order, each on
+/// attempt 1, each exactly once.
+pub async fn delivers_enqueued_jobs_in_order<F: QueueFixture + ?Sized>(f: &F) {
+    check_config(&f.config());
+    for n in 1..=5 {
+        enqueue(f, job(n)).await;
+    }
+    for n in 1..=5 {
+        let d = expect_delivery(f, "five jobs were enqueued").await;
+        assert_eq!(
+            d.job,
+            job(n),
+            "jobs must be delivered in enqueue order to a single consumer (delivery #{n})"
+        );
+        assert_eq!(d.attempt, 1, "a first delivery must carry attempt 1");
+        ack(f, &d).await;
+    }
+    expect_nothing(f, "all five jobs were delivered and acked").await;
+}
+
+/// An acked job is gone for good: not redelivered after the visibility timeout, not
+/// counted anywhere.
+pub async fn ack_removes_the_job<F: QueueFixture + ?Sized>(f: &F) {
+    let config = f.config();
+    check_config(&config);
+    enqueue(f, job(1)).await;
+    let d = expect_delivery(f, "a job was enqueued").await;
+    ack(f, &d).await;
+    assert_eq!(
+        stats(f).await,
+        counts(0, 0, 0),
+        "an acked job must not be counted as waiting, in flight or dead"
+    );
+    f.advance(config.visibility_timeout + f.slack()).await;
+    expect_nothing(f, "an acked job must never be delivered again").await;
+    assert_eq!(stats(f).await, counts(0, 0, 0), "the queue must stay empty");
+}
+
+/// A reserved job is invisible until the visibility timeout, then delivered again with
+/// attempt + 1.
+pub async fn unacked_job_is_redelivered_after_the_visibility_timeout<F: QueueFixture + ?Sized>(
+    f: &F,
+) {
+    let config = f.config();
+    check_config(&config);
+    enqueue(f, job(7)).await;
+    let first = expect_delivery(f, "a job was enqueued").await;
+    assert_eq!(first.attempt, 1, "a first delivery must carry attempt 1");
+    expect_nothing(
+        f,
+        "a reserved job must stay invisible until its visibility timeout",
+    )
+    .await;
+    f.advance(config.visibility_timeout + f.slack()).await;
+    let second = expect_delivery(
+        f,
+        "an un-acked job must be delivered again after the visibility timeout",
+    )
+    .await;
+    assert_eq!(second.job, job(7), "the redelivery must carry the same job");
+    assert_eq!(
+        second.attempt, 2,
+        "a redelivery after the visibility timeout must carry attempt + 1"
+    );
+    ack(f, &second).await;
+    expect_nothing(f, "the redelivered job was acked").await;
+    assert_eq!(stats(f).await, counts(0, 0, 0), "the queue must be empty");
+}
+
+/// A nack retries after `retry_backoff · 2^(attempt-1)` (reported exactly), not before,
+/// with attempt + 1; the next nack doubles the delay.
+pub async fn nack_retries_after_the_backoff<F: QueueFixture + ?Sized>(f: &F) {
+    let config = f.config();
+    check_config(&config);
+    enqueue(f, job(3)).await;
+    let first = expect_delivery(f, "a job was enqueued").await;
+    assert_eq!(
+        nack(f, &first, "first failure").await,
+        NackOutcome::Retried(backoff(&config, 1)),
+        "a nack before the last attempt must retry after retry_backoff"
+    );
+    expect_nothing(f, "a nacked job must wait for its backoff").await;
+    f.advance(backoff(&config, 1) + f.slack()).await;
+    let second = expect_delivery(f, "a nacked job must come back after its backoff").await;
+    assert_eq!(second.job, job(3), "the retry must carry the same job");
+    assert_eq!(second.attempt, 2, "a retry after a nack must carry attempt + 1");
+    assert_eq!(
+        nack(f, &second, "second failure").await,
+        NackOutcome::Retried(backoff(&config, 2)),
+        "the backoff must double with each attempt"
+    );
+    f.advance(backoff(&config, 2) + f.slack()).await;
+    let third = expect_delivery(f, "the job must come back after the doubled backoff").await;
+    assert_eq!(third.attempt, 3, "attempts must keep counting across retries");
+    ack(f, &third).await;
+    assert_eq!(stats(f).await, counts(0, 0, 0), "the queue must be empty");
+}
+
+/// A job that fails every attempt is retried until `max_attempts`, then the last nack
+/// moves it to the dead letter and it is never delivered again.
+pub async fn dead_letters_after_max_attempts_via_nack<F: QueueFixture + ?Sized>(f: &F) {
+    let config = f.config();
+    check_config(&config);
+    enqueue(f, job(9)).await;
+    for attempt in 1..=config.max_attempts {
+        let d = expect_delivery(f, "the job has attempts left").await;
+        assert_eq!(d.job, job(9), "only the failing job is in the queue");
+        assert_eq!(d.attempt, attempt, "attempts must count 1, 2, … across nacks");
+        let outcome = nack(f, &d, &format!("failure {attempt}")).await;
+        if attempt < config.max_attempts {
+            assert_eq!(
+                outcome,
+                NackOutcome::Retried(backoff(&config, attempt)),
+                "a nack before the last attempt must retry with the backoff"
+            );
+            f.advance(backoff(&config, attempt) + f.slack()).await;
+        } else {
+            assert_eq!(
+                outcome,
+                NackOutcome::DeadLettered,
+                "the nack of the last attempt must dead-letter the job"
+            );
+        }
+    }
+    f.advance(config.visibility_timeout + f.slack()).await;
+    expect_nothing(f, "a dead-lettered job must never be delivered again").await;
+    assert_eq!(
+        stats(f).await,
+        counts(0, 0, 1),
+        "the dead-lettered job must be counted as dead, and only there"
+    );
+}
+
+/// A job whose every delivery times out is delivered `max_attempts` times, then goes to
+/// the dead letter instead of being delivered again.
+pub async fn dead_letters_after_max_attempts_via_visibility_timeout<F: QueueFixture + ?Sized>(
+    f: &F,
+) {
+    let config = f.config();
+    check_config(&config);
+    enqueue(f, job(11)).await;
+    for attempt in 1..=config.max_attempts {
+        let d = expect_delivery(f, "the job has attempts left").await;
+        assert_eq!(d.job, job(11), "only the abandoned job is in the queue");
+        assert_eq!(
+            d.attempt, attempt,
+            "attempts must count 1, 2, … across visibility timeouts"
+        );
+        f.advance(config.visibility_timeout + f.slack()).await;
+    }
+    expect_nothing(
+        f,
+        "after max_attempts timed-out deliveries the job must go to the dead letter",
+    )
+    .await;
+    assert_eq!(
+        stats(f).await,
+        counts(0, 0, 1),
+        "the abandoned job must be counted as dead, and only there"
+    );
+}
+
+/// Acking or nacking a receipt whose delivery timed out and went to someone else never
+/// fails, never duplicates the job, and the current holder can still finish it.
+pub async fn stale_receipts_are_harmless<F: QueueFixture + ?Sized>(f: &F) {
+    let config = f.config();
+    check_config(&config);
+    enqueue(f, job(5)).await;
+    let stale = expect_delivery(f, "a job was enqueued").await;
+    f.advance(config.visibility_timeout + f.slack()).await;
+    let current = expect_delivery(f, "the un-acked job must be redelivered").await;
+    assert_eq!(current.attempt, 2, "the redelivery must carry attempt 2");
+    nack(f, &stale, "late failure").await;
+    expect_nothing(
+        f,
+        "a stale nack must not release a job someone else holds",
+    )
+    .await;
+    ack(f, &stale).await;
+    ack(f, &current).await;
+    f.advance(backoff(&config, 2).max(config.visibility_timeout) + f.slack())
+        .await;
+    expect_nothing(
+        f,
+        "after the current holder acked, a stale ack or nack must not bring the job back",
+    )
+    .await;
+    assert_eq!(
+        stats(f).await,
+        counts(0, 0, 0),
+        "stale receipts must leave nothing behind"
+    );
+}
+
+/// `stats` counts ready and delayed jobs as waiting, reserved ones as in flight, and
+/// dead letters separately.
+pub async fn stats_count_waiting_in_flight_and_dead<F: QueueFixture + ?Sized>(f: &F) {
+    let config = f.config();
+    check_config(&config);
+    assert_eq!(stats(f).await, counts(0, 0, 0), "a new queue must be empty");
+    for n in 1..=3 {
+        enqueue(f, job(n)).await;
+    }
+    assert_eq!(
+        stats(f).await,
+        counts(3, 0, 0),
+        "enqueued jobs must count as waiting"
+    );
+    let first = expect_delivery(f, "three jobs were enqueued").await;
+    assert_eq!(
+        stats(f).await,
+        counts(2, 1, 0),
+        "a reserved job must count as in flight, not waiting"
+    );
+    nack(f, &first, "boom").await;
+    assert_eq!(
+        stats(f).await,
+        counts(3, 0, 0),
+        "a job delayed for retry must count as waiting"
+    );
+    let second = expect_delivery(f, "two jobs are ready").await;
+    let third = expect_delivery(f, "one more job is ready").await;
+    assert_ne!(
+        second.job, first.job,
+        "a job delayed for retry must not be delivered before its backoff"
+    );
+    assert_ne!(
+        third.job, first.job,
+        "a job delayed for retry must not be delivered before its backoff"
+    );
+    assert_eq!(
+        stats(f).await,
+        counts(1, 2, 0),
+        "two reserved jobs in flight, one delayed job waiting"
+    );
+    ack(f, &second).await;
+    ack(f, &third).await;
+    assert_eq!(
+        stats(f).await,
+        counts(1, 0, 0),
+        "acked jobs must leave the counts"
+    );
+}
+
+/// At the bound, enqueue fails with `Full` and writes nothing; finishing a job makes
+/// room again.
+pub async fn enqueue_beyond_capacity_is_refused<F: QueueFixture + ?Sized>(f: &F) {
+    let config = f.config();
+    check_config(&config);
+    for n in 1..=config.capacity {
+        enqueue(f, job(n)).await;
+    }
+    match f.queue().enqueue(job(config.capacity + 1)).await {
+        Err(QueueError::Full(_)) => {}
+        Ok(()) => panic!(
+            "enqueue beyond the capacity of {} must fail with Full",
+            config.capacity
+        ),
+        Err(e) => panic!("enqueue beyond the capacity must fail with Full, got: {e}"),
+    }
+    assert_eq!(
+        stats(f).await,
+        counts(config.capacity, 0, 0),
+        "a refused enqueue must write nothing"
+    );
+    let d = expect_delivery(f, "the queue is full of jobs").await;
+    match f.queue().enqueue(job(config.capacity + 2)).await {
+        Err(QueueError::Full(_)) => {}
+        Ok(()) => panic!("a reserved, un-acked job must still count against the capacity"),
+        Err(e) => panic!("enqueue at the capacity must fail with Full, got: {e}"),
+    }
+    ack(f, &d).await;
+    enqueue(f, job(config.capacity + 3)).await;
+    assert_eq!(
+        stats(f).await,
+        counts(config.capacity, 0, 0),
+        "an acked job must free its place"
+    );
+}
