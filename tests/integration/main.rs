@@ -5,11 +5,13 @@
 //! - `embedder`: a property test written only against the public API, as an embedder
 //!   would write it for their own wiring;
 //! - `concurrency`: true concurrency on a multi-threaded runtime;
-//! - `worker`: the worker loop end to end on the memory queue.
+//! - `worker`: the worker loop end to end on the memory queue;
+//! - `real`: two service instances on the real MariaDB/MySQL and Redis.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod concurrency;
 mod embedder;
+mod real;
 mod state_machine;
 mod support;
 mod worker;
