@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 pub use order_core as core;
 pub use order_memory as memory;
+pub use order_mysql as mysql;
 pub use order_payment_sim as payment_sim;
+pub use order_redis as redis;
 
 use order_core::app::{ConfigError, OrderService, SeededRandom, ServiceConfig};
 use order_core::ports::{Clock, PaymentGateway, RandomSource};

@@ -52,7 +52,11 @@ fn event(kind: OrderEventKind, n: u64) -> OrderEvent {
 
 async fn publish<F: EventsFixture + ?Sized>(f: &F, e: &OrderEvent) {
     if let Err(err) = f.publisher().publish(e.clone()).await {
-        panic!("publish of {} for order {} failed: {err}", e.kind.name(), e.order);
+        panic!(
+            "publish of {} for order {} failed: {err}",
+            e.kind.name(),
+            e.order
+        );
     }
 }
 
@@ -93,18 +97,13 @@ pub async fn every_kind_arrives_with_every_field_intact<F: EventsFixture + ?Size
 
 /// Many events from one publisher arrive in publish order, each once, and nothing else.
 pub async fn events_arrive_in_publish_order_exactly_once<F: EventsFixture + ?Sized>(f: &F) {
-    let events: Vec<OrderEvent> = (1..=200)
-        .map(|n| event(OrderEventKind::Paid, n))
-        .collect();
+    let events: Vec<OrderEvent> = (1..=200).map(|n| event(OrderEventKind::Paid, n)).collect();
     for e in &events {
         publish(f, e).await;
     }
     for (i, e) in events.iter().enumerate() {
         match f.next_event(EXPECT).await {
-            Some(got) => assert_eq!(
-                &got, e,
-                "events must arrive in publish order (event #{i})"
-            ),
+            Some(got) => assert_eq!(&got, e, "events must arrive in publish order (event #{i})"),
             None => panic!("event #{i} (order {}) never arrived", e.order),
         }
     }

@@ -89,7 +89,10 @@ pub async fn acquire_contend_release<F: LockFixture + ?Sized>(f: &F) {
         acquire(f, key, &b).await,
         "a released key must be free for the next token"
     );
-    assert!(release(f, key, &b).await, "release by the new holder must succeed");
+    assert!(
+        release(f, key, &b).await,
+        "release by the new holder must succeed"
+    );
     assert!(
         release(f, "contract:acquire-other", &b).await,
         "release of the other key by its holder must succeed"
@@ -105,7 +108,10 @@ pub async fn release_refuses_a_foreign_token<F: LockFixture + ?Sized>(f: &F) {
         !release(f, "contract:never-held", &owner).await,
         "release of a key nobody holds must report false"
     );
-    assert!(acquire(f, key, &owner).await, "try_acquire on a free key must take it");
+    assert!(
+        acquire(f, key, &owner).await,
+        "try_acquire on a free key must take it"
+    );
     assert!(
         !release(f, key, &intruder).await,
         "release with a foreign token must report false (compare-and-delete)"
@@ -124,7 +130,10 @@ pub async fn release_refuses_a_foreign_token<F: LockFixture + ?Sized>(f: &F) {
 pub async fn lock_is_held_until_its_ttl<F: LockFixture + ?Sized>(f: &F) {
     let key = "contract:ttl-held";
     let (a, b) = (token("a"), token("b"));
-    assert!(acquire(f, key, &a).await, "try_acquire on a free key must take it");
+    assert!(
+        acquire(f, key, &a).await,
+        "try_acquire on a free key must take it"
+    );
     f.advance(f.ttl() / 2).await;
     assert!(
         !acquire(f, key, &b).await,
@@ -143,7 +152,10 @@ pub async fn expired_lock_can_be_taken_and_the_old_release_is_refused<F: LockFix
 ) {
     let key = "contract:ttl-expired";
     let (first, second, third) = (token("first"), token("second"), token("third"));
-    assert!(acquire(f, key, &first).await, "try_acquire on a free key must take it");
+    assert!(
+        acquire(f, key, &first).await,
+        "try_acquire on a free key must take it"
+    );
     f.advance(f.ttl() + f.slack()).await;
     assert!(
         acquire(f, key, &second).await,

@@ -227,7 +227,10 @@ pub async fn nack_retries_after_the_backoff<F: QueueFixture + ?Sized>(f: &F) {
     f.advance(backoff(&config, 1) + f.slack()).await;
     let second = expect_delivery(f, "a nacked job must come back after its backoff").await;
     assert_eq!(second.job, job(3), "the retry must carry the same job");
-    assert_eq!(second.attempt, 2, "a retry after a nack must carry attempt + 1");
+    assert_eq!(
+        second.attempt, 2,
+        "a retry after a nack must carry attempt + 1"
+    );
     assert_eq!(
         nack(f, &second, "second failure").await,
         NackOutcome::Retried(backoff(&config, 2)),
@@ -235,7 +238,10 @@ pub async fn nack_retries_after_the_backoff<F: QueueFixture + ?Sized>(f: &F) {
     );
     f.advance(backoff(&config, 2) + f.slack()).await;
     let third = expect_delivery(f, "the job must come back after the doubled backoff").await;
-    assert_eq!(third.attempt, 3, "attempts must keep counting across retries");
+    assert_eq!(
+        third.attempt, 3,
+        "attempts must keep counting across retries"
+    );
     ack(f, &third).await;
     assert_eq!(stats(f).await, counts(0, 0, 0), "the queue must be empty");
 }
@@ -249,7 +255,10 @@ pub async fn dead_letters_after_max_attempts_via_nack<F: QueueFixture + ?Sized>(
     for attempt in 1..=config.max_attempts {
         let d = expect_delivery(f, "the job has attempts left").await;
         assert_eq!(d.job, job(9), "only the failing job is in the queue");
-        assert_eq!(d.attempt, attempt, "attempts must count 1, 2, … across nacks");
+        assert_eq!(
+            d.attempt, attempt,
+            "attempts must count 1, 2, … across nacks"
+        );
         let outcome = nack(f, &d, &format!("failure {attempt}")).await;
         if attempt < config.max_attempts {
             assert_eq!(
@@ -315,11 +324,7 @@ pub async fn stale_receipts_are_harmless<F: QueueFixture + ?Sized>(f: &F) {
     let current = expect_delivery(f, "the un-acked job must be redelivered").await;
     assert_eq!(current.attempt, 2, "the redelivery must carry attempt 2");
     nack(f, &stale, "late failure").await;
-    expect_nothing(
-        f,
-        "a stale nack must not release a job someone else holds",
-    )
-    .await;
+    expect_nothing(f, "a stale nack must not release a job someone else holds").await;
     ack(f, &stale).await;
     ack(f, &current).await;
     f.advance(backoff(&config, 2).max(config.visibility_timeout) + f.slack())

@@ -1,0 +1,154 @@
+//! Error plumbing: every `sqlx::Error` is caught here and turned into the ports' errors.
+//!
+//! Inside the crate a failed statement is a [`DbError`] carrying what the adapter was
+//! doing; [`DbError::is_retryable`] tells deadlocks and lock-wait timeouts apart (the
+//! repository retries those), and the `into_*` conversions flatten the driver error
+//! into text so that no `sqlx` type leaves the crate, not even behind `anyhow`.
+
+use order_core::ports::RepositoryError;
+use order_payment_sim::LedgerError;
+use sqlx::mysql::MySqlDatabaseError;
+
+/// Why [`connect`](crate::connect) or [`migrate`](crate::migrate) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The database URL does not parse.
+    #[error("invalid database url: {0}")]
+    InvalidUrl(String),
+    /// The server cannot be reached or refused the connection.
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    /// A migration failed, or an applied migration no longer matches its file.
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+}
+
+/// Server error numbers the adapters act on (identical on MySQL 8.0 and MariaDB 10.11).
+pub(crate) mod code {
+    /// `ER_DUP_ENTRY`: a unique index refused the row.
+    pub const DUPLICATE_KEY: u16 = 1062;
+    /// `ER_NO_REFERENCED_ROW_2`: a foreign key names a missing parent row.
+    pub const NO_REFERENCED_ROW: u16 = 1452;
+    /// `ER_LOCK_WAIT_TIMEOUT`: only the statement was rolled back.
+    pub const LOCK_WAIT_TIMEOUT: u16 = 1205;
+    /// `ER_LOCK_DEADLOCK`: the whole transaction was rolled back.
+    pub const DEADLOCK: u16 = 1213;
+    /// `ER_CON_COUNT_ERROR`: too many connections.
+    pub const TOO_MANY_CONNECTIONS: u16 = 1040;
+    /// `ER_SERVER_SHUTDOWN`.
+    pub const SERVER_SHUTDOWN: u16 = 1053;
+    /// `ER_QUERY_INTERRUPTED` (e.g. the connection was killed).
+    pub const QUERY_INTERRUPTED: u16 = 1317;
+    /// MariaDB's `ER_CONNECTION_KILLED`.
+    pub const CONNECTION_KILLED: u16 = 1927;
+}
+
+/// The server's error number, when `err` is an error the server reported.
+pub(crate) fn server_code(err: &sqlx::Error) -> Option<u16> {
+    err.as_database_error()?
+        .try_downcast_ref::<MySqlDatabaseError>()
+        .map(MySqlDatabaseError::number)
+}
+
+/// A failed step inside the adapter.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DbError {
+    /// A statement failed; `context` says which step.
+    #[error("{context}: {source}")]
+    Sql {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database answered, but with data that cannot be a domain value.
+    #[error(transparent)]
+    Data(anyhow::Error),
+}
+
+impl DbError {
+    /// A data error with a message.
+    pub(crate) fn data(message: impl Into<String>) -> Self {
+        DbError::Data(anyhow::Error::msg(message.into()))
+    }
+
+    /// The server error number, if a statement failed on the server.
+    pub(crate) fn server_code(&self) -> Option<u16> {
+        match self {
+            DbError::Sql { source, .. } => server_code(source),
+            DbError::Data(_) => None,
+        }
+    }
+
+    /// A deadlock or lock-wait timeout: roll back and try the whole transaction again.
+    pub(crate) fn is_retryable(&self) -> bool {
+        matches!(
+            self.server_code(),
+            Some(code::DEADLOCK | code::LOCK_WAIT_TIMEOUT)
+        )
+    }
+
+    /// The server is unreachable, overloaded or going away: nothing was written and a
+    /// later attempt may succeed.
+    fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Sql { source, .. } => match source {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::BeginFailed => true,
+                sqlx::Error::Database(_) => matches!(
+                    server_code(source),
+                    Some(
+                        code::DEADLOCK
+                            | code::LOCK_WAIT_TIMEOUT
+                            | code::TOO_MANY_CONNECTIONS
+                            | code::SERVER_SHUTDOWN
+                            | code::QUERY_INTERRUPTED
+                            | code::CONNECTION_KILLED
+                    )
+                ),
+                _ => false,
+            },
+            DbError::Data(_) => false,
+        }
+    }
+
+    /// The port error for this failure. The driver error is rendered to text here.
+    pub(crate) fn into_repository(self) -> RepositoryError {
+        if self.is_unavailable() {
+            RepositoryError::Unavailable(self.to_string())
+        } else {
+            RepositoryError::Unexpected(self.into_anyhow())
+        }
+    }
+
+    /// The ledger error for this failure. The driver error is rendered to text here.
+    pub(crate) fn into_ledger(self) -> LedgerError {
+        if self.is_unavailable() {
+            LedgerError::Unavailable(self.to_string())
+        } else {
+            LedgerError::Unexpected(self.into_anyhow())
+        }
+    }
+
+    fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            DbError::Sql { .. } => anyhow::Error::msg(self.to_string()),
+            DbError::Data(e) => e,
+        }
+    }
+}
+
+/// Names the step a `sqlx` result belongs to: `query.execute(..).await.ctx("…")?`.
+pub(crate) trait Context<T> {
+    /// Wraps the error with `context`.
+    fn ctx(self, context: &'static str) -> Result<T, DbError>;
+}
+
+impl<T> Context<T> for Result<T, sqlx::Error> {
+    fn ctx(self, context: &'static str) -> Result<T, DbError> {
+        self.map_err(|source| DbError::Sql { context, source })
+    }
+}

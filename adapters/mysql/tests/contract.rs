@@ -1,0 +1,30 @@
+//! The crate's one test binary: the adapters against a real MariaDB/MySQL server.
+//!
+//! Needs `DATABASE_URL` (e.g. `mysql://orders:orders@127.0.0.1:3306/orders_test`) naming
+//! a user with global CREATE/DROP rights: every `#[sqlx::test]` runs in a fresh database
+//! created from [`order_mysql::MIGRATOR`] and dropped afterwards. Without it the tests
+//! fail ("DATABASE_URL must be set"); they never skip.
+//!
+//! - [`repository`]: order-core's repository contract suite, every check against MySQL
+//!   and against the memory adapter (the reference);
+//! - [`ledger`]: the payment-ledger contract against both ledgers;
+//! - [`concurrency`]: oversell, lock ordering, deadlock and lock-wait retries under load;
+//! - [`inspection`]: connect/migrate, the seeding helpers and the reconciler scans;
+//! - [`explain`]: the indexes of the migrations serve the adapter's read queries.
+
+// Test code: a failed setup step should panic right there, with its message. Clippy's
+// `allow-expect-in-tests` covers `#[test]` bodies only, not the helpers they share.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "contract/concurrency.rs"]
+mod concurrency;
+#[path = "contract/explain.rs"]
+mod explain;
+#[path = "contract/inspection.rs"]
+mod inspection;
+#[path = "contract/ledger.rs"]
+mod ledger;
+#[path = "contract/repository.rs"]
+mod repository;
+#[path = "contract/support.rs"]
+mod support;

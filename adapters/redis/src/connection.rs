@@ -1,0 +1,347 @@
+//! The shared connection pool, the mapping of fred errors to port errors, and the Lua
+//! script runner (EVALSHA with a reload on `NOSCRIPT`).
+//!
+//! fred types stay inside this crate: the public surface is [`RedisConnection`] and
+//! [`ConnectError`]; every port error is built from [`Failure`].
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use order_core::ports::{LockError, PublishError, QueueError};
+
+use crate::config::RedisConfig;
+
+/// Why an adapter could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The settings are unusable (bad URL, zero pool size…).
+    #[error("invalid Redis settings: {0}")]
+    InvalidConfig(String),
+    /// The server could not be reached within the connect timeout.
+    #[error("Redis unavailable: {0}")]
+    Unavailable(String),
+    /// The server answered with an unexpected error.
+    #[error("Redis setup failed: {0}")]
+    Unexpected(String),
+}
+
+/// A connected pool of Redis connections (cheap to clone), with the settings the
+/// adapters built from it share.
+///
+/// The pool reconnects on its own (exponential backoff from 100 ms up to
+/// [`RedisConfig::reconnect_max_delay`], forever); while it is disconnected every
+/// command fails with the port's `Unavailable` after [`RedisConfig::command_timeout`].
+#[derive(Clone)]
+pub struct RedisConnection {
+    pub(crate) pool: Pool,
+    pub(crate) config: RedisConfig,
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("url", &redact(&self.config.url))
+            .field("prefix", &self.config.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConnection {
+    /// Connects a pool of [`RedisConfig::pool_size`] connections to
+    /// [`RedisConfig::url`].
+    ///
+    /// # Errors
+    /// [`ConnectError::InvalidConfig`] for an unparsable URL or a zero pool size;
+    /// [`ConnectError::Unavailable`] when the server cannot be reached within
+    /// [`RedisConfig::connect_timeout`].
+    pub async fn connect(config: RedisConfig) -> Result<Self, ConnectError> {
+        if config.pool_size == 0 {
+            return Err(ConnectError::InvalidConfig(
+                "pool_size must be at least 1".into(),
+            ));
+        }
+        let builder = builder(&config, None)?;
+        let pool = builder
+            .build_pool(config.pool_size)
+            .map_err(|e| ConnectError::InvalidConfig(e.to_string()))?;
+        init(&pool, config.connect_timeout).await?;
+        Ok(Self { pool, config })
+    }
+
+    /// The settings this pool was built with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// Round-trips a `PING` (for health checks).
+    ///
+    /// # Errors
+    /// [`ConnectError::Unavailable`] when the server does not answer in time.
+    pub async fn ping(&self) -> Result<(), ConnectError> {
+        let _: String = self
+            .pool
+            .ping(None)
+            .await
+            .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Closes every connection of the pool. Adapters built from this connection fail
+    /// with `Unavailable` afterwards.
+    pub async fn close(&self) {
+        // QUIT on a pool only fails when already closed, which is what we want anyway.
+        let _ = self.pool.quit().await;
+    }
+}
+
+/// A fred builder with our timeouts, reconnect policy and broadcast buffer applied.
+/// `broadcast_capacity` overrides the notification buffer (the subscriber needs a big one).
+pub(crate) fn builder(
+    config: &RedisConfig,
+    broadcast_capacity: Option<usize>,
+) -> Result<Builder, ConnectError> {
+    let fred_config =
+        Config::from_url(&config.url).map_err(|e| ConnectError::InvalidConfig(e.to_string()))?;
+    let mut builder = Builder::from_config(fred_config);
+    let command_timeout = config.command_timeout;
+    let connect_timeout = config.connect_timeout;
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = connect_timeout;
+            c.internal_command_timeout = command_timeout;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = command_timeout;
+            if let Some(capacity) = broadcast_capacity {
+                p.broadcast_channel_capacity = capacity;
+            }
+        })
+        .set_policy(ReconnectPolicy::new_exponential(
+            0,
+            100,
+            millis_u32(config.reconnect_max_delay).max(100),
+            2,
+        ));
+    Ok(builder)
+}
+
+/// Connects `client` (fail fast on the first attempt), bounded by `within`.
+pub(crate) async fn init<C: ClientLike>(client: &C, within: Duration) -> Result<(), ConnectError> {
+    match tokio::time::timeout(within, client.init()).await {
+        Ok(Ok(_connection_task)) => Ok(()),
+        Ok(Err(e)) => {
+            let _ = client.quit().await;
+            Err(ConnectError::Unavailable(e.to_string()))
+        }
+        Err(_) => {
+            let _ = client.quit().await;
+            Err(ConnectError::Unavailable(format!(
+                "no connection within {within:?}"
+            )))
+        }
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`, for logs and `Debug`.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Whole milliseconds of `d`, saturating (Redis takes `u32`/`u64` ms arguments).
+pub(crate) fn millis_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Whole milliseconds of `d`, saturating.
+pub(crate) fn millis_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+// ---------------------------------------------------------------------------------------
+// Error mapping
+// ---------------------------------------------------------------------------------------
+
+/// A fred error, classified: the server or the connection is (temporarily) out of
+/// reach, or something else went wrong.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Connection lost, timed out, server loading/busy/read-only: retrying later may work.
+    Unavailable(String),
+    /// A bug, a protocol surprise or data we cannot decode.
+    Unexpected(anyhow::Error),
+}
+
+impl Failure {
+    /// A failure for data this crate cannot make sense of.
+    pub(crate) fn unexpected(message: impl std::fmt::Display) -> Self {
+        Failure::Unexpected(anyhow::anyhow!("{message}"))
+    }
+}
+
+/// Server error prefixes that mean "not now" rather than "never".
+const TRANSIENT_SERVER_ERRORS: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "READONLY",
+];
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let transient_kind = matches!(
+            e.kind(),
+            ErrorKind::IO
+                | ErrorKind::Timeout
+                | ErrorKind::Canceled
+                | ErrorKind::Backpressure
+                | ErrorKind::Routing
+                | ErrorKind::Cluster
+        );
+        let transient_reply = TRANSIENT_SERVER_ERRORS
+            .iter()
+            .any(|prefix| e.details().starts_with(prefix));
+        if transient_kind || transient_reply {
+            Failure::Unavailable(e.to_string())
+        } else {
+            Failure::Unexpected(anyhow::anyhow!("Redis command failed: {e}"))
+        }
+    }
+}
+
+impl From<Failure> for LockError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Unavailable(m) => LockError::Unavailable(m),
+            Failure::Unexpected(e) => LockError::Unexpected(e),
+        }
+    }
+}
+
+impl From<Failure> for QueueError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Unavailable(m) => QueueError::Unavailable(m),
+            Failure::Unexpected(e) => QueueError::Unexpected(e),
+        }
+    }
+}
+
+impl From<Failure> for PublishError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Unavailable(m) => PublishError::Unavailable(m),
+            Failure::Unexpected(e) => PublishError::Unexpected(e),
+        }
+    }
+}
+
+impl From<Failure> for ConnectError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Unavailable(m) => ConnectError::Unavailable(m),
+            Failure::Unexpected(e) => ConnectError::Unexpected(format!("{e:#}")),
+        }
+    }
+}
+
+/// Whether the server said the consumer group (or its stream) does not exist.
+pub(crate) fn is_nogroup(e: &Error) -> bool {
+    e.details().contains("NOGROUP")
+}
+
+// ---------------------------------------------------------------------------------------
+// Lua scripts
+// ---------------------------------------------------------------------------------------
+
+/// A Lua script run by SHA. It is loaded when an adapter is built; if the server has
+/// forgotten it since (restart, `SCRIPT FLUSH`, failover) the `NOSCRIPT` reply makes us
+/// load it again and retry once, so no caller ever sees that error.
+#[derive(Debug, Clone)]
+pub(crate) struct LuaScript {
+    script: Script,
+    lua: String,
+}
+
+impl LuaScript {
+    /// Wraps the source (the SHA-1 is computed locally).
+    pub(crate) fn new(lua: impl Into<String>) -> Self {
+        let lua = lua.into();
+        Self {
+            script: Script::from_lua(lua.clone()),
+            lua,
+        }
+    }
+
+    /// `SCRIPT LOAD` (on every primary in a cluster).
+    pub(crate) async fn load(&self, pool: &Pool) -> Result<(), Error> {
+        let _: Value = pool.script_load_cluster(self.lua.clone()).await?;
+        Ok(())
+    }
+
+    /// `EVALSHA`, reloading the script once on `NOSCRIPT`.
+    pub(crate) async fn run<R: FromValue>(
+        &self,
+        pool: &Pool,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R, Error> {
+        match pool
+            .evalsha(self.script.sha1().clone(), keys.clone(), args.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                tracing::debug!("Redis forgot a Lua script; loading it again");
+                self.load(pool).await?;
+                pool.evalsha(self.script.sha1().clone(), keys, args).await
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://user:secret@host:6379/1"),
+            "redis://user:***@host:6379/1"
+        );
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn connection_errors_are_unavailable_and_replies_are_not() {
+        let io = Failure::from(Error::new(ErrorKind::IO, "reset"));
+        assert!(matches!(io, Failure::Unavailable(_)));
+        let timeout = Failure::from(Error::new(ErrorKind::Timeout, "late"));
+        assert!(matches!(timeout, Failure::Unavailable(_)));
+        let loading = Failure::from(Error::new(ErrorKind::Unknown, "LOADING dataset"));
+        assert!(matches!(loading, Failure::Unavailable(_)));
+        let wrong = Failure::from(Error::new(ErrorKind::InvalidArgument, "WRONGTYPE x"));
+        assert!(matches!(wrong, Failure::Unexpected(_)));
+        assert!(matches!(
+            LockError::from(Failure::Unavailable("x".into())),
+            LockError::Unavailable(_)
+        ));
+    }
+}
