@@ -5,7 +5,7 @@
 //! store** (no users, products or orders), and panics with a message naming the broken
 //! promise. Run every check in [`CHECKS`] against your adapter, one test per check, e.g.
 //!
-//! ```ignore
+//! ```text
 //! #[tokio::test]
 //! async fn place_is_atomic_across_products() {
 //!     repository::place_is_atomic_across_products(&MyFixture::new().await).await
