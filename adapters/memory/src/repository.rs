@@ -225,6 +225,10 @@ impl State {
             }
             prices.push(stored.price);
         }
+        // Check the total before taking an id: an overflow refuses this draft only.
+        if draft.total_at(&prices).is_err() {
+            return Ok(PlaceOutcome::TotalTooLarge);
+        }
         let id = allocate(&mut plan.last_order, OrderId::new);
         let order = Order::place(id, draft, &prices, now).map_err(|e| {
             unexpected(format!(

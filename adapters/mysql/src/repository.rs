@@ -952,6 +952,9 @@ fn decide(draft: &OrderDraft, locked: &BTreeMap<ProductId, LockedProduct>) -> De
         }
         prices.push(p.price);
     }
+    if draft.total_at(&prices).is_err() {
+        return Decision::Refuse(PlaceOutcome::TotalTooLarge);
+    }
     Decision::Place(prices)
 }
 
@@ -965,16 +968,7 @@ async fn insert_order(
     prices: &[Money],
     now: Timestamp,
 ) -> Result<PlaceOutcome, DbError> {
-    let lines: Vec<OrderLine> = draft
-        .items()
-        .iter()
-        .zip(prices)
-        .map(|((product, quantity), unit_price)| OrderLine {
-            product: *product,
-            quantity: *quantity,
-            unit_price: *unit_price,
-        })
-        .collect();
+    let lines: Vec<OrderLine> = draft.priced_lines(prices);
     let total = Order::total_of(&lines).map_err(|e| {
         DbError::data(format!(
             "order for user {} with key {}: {e}",

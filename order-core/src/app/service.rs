@@ -304,6 +304,17 @@ impl OrderService {
             }
             PlaceOutcome::UnknownProduct(p) => Err(CreateOrderError::UnknownProduct(p)),
             PlaceOutcome::UnknownUser(u) => Err(CreateOrderError::UnknownUser(u)),
+            PlaceOutcome::TotalTooLarge => {
+                let mut errors = ValidationErrors::new();
+                errors.add(
+                    "items",
+                    format!(
+                        "the order total would exceed {}",
+                        crate::domain::Money::max()
+                    ),
+                );
+                Err(CreateOrderError::Validation(errors))
+            }
         }
     }
 

@@ -552,3 +552,23 @@ async fn a_cancel_that_loses_to_the_worker_is_an_invalid_transition() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_total_too_large_for_money_is_a_validation_error_on_items() {
+    let mut m = Mocks::new();
+    let mut seq = Sequence::new();
+    expect_locked_create(&mut m, &mut seq, &KEYS);
+    m.repo
+        .expect_place()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(vec![PlaceOutcome::TotalTooLarge]));
+    expect_releases(&mut m, &mut seq, &KEYS);
+    m.queue.expect_enqueue().times(0);
+    let Err(CreateOrderError::Validation(errors)) =
+        m.service().create_order(request(&[2, 5])).await
+    else {
+        panic!("expected a validation error");
+    };
+    assert!(errors.fields().contains_key("items"), "{errors}");
+}

@@ -266,6 +266,28 @@ impl OrderDraft {
     pub fn product_ids(&self) -> impl Iterator<Item = ProductId> + '_ {
         self.items.iter().map(|(p, _)| *p)
     }
+
+    /// The draft's lines at `unit_prices` (one per line, in the draft's order; extra
+    /// prices are ignored, missing ones drop their lines).
+    pub fn priced_lines(&self, unit_prices: &[Money]) -> Vec<OrderLine> {
+        self.items
+            .iter()
+            .zip(unit_prices)
+            .map(|((product, quantity), unit_price)| OrderLine {
+                product: *product,
+                quantity: *quantity,
+                unit_price: *unit_price,
+            })
+            .collect()
+    }
+
+    /// The exact total of the draft at `unit_prices`.
+    ///
+    /// # Errors
+    /// [`MoneyError::Overflow`] when it exceeds [`Money::max`].
+    pub fn total_at(&self, unit_prices: &[Money]) -> Result<Money, MoneyError> {
+        Order::total_of(&self.priced_lines(unit_prices))
+    }
 }
 
 /// Everything an adapter stores about an order, for rebuilding it with
@@ -392,16 +414,7 @@ impl Order {
         unit_prices: &[Money],
         now: Timestamp,
     ) -> Result<Order, MoneyError> {
-        let lines: Vec<OrderLine> = draft
-            .items()
-            .iter()
-            .zip(unit_prices)
-            .map(|((product, quantity), unit_price)| OrderLine {
-                product: *product,
-                quantity: *quantity,
-                unit_price: *unit_price,
-            })
-            .collect();
+        let lines = draft.priced_lines(unit_prices);
         let total = Self::total_of(&lines)?;
         Ok(Order {
             parts: OrderParts {

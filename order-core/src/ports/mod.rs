@@ -58,6 +58,9 @@ pub enum PlaceOutcome {
     UnknownProduct(ProductId),
     /// The user does not exist; nothing was written for this draft.
     UnknownUser(UserId),
+    /// The order's total would exceed [`Money::max`] at the current prices; nothing was
+    /// written for this draft.
+    TotalTooLarge,
 }
 
 /// What happened to one [`OrderRepository::transition`] call.

@@ -46,6 +46,7 @@ contract_suite!(
     keys_are_scoped_per_user_and_case_sensitive,
     batch_allots_stock_in_arrival_order,
     batch_outcomes_are_independent,
+    a_total_above_the_maximum_refuses_only_that_draft,
     start_moves_pending_to_processing_with_a_lease,
     take_over_only_after_the_lease_expired,
     pay_is_fenced_by_the_lease,

@@ -39,7 +39,8 @@ pub trait RepositoryFixture: Send + Sync {
     async fn add_user(&self) -> UserId;
 
     /// Creates a product with this unit price and stock and returns its id. Prices used
-    /// by the checks stay below 100 000.00 and stocks below 1 000.
+    /// by the checks stay within `DECIMAL(10,2)` (at most 99 999 999.99) and stocks at or
+    /// below 10 000.
     async fn add_product(&self, price: Money, stock: u64) -> ProductId;
 
     /// A product's current stock (the fixture panics if the product does not exist).
@@ -58,6 +59,7 @@ pub const CHECKS: &[&str] = &[
     "keys_are_scoped_per_user_and_case_sensitive",
     "batch_allots_stock_in_arrival_order",
     "batch_outcomes_are_independent",
+    "a_total_above_the_maximum_refuses_only_that_draft",
     "start_moves_pending_to_processing_with_a_lease",
     "take_over_only_after_the_lease_expired",
     "pay_is_fenced_by_the_lease",
@@ -579,6 +581,51 @@ pub async fn batch_allots_stock_in_arrival_order(f: &dyn RepositoryFixture) {
         find_by_key(f, u2, "b").await,
         None,
         "the short draft holds no key"
+    );
+}
+
+/// A draft whose total would exceed [`Money::max`] at the current prices is refused with
+/// [`PlaceOutcome::TotalTooLarge`], writes nothing (no stock taken, no key recorded), and
+/// does not fail the other drafts of its batch.
+pub async fn a_total_above_the_maximum_refuses_only_that_draft(f: &dyn RepositoryFixture) {
+    let user = f.add_user().await;
+    let mut products = Vec::new();
+    for _ in 0..11 {
+        products.push(f.add_product(price("99999999.99"), 10_000).await);
+    }
+    // 11 × 10 000 × 99 999 999.99 = 10 999 999 998 900.00 > 9 999 999 999 999.99.
+    let huge: Vec<(ProductId, u32)> = products.iter().map(|p| (*p, 10_000)).collect();
+    let drafts = [
+        draft(user, "huge", &huge),
+        draft(user, "small", &[(products[0], 1)]),
+    ];
+    let out = place(f, &drafts, at(0)).await;
+    assert_eq!(
+        out[0],
+        PlaceOutcome::TotalTooLarge,
+        "the huge draft is refused"
+    );
+    assert!(
+        matches!(out[1], PlaceOutcome::Placed(_)),
+        "the other draft of the batch is still placed: {:?}",
+        out[1]
+    );
+    assert_eq!(
+        f.stock(products[0]).await,
+        9_999,
+        "only the small draft took stock"
+    );
+    for p in &products[1..] {
+        assert_eq!(
+            f.stock(*p).await,
+            10_000,
+            "the refused draft took no stock of {p}"
+        );
+    }
+    assert_eq!(
+        find_by_key(f, user, "huge").await,
+        None,
+        "the refused draft holds no key"
     );
 }
 
