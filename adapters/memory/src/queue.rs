@@ -319,9 +319,8 @@ impl JobQueue for MemoryQueue {
     /// that delay.
     ///
     /// A stale receipt (see [`JobQueue::ack`]) changes nothing and returns
-    /// `Retried(Duration::ZERO)`: the job is already back in the queue's hands, so from
-    /// the caller's side it will be delivered again (or was dead-lettered) without
-    /// further action.
+    /// [`NackOutcome::Stale`]: the job is already back in the queue's hands, so it will be
+    /// delivered again (or was dead-lettered) without further action.
     ///
     /// # Errors
     /// Never: the queue is in memory.
@@ -331,7 +330,7 @@ impl JobQueue for MemoryQueue {
             let mut state = self.guard();
             let Some(flight) = Self::remove_in_flight(&mut state, &delivery.receipt) else {
                 debug!(receipt = %delivery.receipt, "nack of a stale receipt ignored");
-                return Ok(NackOutcome::Retried(Duration::ZERO));
+                return Ok(NackOutcome::Stale);
             };
             if flight.attempt >= self.config.last_attempt() {
                 warn!(job = ?flight.job, attempts = flight.attempt, error, "job dead-lettered after its last attempt");
@@ -447,10 +446,7 @@ mod tests {
 
         // The first worker's late ack and nack are stale: the redelivery stays in flight.
         q.ack(&first).await.unwrap();
-        assert_eq!(
-            q.nack(&first, "late").await.unwrap(),
-            NackOutcome::Retried(Duration::ZERO)
-        );
+        assert_eq!(q.nack(&first, "late").await.unwrap(), NackOutcome::Stale);
         assert_eq!(stats(&q).await, (0, 1, 0));
         q.ack(&second).await.unwrap();
         assert_eq!(stats(&q).await, (0, 0, 0));
@@ -546,10 +542,7 @@ mod tests {
             ..real.clone()
         };
         q.ack(&forged).await.unwrap();
-        assert_eq!(
-            q.nack(&forged, "x").await.unwrap(),
-            NackOutcome::Retried(Duration::ZERO)
-        );
+        assert_eq!(q.nack(&forged, "x").await.unwrap(), NackOutcome::Stale);
         assert_eq!(stats(&q).await, (0, 1, 0));
         q.ack(&real).await.unwrap();
         q.ack(&real).await.unwrap();

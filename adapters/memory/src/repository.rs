@@ -642,29 +642,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_total_above_the_money_maximum_fails_the_whole_call_and_writes_nothing() {
+    async fn a_total_above_the_money_maximum_refuses_only_its_draft_and_burns_no_id() {
         let f = fixture();
         let gold = f.repo.add_product("Gold bar", Money::max(), 10);
-        let err = f
+        let out = f
             .repo
             .place(
                 &[
-                    draft(f.alice, "ok", &[(f.mouse, 1)]),
                     draft(f.alice, "huge", &[(gold, 2)]),
+                    draft(f.alice, "ok", &[(f.mouse, 1)]),
                 ],
                 at(1),
             )
-            .await;
-        assert!(
-            matches!(err, Err(RepositoryError::Unexpected(_))),
-            "{err:?}"
-        );
-        assert_eq!(f.repo.stock(f.mouse), Some(200));
+            .await
+            .unwrap();
+        assert_eq!(out[0], PlaceOutcome::TotalTooLarge);
+        let PlaceOutcome::Placed(ok) = &out[1] else {
+            panic!("the other draft must be placed: {:?}", out[1]);
+        };
+        // No id was burnt by the refused draft: the placed one is order 1.
+        assert_eq!(ok.id().get(), 1);
+        assert_eq!(f.repo.stock(f.mouse), Some(199));
         assert_eq!(f.repo.stock(gold), Some(10));
-        assert!(f.repo.orders().is_empty());
-        // No id was burnt either: the next order is still order 1.
-        let next = placed(&f.repo, draft(f.alice, "ok", &[(f.mouse, 1)]), 2).await;
-        assert_eq!(next.id().get(), 1);
+        assert_eq!(f.repo.orders().len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

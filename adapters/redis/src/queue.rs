@@ -445,7 +445,7 @@ impl JobQueue for RedisQueue {
     /// Retries after `retry_backoff · 2^(attempt-1)`, or dead-letters once `attempt`
     /// reaches `max_attempts`. A delivery the queue no longer holds under this receipt
     /// (redelivered since, acked, dead-lettered, lost with Redis data) is left alone and
-    /// reported as `Retried(Duration::ZERO)`: the job is, or was, someone else's.
+    /// reported as [`NackOutcome::Stale`]: the job is, or was, someone else's.
     ///
     /// # Errors
     /// [`QueueError::Unavailable`] when unreachable; [`QueueError::Unexpected`] for a
@@ -476,7 +476,7 @@ impl JobQueue for RedisQueue {
             Some(-1) => Ok(NackOutcome::DeadLettered),
             Some(-2 | -3) => {
                 tracing::debug!(entry = %delivery.receipt, "nack of a delivery no longer held; ignored");
-                Ok(NackOutcome::Retried(Duration::ZERO))
+                Ok(NackOutcome::Stale)
             }
             Some(ms) if ms >= 0 => Ok(NackOutcome::Retried(delay)),
             _ => Err(Failure::unexpected(format!("nack script returned {reply:?}")).into()),

@@ -380,6 +380,10 @@ pub enum NackOutcome {
     Retried(Duration),
     /// It was the last attempt: the job moved to the dead letter.
     DeadLettered,
+    /// The receipt no longer names a delivery this queue holds (the job was redelivered
+    /// to someone else, acked, dead-lettered, or lost with the queue's data): nothing
+    /// changed.
+    Stale,
 }
 
 /// Counts a queue reports.

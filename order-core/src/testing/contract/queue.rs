@@ -323,7 +323,11 @@ pub async fn stale_receipts_are_harmless<F: QueueFixture + ?Sized>(f: &F) {
     f.advance(config.visibility_timeout + f.slack()).await;
     let current = expect_delivery(f, "the un-acked job must be redelivered").await;
     assert_eq!(current.attempt, 2, "the redelivery must carry attempt 2");
-    nack(f, &stale, "late failure").await;
+    assert_eq!(
+        nack(f, &stale, "late failure").await,
+        NackOutcome::Stale,
+        "a nack of a receipt whose job went to someone else must report Stale"
+    );
     expect_nothing(f, "a stale nack must not release a job someone else holds").await;
     ack(f, &stale).await;
     ack(f, &current).await;
