@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use order_core::app::{LockMode, LockPolicy, OrderService, Ports, SeededRandom, ServiceConfig};
+use order_core::domain::{Money, ProductId, UserId};
 use order_core::ports::{Clock, PaymentGateway};
 use order_memory::SystemClock;
 use order_mysql::{MySqlOrderRepository, MySqlPaymentLedger};
@@ -86,6 +87,28 @@ impl Node {
             repository,
             _redis: redis,
         }
+    }
+
+    /// A user and one product per entry of `stocks` (price 1.00, that stock).
+    pub async fn seed(&self, stocks: &[u64]) -> (UserId, Vec<ProductId>) {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let user = self
+            .repository
+            .add_user("tester", &format!("tester{n}@example.test"), "!")
+            .await
+            .unwrap();
+        let mut products = Vec::new();
+        for (i, stock) in stocks.iter().enumerate() {
+            let price = Money::from_cents(100).unwrap();
+            products.push(
+                self.repository
+                    .add_product(&format!("p{i}"), price, *stock)
+                    .await
+                    .unwrap(),
+            );
+        }
+        (user, products)
     }
 
     /// Two nodes on one database and one prefix.

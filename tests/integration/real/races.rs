@@ -6,7 +6,7 @@ use std::time::Instant;
 use order_core::app::{
     CancelOrderError, CreateOrderError, CreateOrderRequest, LockMode, ProcessOutcome, RequestedItem,
 };
-use order_core::domain::{Money, OrderStatus, ProductId, UserId};
+use order_core::domain::{OrderStatus, ProductId, UserId};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
 use super::Node;
@@ -27,16 +27,8 @@ fn request(user: UserId, items: &[(ProductId, i64)], key: String) -> CreateOrder
 
 async fn oversell_race(connect: MySqlConnectOptions, mode: LockMode, label: &str) {
     let (a, b) = Node::pair(&connect, label, mode).await;
-    let user = a
-        .repository
-        .add_user("racer", "racer@example.test", "x")
-        .await
-        .unwrap();
-    let product = a
-        .repository
-        .add_product("hot", Money::parse("19.99").unwrap(), 100)
-        .await
-        .unwrap();
+    let (user, products) = a.seed(&[100]).await;
+    let product = products[0];
     let started = Instant::now();
     let tasks: Vec<_> = (0..500)
         .map(|i| {
@@ -101,21 +93,8 @@ async fn crossed_two_product_orders_never_surface_a_deadlock(
 ) {
     // Row locks only, so both instances really meet inside the database.
     let (a, b) = Node::pair(&connect, "crossed", LockMode::None).await;
-    let user = a
-        .repository
-        .add_user("x", "x@example.test", "x")
-        .await
-        .unwrap();
-    let pa = a
-        .repository
-        .add_product("A", Money::parse("1.00").unwrap(), 150)
-        .await
-        .unwrap();
-    let pb = a
-        .repository
-        .add_product("B", Money::parse("2.00").unwrap(), 150)
-        .await
-        .unwrap();
+    let (user, products) = a.seed(&[150, 150]).await;
+    let (pa, pb) = (products[0], products[1]);
     let started = Instant::now();
     let tasks: Vec<_> = (0..400)
         .map(|i| {
@@ -157,16 +136,8 @@ async fn crossed_two_product_orders_never_surface_a_deadlock(
 
 async fn one_key_race(connect: MySqlConnectOptions, mode: LockMode, label: &str) {
     let (a, b) = Node::pair(&connect, label, mode).await;
-    let user = a
-        .repository
-        .add_user("k", "k@example.test", "x")
-        .await
-        .unwrap();
-    let product = a
-        .repository
-        .add_product("p", Money::parse("5.00").unwrap(), 50)
-        .await
-        .unwrap();
+    let (user, products) = a.seed(&[50]).await;
+    let product = products[0];
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let service = if i % 2 == 0 {
@@ -216,16 +187,8 @@ async fn a_cancel_racing_the_worker_has_exactly_one_winner_two_hundred_times(
     connect: MySqlConnectOptions,
 ) {
     let (a, b) = Node::pair(&connect, "cancel-race", LockMode::Distributed).await;
-    let user = a
-        .repository
-        .add_user("c", "c@example.test", "x")
-        .await
-        .unwrap();
-    let product = a
-        .repository
-        .add_product("p", Money::parse("3.00").unwrap(), 200)
-        .await
-        .unwrap();
+    let (user, products) = a.seed(&[200]).await;
+    let product = products[0];
     let (mut cancels, mut worker_wins) = (0u64, 0u64);
     let mut held = 0u64;
     for i in 0..200 {
