@@ -11,10 +11,14 @@
 //! default 9) rather than `FLUSHALL`, which would wipe the keys of every test running
 //! beside it; it also runs `SCRIPT FLUSH`, which is server-wide like a restart — harmless
 //! to the parallel tests precisely because every adapter reloads its scripts on
-//! `NOSCRIPT`.
+//! `NOSCRIPT`. A real restart and a real `FLUSHALL` run on a private `redis-server`
+//! (module `restart`).
 
 // A test binary reports failure by panicking, helpers included.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "contract/restart.rs"]
+mod restart;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
