@@ -415,25 +415,32 @@ async fn concurrent_twins_create_one_order_and_the_others_replay(
             }
         }
         assert_eq!(placed.len() + replayed.len() + reused, 20);
-        let Some(winner) = placed.first() else {
-            // Racer 7 won with its own lines: every other racer is a reuse of its key.
-            assert_eq!(reused, 19, "round {round}");
-            continue;
-        };
         assert_eq!(placed.len(), 1, "round {round}: exactly one order per key");
-        assert_eq!(reused, 1, "round {round}: the racer with other lines");
+        let winner = &placed[0];
         assert!(
             replayed.iter().all(|o| o == winner),
             "round {round}: replays see the winner"
         );
+        // Whoever won, everyone with the winner's lines replays and everyone with other
+        // lines is refused; stock moved for the winner's product only.
+        let racer_7_won = winner.lines()[0].product == other;
+        let (reused_expected, p_left, q_left) = if racer_7_won {
+            (19, stock, 999)
+        } else {
+            (1, stock - 1, 1_000)
+        };
+        assert_eq!(
+            reused, reused_expected,
+            "round {round} (racer 7 won: {racer_7_won})"
+        );
         assert_eq!(
             repo.stock(p).await.expect("p"),
-            Some(stock - 1),
+            Some(p_left),
             "round {round}"
         );
         assert_eq!(
             repo.stock(other).await.expect("q"),
-            Some(1_000),
+            Some(q_left),
             "round {round}"
         );
     }
