@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::config::{LockMode, ServiceConfig};
 use super::errors::{
@@ -195,6 +195,14 @@ impl OrderService {
     /// # Errors
     /// See [`CreateOrderError`]; on every error nothing was written.
     pub async fn create_order(
+        &self,
+        request: CreateOrderRequest,
+    ) -> Result<CreatedOrder, CreateOrderError> {
+        let span = info_span!("create_order", user = %request.user, lines = request.items.len());
+        self.create_order_in_span(request).instrument(span).await
+    }
+
+    async fn create_order_in_span(
         &self,
         request: CreateOrderRequest,
     ) -> Result<CreatedOrder, CreateOrderError> {
@@ -423,6 +431,15 @@ impl OrderService {
     /// # Errors
     /// [`ProcessOrderError`] when the store failed; the job should be retried.
     pub async fn process_order(&self, id: OrderId) -> Result<ProcessOutcome, ProcessOrderError> {
+        self.process_order_in_span(id)
+            .instrument(info_span!("process_order", order = %id))
+            .await
+    }
+
+    async fn process_order_in_span(
+        &self,
+        id: OrderId,
+    ) -> Result<ProcessOutcome, ProcessOrderError> {
         let repo = &self.ports.repository;
         let Some(order) = repo.get(id).await.map_err(process_repo_error)? else {
             warn!(order = %id, "job for a missing order; acknowledging");
@@ -603,6 +620,15 @@ impl OrderService {
     /// [`CancelOrderError::NotFound`] for a missing or foreign order;
     /// [`CancelOrderError::InvalidTransition`] past Pending.
     pub async fn cancel_order(&self, user: UserId, id: OrderId) -> Result<Order, CancelOrderError> {
+        let span = info_span!("cancel_order", user = %user, order = %id);
+        self.cancel_order_in_span(user, id).instrument(span).await
+    }
+
+    async fn cancel_order_in_span(
+        &self,
+        user: UserId,
+        id: OrderId,
+    ) -> Result<Order, CancelOrderError> {
         let repo = &self.ports.repository;
         let order = match repo.get(id).await.map_err(cancel_repo_error)? {
             Some(o) if o.user() == user => o,
