@@ -692,6 +692,11 @@ impl MySqlOrderRepository {
         drafts: &[OrderDraft],
         now: Timestamp,
     ) -> Result<Vec<PlaceOutcome>, DbError> {
+        if let [draft] = drafts
+            && let Some(outcome) = self.place_one_fast(draft, now).await?
+        {
+            return Ok(vec![outcome]);
+        }
         let mut outcomes: Vec<Option<PlaceOutcome>> = vec![None; drafts.len()];
         {
             let mut conn = self.acquire().await?;
@@ -721,6 +726,72 @@ impl MySqlOrderRepository {
             .into_iter()
             .map(|o| o.ok_or_else(|| DbError::data("a draft was left without an outcome")))
             .collect()
+    }
+
+    /// The one-draft fast path — the common case — holding the hot product rows for no
+    /// longer than a hand-rolled transaction would: prices are read before the
+    /// transaction (without locks), and the transaction opens with a conditional
+    /// decrement that locks the rows (ascending) and checks the stock in one statement,
+    /// followed by the two inserts and the commit. The general path instead runs a replay
+    /// pre-check, then locks with `SELECT … FOR UPDATE` and decrements later: one more
+    /// round trip under the hot row lock and one more before it.
+    ///
+    /// There is no replay pre-check here: the service already looked the key up, so a
+    /// replay reaching the repository is rare, and the order insert's unique (user, key)
+    /// index still answers it — the insert fails, the stored order is read, and the
+    /// transaction rolls back, decrement included. An unknown user is answered the same
+    /// way by the user foreign key.
+    ///
+    /// The unit prices are therefore those read just before the transaction, not under its
+    /// lock; a price changed in between is a race either answer is right for.
+    ///
+    /// Returns `None` — nothing written — for every draft whose outcome needs the general
+    /// path to be decided exactly as the contract says (a missing product, a short one, a
+    /// total too large): those are rare, and the general path answers them under row
+    /// locks with the first offending product in ascending order.
+    async fn place_one_fast(
+        &self,
+        draft: &OrderDraft,
+        now: Timestamp,
+    ) -> Result<Option<PlaceOutcome>, DbError> {
+        let prices = {
+            let mut conn = self.acquire().await?;
+            match current_prices(&mut conn, draft).await? {
+                Some(prices) => prices,
+                None => return Ok(None),
+            }
+        };
+        if draft.total_at(&prices).is_err() {
+            return Ok(None);
+        }
+        let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
+        let result = async {
+            if !take_stock_if_available(&mut tx, draft.items()).await? {
+                return Ok(None);
+            }
+            insert_order(&mut tx, draft, &prices, now, Stock::AlreadyTaken)
+                .await
+                .map(Some)
+        }
+        .await;
+        match result {
+            Ok(Some(placed @ PlaceOutcome::Placed(_))) => {
+                tx.commit().await.ctx("committing a placed order")?;
+                Ok(Some(placed))
+            }
+            // A concurrent twin's replay, a key reuse or an unknown user (nothing of this
+            // draft may stay: undo the decrement), or the general path's turn.
+            Ok(other) => {
+                tx.rollback().await.ctx("rolling back")?;
+                Ok(other)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(error = %rollback, "rollback after a failed fast place");
+                }
+                Err(e)
+            }
+        }
     }
 
     // -- transition -----------------------------------------------------------------------
@@ -870,7 +941,7 @@ async fn place_in_transaction(
             }
             Decision::Refuse(outcome) => outcomes[i] = Some(outcome),
             Decision::Place(prices) => {
-                let outcome = insert_order(conn, draft, &prices, now).await?;
+                let outcome = insert_order(conn, draft, &prices, now, Stock::Take).await?;
                 if let PlaceOutcome::Placed(order) = &outcome {
                     for (product, quantity) in draft.items() {
                         if let Some(p) = locked.get_mut(product) {
@@ -958,15 +1029,25 @@ fn decide(draft: &OrderDraft, locked: &BTreeMap<ProductId, LockedProduct>) -> De
     Decision::Place(prices)
 }
 
-/// Writes one order (row, lines, stock decrement) whose products are locked and
-/// sufficient. The `INSERT INTO orders` is the draft's first write: when the unique key
-/// or the user's foreign key refuses it, that statement alone is rolled back and the
-/// draft gets its business outcome.
+/// Whether [`insert_order`] must still decrement the stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stock {
+    /// Decrement it after the lines (the general path: rows locked, stock checked).
+    Take,
+    /// The caller already took it with a conditional decrement (the one-draft fast path).
+    AlreadyTaken,
+}
+
+/// Writes one order (row, lines, and — unless already taken — the stock decrement) whose
+/// products are locked and sufficient. The `INSERT INTO orders` is the draft's first
+/// write: when the unique key or the user's foreign key refuses it, that statement alone
+/// is rolled back and the draft gets its business outcome.
 async fn insert_order(
     conn: &mut MySqlConnection,
     draft: &OrderDraft,
     prices: &[Money],
     now: Timestamp,
+    stock: Stock,
 ) -> Result<PlaceOutcome, DbError> {
     let lines: Vec<OrderLine> = draft.priced_lines(prices);
     let total = Order::total_of(&lines).map_err(|e| {
@@ -1034,15 +1115,85 @@ async fn insert_order(
         .await
         .ctx("inserting order lines")?;
 
-    let deltas: Vec<(ProductId, u32)> = lines
-        .iter()
-        .map(|l| (l.product, l.quantity.get()))
-        .collect();
-    adjust_stock(conn, &deltas, Adjust::Take).await?;
+    if stock == Stock::Take {
+        let deltas: Vec<(ProductId, u32)> = lines
+            .iter()
+            .map(|l| (l.product, l.quantity.get()))
+            .collect();
+        adjust_stock(conn, &deltas, Adjust::Take).await?;
+    }
 
     let order = Order::place(id, draft, prices, now)
         .map_err(|e| DbError::data(format!("order {id}: {e}")))?;
     Ok(PlaceOutcome::Placed(order))
+}
+
+/// The current unit price of each of the draft's products, in the draft's order; `None`
+/// when one of them does not exist. A plain read: no lock is taken.
+async fn current_prices(
+    conn: &mut MySqlConnection,
+    draft: &OrderDraft,
+) -> Result<Option<Vec<Money>>, DbError> {
+    let n = draft.items().len();
+    let sql = repeat_sql(
+        "SELECT id, name, price, stock FROM products WHERE id IN (",
+        "?",
+        ", ",
+        n,
+        ") ORDER BY id",
+    );
+    let mut query = sqlx::query_as::<_, ProductRow>(AssertSqlSafe(sql));
+    for product in draft.product_ids() {
+        query = query.bind(product.get());
+    }
+    let rows = query.fetch_all(&mut *conn).await.ctx("reading prices")?;
+    if rows.len() != n {
+        return Ok(None);
+    }
+    // Both are ascending by product id with unique ids, so they pair up in order.
+    let mut prices = Vec::with_capacity(n);
+    for (row, product) in rows.into_iter().zip(draft.product_ids()) {
+        let stored = row.into_product()?;
+        if stored.id != product {
+            return Ok(None);
+        }
+        prices.push(stored.price);
+    }
+    Ok(Some(prices))
+}
+
+/// Decrements every line's product by its quantity if, and only if, each has enough
+/// stock: one `UPDATE` over the primary key, which InnoDB visits — and locks — in
+/// ascending id order. Returns whether every row was taken; when not, the caller rolls
+/// back (some rows may have been decremented).
+///
+/// `rows_affected` counts MATCHED rows under sqlx's connection flags, which is exactly
+/// "rows with enough stock" here.
+async fn take_stock_if_available(
+    conn: &mut MySqlConnection,
+    items: &[(ProductId, Quantity)],
+) -> Result<bool, DbError> {
+    let n = items.len();
+    let case = repeat_sql("CASE id", " WHEN ? THEN ?", "", n, " END");
+    let mut sql = format!("UPDATE products SET stock = stock - {case} WHERE id IN (");
+    sql.push_str(&repeat_sql("", "?", ", ", n, ")"));
+    sql.push_str(&format!(" AND stock >= {case}"));
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for (product, quantity) in items {
+        query = query.bind(product.get()).bind(quantity.get());
+    }
+    for (product, _) in items {
+        query = query.bind(product.get());
+    }
+    for (product, quantity) in items {
+        query = query.bind(product.get()).bind(quantity.get());
+    }
+    let matched = query
+        .execute(&mut *conn)
+        .await
+        .ctx("taking stock")?
+        .rows_affected();
+    Ok(matched == n as u64)
 }
 
 /// Which way [`adjust_stock`] moves the stock.
