@@ -13,7 +13,7 @@
 //! each other's stock.
 //!
 //! ```text
-//! cargo run --release --example demo -- [--orders N] [--workers N] [--seed S]
+//! cargo run --release --example demo -- [--orders N] [--workers N] [--seed S] [--lock redis|none]
 //! DATABASE_URL=mysql://… REDIS_URL=redis://… cargo run --release --example demo
 //! ```
 #![allow(clippy::print_stdout)]
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use order_engine::Embedded;
 use order_engine::core::app::{
-    CreateOrderError, CreateOrderRequest, OrderService, Ports, RequestedItem, SeededRandom,
-    ServiceConfig,
+    CreateOrderError, CreateOrderRequest, LockMode, LockPolicy, OrderService, Ports, RequestedItem,
+    SeededRandom, ServiceConfig,
 };
 use order_engine::core::domain::{Money, Order, OrderId, OrderStatus, ProductId, UserId};
 use order_engine::core::ports::{Clock, PaymentGateway, PaymentOutcome};
@@ -39,6 +39,7 @@ struct Args {
     orders: usize,
     workers: usize,
     seed: u64,
+    lock: LockMode,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,10 +47,19 @@ fn parse_args() -> Result<Args, String> {
         orders: 1_000,
         workers: 128,
         seed: 42,
+        lock: LockMode::Distributed,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "--lock" {
+            args.lock = match value.as_str() {
+                "redis" => LockMode::Distributed,
+                "none" => LockMode::None,
+                _ => return Err(format!("--lock: {value:?} is not redis or none")),
+            };
+            continue;
+        }
         let n: u64 = value
             .parse()
             .map_err(|_| format!("{flag}: {value:?} is not a number"))?;
@@ -59,7 +69,7 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => args.seed = n,
             _ => {
                 return Err(format!(
-                    "unknown flag {flag} (use --orders, --workers, --seed)"
+                    "unknown flag {flag} (use --orders, --workers, --seed, --lock)"
                 ));
             }
         }
@@ -85,14 +95,9 @@ fn simulation(seed: u64) -> SimConfig {
     }
 }
 
-fn embedded(seed: u64) -> Result<Shop, AnyError> {
+fn embedded(seed: u64, config: ServiceConfig) -> Result<Shop, AnyError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let engine = Embedded::new(
-        clock,
-        ServiceConfig::default(),
-        simulation(seed),
-        QueueConfig::default(),
-    )?;
+    let engine = Embedded::new(clock, config, simulation(seed), QueueConfig::default())?;
     let r: ReferenceData = seed_reference_data(&engine.adapters.repository);
     Ok(Shop {
         label: "embedded: memory adapters".into(),
@@ -104,7 +109,12 @@ fn embedded(seed: u64) -> Result<Shop, AnyError> {
     })
 }
 
-async fn real(database_url: &str, redis_url: &str, seed: u64) -> Result<Shop, AnyError> {
+async fn real(
+    database_url: &str,
+    redis_url: &str,
+    seed: u64,
+    config: ServiceConfig,
+) -> Result<Shop, AnyError> {
     use order_mysql::{MySqlOrderRepository, MySqlPaymentLedger};
     use order_redis::{RedisConfig, RedisConnection, RedisEvents, RedisLock, RedisQueue};
 
@@ -151,7 +161,7 @@ async fn real(database_url: &str, redis_url: &str, seed: u64) -> Result<Shop, An
     };
     Ok(Shop {
         label: "MySQL + Redis".into(),
-        service: Arc::new(OrderService::new(ports, ServiceConfig::default())?),
+        service: Arc::new(OrderService::new(ports, config)?),
         ledger,
         users: [users[0], users[1], users[2]],
         catalogue: [products[0], products[1], products[2], products[3]],
@@ -168,15 +178,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let config = ServiceConfig {
+        lock: LockPolicy {
+            mode: args.lock,
+            ..LockPolicy::default()
+        },
+        ..ServiceConfig::default()
+    };
     let shop = match (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL")) {
-        (Ok(db), Ok(redis)) => real(&db, &redis, args.seed).await,
+        (Ok(db), Ok(redis)) => real(&db, &redis, args.seed, config).await,
         (Ok(_), Err(_)) | (Err(_), Ok(_)) => {
             eprintln!(
                 "demo: set both DATABASE_URL and REDIS_URL for the real adapters, or neither"
             );
             return ExitCode::from(2);
         }
-        (Err(_), Err(_)) => embedded(args.seed),
+        (Err(_), Err(_)) => embedded(args.seed, config),
     };
     let result = match shop {
         Ok(shop) => run(&args, shop).await,
@@ -237,8 +254,12 @@ async fn run(args: &Args, shop: Shop) -> Result<bool, AnyError> {
     let requests = burst(args, &shop);
     let racing = requests.iter().filter(|(h, _, _)| *h).count();
 
+    let lock = match args.lock {
+        LockMode::Distributed => "per-product distributed locks",
+        LockMode::None => "database row locks only",
+    };
     println!(
-        "order-engine demo ({}; simulated payments 50-200 ms, 80 % approval)",
+        "order-engine demo ({}, {lock}; simulated payments 50-200 ms, 80 % approval)",
         shop.label
     );
     println!(
