@@ -45,6 +45,15 @@ impl PaymentGateway for LimitedCardProcessor {
         });
         Ok(outcome.clone())
     }
+
+    async fn void(&self, key: OrderId) -> Result<PaymentOutcome, PaymentError> {
+        // A key never answered is settled as declined; a charged key stays charged.
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let outcome = seen
+            .entry(key)
+            .or_insert_with(|| PaymentOutcome::Declined(FailureReason::new("voided")));
+        Ok(outcome.clone())
+    }
 }
 
 /// The user's own event sink.

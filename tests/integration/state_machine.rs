@@ -31,6 +31,56 @@ proptest! {
     }
 }
 
+/// The hole a void closes: a worker stalls, its lease is taken over, the new holder
+/// never gets an answer from the provider and fails the order; when the stalled worker
+/// wakes and charges, the provider must answer with the void's decline, not charge.
+#[test]
+fn a_stalled_worker_cannot_charge_an_order_failed_for_an_unreachable_provider() {
+    use order_core::domain::Money;
+    use order_core::testing::model::ModelConfig;
+    use order_core::testing::scripted::PaymentStep::{Approve, Transient};
+
+    let config = ModelConfig {
+        users: 1,
+        products: vec![(Money::parse("5.00").unwrap(), 2)],
+    };
+    let commands = vec![
+        Command::Create {
+            user: 0,
+            items: vec![(0, 1)],
+            key: 0,
+        },
+        Command::StallAfterStart { order: 0 },
+        Command::ExpireLeases,
+        Command::Process {
+            order: 0,
+            payment: vec![Transient, Transient, Transient],
+        },
+        Command::LateCompletion {
+            order: 0,
+            payment: Approve,
+        },
+    ];
+    let world = ManualWorld::new(2);
+    let report = runtime()
+        .block_on(run_commands(
+            &world.service,
+            &world,
+            &world.gateway,
+            &config,
+            &commands,
+        ))
+        .unwrap();
+    assert_eq!((report.failed, report.fenced), (1, 1));
+    let order = world.adapters.repository.orders()[0].id();
+    assert_eq!(
+        world.gateway.new_charges(order),
+        0,
+        "nothing was ever charged"
+    );
+    assert_eq!(world.gateway.voids(order), 1);
+}
+
 /// A hand-written scenario that exercises every fence at least once, so a regression in
 /// the model driver itself cannot hide behind lucky generation.
 #[test]

@@ -110,6 +110,10 @@ mod tests {
         async fn charge(&self, _: OrderId, _: Money) -> Result<PaymentOutcome, PaymentError> {
             Ok(PaymentOutcome::Approved)
         }
+
+        async fn void(&self, _: OrderId) -> Result<PaymentOutcome, PaymentError> {
+            Ok(PaymentOutcome::Approved)
+        }
     }
 
     #[tokio::test]

@@ -14,6 +14,9 @@ use crate::ledger::{LedgerEntry, LedgerError, PaymentLedger, Recorded};
 /// The reference's decline reason.
 pub const DECLINE_REASON: &str = "Simulated payment decline.";
 
+/// The decline a void records for a key that had no outcome yet.
+pub const VOID_REASON: &str = "Voided: the provider never answered.";
+
 /// How the simulation behaves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
@@ -65,6 +68,8 @@ pub struct KeyReport {
     pub replays: u32,
     /// Calls that failed transiently.
     pub transient_errors: u32,
+    /// `void` calls that recorded a decline (0 or 1).
+    pub voids: u32,
 }
 
 /// A simulated payment provider: sleeps a uniform delay on the injected clock, approves
@@ -200,6 +205,26 @@ impl PaymentGateway for SimulatedGateway {
                 self.note(key, |r| r.replays += 1);
                 Ok(e.outcome)
             }
+        }
+    }
+
+    async fn void(&self, key: OrderId) -> Result<PaymentOutcome, PaymentError> {
+        let entry = LedgerEntry {
+            key,
+            amount: Money::ZERO,
+            outcome: PaymentOutcome::Declined(FailureReason::new(VOID_REASON)),
+        };
+        match self
+            .ledger
+            .record_first(entry)
+            .await
+            .map_err(ledger_error)?
+        {
+            Recorded::New(e) => {
+                self.note(key, |r| r.voids += 1);
+                Ok(e.outcome)
+            }
+            Recorded::Existing(e) => Ok(e.outcome),
         }
     }
 }
@@ -344,6 +369,37 @@ mod tests {
             "every caller sees the first outcome"
         );
         assert_eq!(g.report(oid(7)).new_charges, 1);
+    }
+
+    #[tokio::test]
+    async fn a_void_settles_an_unanswered_key_and_a_later_charge_gets_its_decline() {
+        let (g, _) = gateway(SimConfig {
+            approval_rate: 1.0,
+            ..SimConfig::default()
+        });
+        let voided = g.void(oid(1)).await.unwrap();
+        assert_eq!(
+            voided,
+            PaymentOutcome::Declined(FailureReason::new(VOID_REASON))
+        );
+        assert_eq!(
+            g.charge(oid(1), Money::from_cents(5).unwrap())
+                .await
+                .unwrap(),
+            voided
+        );
+        assert_eq!(
+            (g.report(oid(1)).voids, g.report(oid(1)).new_charges),
+            (1, 0)
+        );
+        // A key that was charged keeps its charge: the void reports it.
+        let charged = g
+            .charge(oid(2), Money::from_cents(5).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(charged, PaymentOutcome::Approved);
+        assert_eq!(g.void(oid(2)).await.unwrap(), PaymentOutcome::Approved);
+        assert_eq!(g.report(oid(2)).voids, 0);
     }
 
     #[test]

@@ -119,7 +119,8 @@ impl Default for ServiceConfig {
 impl ServiceConfig {
     /// The longest a worker may spend charging one order.
     pub fn worst_case_payment(&self) -> Duration {
-        let mut total = Duration::ZERO;
+        // The attempts, their backoffs, and the closing void.
+        let mut total = self.payment_timeout;
         for attempt in 0..self.payment_attempts {
             total += self.payment_timeout;
             if attempt + 1 < self.payment_attempts {

@@ -105,6 +105,11 @@ pub enum CreateOrderError {
 /// queue for a retry.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessOrderError {
+    /// The provider never answered a charge nor the void that followed: whether the order
+    /// was charged is unknown, so it stays Processing (under this worker's lease until it
+    /// expires) and the job is retried.
+    #[error("payment outcome of order {0} unknown: the provider is unreachable")]
+    PaymentUnresolved(OrderId),
     /// The order store is down.
     #[error("order store unavailable: {0}")]
     Unavailable(String),

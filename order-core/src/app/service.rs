@@ -485,11 +485,15 @@ impl OrderService {
         self.publish(&order, OrderEventKind::Processing).await;
 
         let completion = match self.charge(&order).await {
-            PaymentOutcome::Approved => StatusChange::Pay { lease: lease.token },
-            PaymentOutcome::Declined(reason) => StatusChange::Fail {
+            Some(PaymentOutcome::Approved) => StatusChange::Pay { lease: lease.token },
+            Some(PaymentOutcome::Declined(reason)) => StatusChange::Fail {
                 lease: lease.token,
                 reason,
             },
+            None => {
+                ServiceStats::bump(&self.stats.payments_unresolved);
+                return Err(ProcessOrderError::PaymentUnresolved(id));
+            }
         };
         let now = self.ports.clock.now();
         match repo
@@ -524,15 +528,19 @@ impl OrderService {
         }
     }
 
-    /// Charges with a timeout per call and bounded retries; an unknown outcome after the
-    /// last attempt is a decline (the ledger keeps the provider from charging twice).
-    async fn charge(&self, order: &Order) -> PaymentOutcome {
+    /// Charges with a timeout per call and bounded retries. When every attempt leaves the
+    /// outcome unknown, the key is voided: the provider answers with the key's settled
+    /// outcome — a decline it now records, or `Approved` if a charge went through after
+    /// all — so no later charge for this order can succeed behind a Failed status.
+    /// `None` when even the void could not reach the provider: the outcome is unknown
+    /// and the order must stay Processing.
+    async fn charge(&self, order: &Order) -> Option<PaymentOutcome> {
         let attempts = self.config.payment_attempts;
         for attempt in 1..=attempts {
             let call = self.ports.payments.charge(order.id(), order.total());
             let error =
                 match with_timeout(&*self.ports.clock, self.config.payment_timeout, call).await {
-                    Some(Ok(outcome)) => return outcome,
+                    Some(Ok(outcome)) => return Some(outcome),
                     Some(Err(PaymentError::Transient(e))) => e,
                     Some(Err(PaymentError::Unexpected(e))) => format!("{e:#}"),
                     None => "timed out".to_owned(),
@@ -547,7 +555,21 @@ impl OrderService {
                 self.ports.clock.sleep(wait).await;
             }
         }
-        PaymentOutcome::Declined(FailureReason::new(PROVIDER_UNAVAILABLE))
+        let void = self.ports.payments.void(order.id());
+        match with_timeout(&*self.ports.clock, self.config.payment_timeout, void).await {
+            Some(Ok(PaymentOutcome::Declined(_))) => Some(PaymentOutcome::Declined(
+                FailureReason::new(PROVIDER_UNAVAILABLE),
+            )),
+            Some(Ok(PaymentOutcome::Approved)) => Some(PaymentOutcome::Approved),
+            Some(Err(e)) => {
+                warn!(order = %order.id(), error = %e, "void failed; the payment outcome stays unknown");
+                None
+            }
+            None => {
+                warn!(order = %order.id(), "void timed out; the payment outcome stays unknown");
+                None
+            }
+        }
     }
 
     /// Processes one delivery and acknowledges it, or gives it back to the queue when it

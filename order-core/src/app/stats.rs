@@ -14,6 +14,7 @@ pub struct ServiceStats {
     pub(crate) enqueue_failures: AtomicU64,
     pub(crate) publish_failures: AtomicU64,
     pub(crate) payment_retries: AtomicU64,
+    pub(crate) payments_unresolved: AtomicU64,
     pub(crate) paid: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) cancelled: AtomicU64,
@@ -42,6 +43,8 @@ pub struct StatsSnapshot {
     pub publish_failures: u64,
     /// Payment calls retried after a transient error or timeout.
     pub payment_retries: u64,
+    /// Orders left Processing because neither the charges nor the void got an answer.
+    pub payments_unresolved: u64,
     /// Orders this service moved to Paid.
     pub paid: u64,
     /// Orders this service moved to Failed.
@@ -72,6 +75,7 @@ impl ServiceStats {
             enqueue_failures: r(&self.enqueue_failures),
             publish_failures: r(&self.publish_failures),
             payment_retries: r(&self.payment_retries),
+            payments_unresolved: r(&self.payments_unresolved),
             paid: r(&self.paid),
             failed: r(&self.failed),
             cancelled: r(&self.cancelled),

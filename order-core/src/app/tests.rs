@@ -410,14 +410,14 @@ async fn a_terminal_order_is_skipped_without_charging() {
     assert_eq!(out, ProcessOutcome::AlreadyTerminal(OrderStatus::Cancelled));
 }
 
-#[tokio::test]
-async fn transient_payment_errors_are_retried_then_the_order_fails_with_its_lease() {
-    let mut m = Mocks::new();
+/// Mocks for a Pending order whose Start is applied with the service's lease; returns
+/// the order and the cell holding the lease token the service chose.
+fn started_order(m: &mut Mocks) -> (Order, Arc<AtomicU64>) {
     let order = pending_order(&[2]);
     let o2 = order.clone();
     m.repo.expect_get().returning(move |_| Ok(Some(o2.clone())));
-    let start_token = Arc::new(AtomicU64::new(0));
-    let (t1, t2) = (start_token.clone(), start_token.clone());
+    let token = Arc::new(AtomicU64::new(0));
+    let t1 = token.clone();
     let o3 = order.clone();
     m.repo
         .expect_transition()
@@ -433,35 +433,114 @@ async fn transient_payment_errors_are_retried_then_the_order_fails_with_its_leas
                 lease.token.raw(),
             )))
         });
-    m.pay
-        .expect_charge()
-        .times(3)
-        .returning(|_, _| Err(PaymentError::Transient("timeout".into())));
+    (order, token)
+}
+
+/// Expects one completion of `kind`, fenced by the token the service chose.
+fn expect_completion(
+    m: &mut Mocks,
+    order: &Order,
+    token: Arc<AtomicU64>,
+    kind: fn(&StatusChange) -> bool,
+) {
     let o4 = order.clone();
     m.repo
         .expect_transition()
-        .withf(|_, c, _| matches!(c, StatusChange::Fail { .. }))
+        .withf(move |_, c, _| kind(c))
         .times(1)
         .returning(move |_, change, now| {
-            let StatusChange::Fail { lease, .. } = &change else {
-                unreachable!()
+            let lease = match &change {
+                StatusChange::Pay { lease } | StatusChange::Fail { lease, .. } => *lease,
+                other => panic!("not a completion: {other:?}"),
             };
             assert_eq!(
                 lease.raw(),
-                t2.load(Ordering::SeqCst),
+                token.load(Ordering::SeqCst),
                 "completion is fenced by our lease"
             );
             let mut done = processing(&o4, lease.raw());
             done.apply(&change, now).unwrap();
             Ok(TransitionOutcome::Applied(done))
         });
+}
+
+#[tokio::test]
+async fn transient_payment_errors_are_retried_then_the_key_is_voided_and_the_order_fails() {
+    let mut m = Mocks::new();
+    let (order, token) = started_order(&mut m);
+    m.pay
+        .expect_charge()
+        .times(3)
+        .returning(|_, _| Err(PaymentError::Transient("timeout".into())));
+    m.pay
+        .expect_void()
+        .times(1)
+        .returning(|_| Ok(PaymentOutcome::Declined(FailureReason::new("voided"))));
+    expect_completion(&mut m, &order, token, |c| {
+        matches!(c, StatusChange::Fail { .. })
+    });
     let svc = m.service();
     let out = svc.process_order(order.id()).await.unwrap();
     let ProcessOutcome::Completed(done) = out else {
         panic!("{out:?}")
     };
     assert_eq!(done.status(), OrderStatus::Failed);
+    assert_eq!(
+        done.failure_reason().map(FailureReason::as_str),
+        Some("Payment provider unavailable.")
+    );
     assert_eq!(svc.stats().payment_retries, 2);
+}
+
+#[tokio::test]
+async fn a_void_that_finds_the_charge_went_through_pays_the_order() {
+    let mut m = Mocks::new();
+    let (order, token) = started_order(&mut m);
+    m.pay
+        .expect_charge()
+        .times(3)
+        .returning(|_, _| Err(PaymentError::Transient("timeout".into())));
+    m.pay
+        .expect_void()
+        .times(1)
+        .returning(|_| Ok(PaymentOutcome::Approved));
+    expect_completion(&mut m, &order, token, |c| {
+        matches!(c, StatusChange::Pay { .. })
+    });
+    let out = m.service().process_order(order.id()).await.unwrap();
+    assert!(
+        matches!(&out, ProcessOutcome::Completed(o) if o.status() == OrderStatus::Paid),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_leaves_the_order_processing_and_the_job_is_retried() {
+    let mut m = Mocks::new();
+    let (order, _) = started_order(&mut m);
+    m.pay
+        .expect_charge()
+        .times(3)
+        .returning(|_, _| Err(PaymentError::Transient("down".into())));
+    m.pay
+        .expect_void()
+        .times(1)
+        .returning(|_| Err(PaymentError::Transient("down".into())));
+    // No completion: the only transition expected is the Start above.
+    m.queue.expect_ack().times(0);
+    m.queue
+        .expect_nack()
+        .times(1)
+        .returning(|_, _| Ok(NackOutcome::Retried(Duration::from_secs(1))));
+    let svc = m.service();
+    let delivery = Delivery {
+        job: Job::ProcessOrder(order.id()),
+        receipt: "r1".into(),
+        attempt: 1,
+    };
+    let out = svc.handle_delivery(&delivery).await;
+    assert!(matches!(out, WorkerOutcome::Released(_)), "{out:?}");
+    assert_eq!(svc.stats().payments_unresolved, 1);
 }
 
 #[tokio::test]

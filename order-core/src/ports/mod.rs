@@ -264,6 +264,20 @@ pub trait PaymentGateway: Send + Sync {
     /// # Errors
     /// [`PaymentError::Transient`] when the outcome is unknown and a retry is safe.
     async fn charge(&self, key: OrderId, amount: Money) -> Result<PaymentOutcome, PaymentError>;
+
+    /// Settles a key whose charges never gave an answer: if a charge for `key` already
+    /// has an outcome, returns it (possibly `Approved` — the charge went through after
+    /// all); otherwise records a decline for `key`, so that every later `charge` with
+    /// this key returns that decline and charges nothing, and returns it. First outcome
+    /// wins, atomically, exactly as for `charge`.
+    ///
+    /// The service calls it before failing an order whose payment stayed unknown, so a
+    /// stalled worker that wakes up later cannot charge a Failed order.
+    ///
+    /// # Errors
+    /// [`PaymentError::Transient`] when the provider cannot be reached; nothing is settled
+    /// and the order must not be failed yet.
+    async fn void(&self, key: OrderId) -> Result<PaymentOutcome, PaymentError>;
 }
 
 // ---------------------------------------------------------------------------------------

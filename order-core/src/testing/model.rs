@@ -336,7 +336,7 @@ pub async fn run_commands(
                 if expected_start {
                     let attempts = service.config().payment_attempts;
                     let approved = match model.recorded.get(&id) {
-                        Some(a) => Some(*a),
+                        Some(a) => *a,
                         None => {
                             let mut steps = payment.iter().copied();
                             let mut decided = None;
@@ -353,13 +353,14 @@ pub async fn run_commands(
                                     }
                                 }
                             }
-                            if let Some(a) = decided {
-                                model.recorded.insert(id, a);
-                            }
-                            decided
+                            // Every attempt unknown: the service voids the key, which
+                            // records a decline (the scripted provider always answers it).
+                            let settled = decided.unwrap_or(false);
+                            model.recorded.insert(id, settled);
+                            settled
                         }
                     };
-                    let status = if approved == Some(true) {
+                    let status = if approved {
                         OrderStatus::Paid
                     } else {
                         OrderStatus::Failed
@@ -584,6 +585,12 @@ async fn check_world(
         if o.status == OrderStatus::Paid && recorded != Some(PaymentOutcome::Approved) {
             return Err(format!(
                 "order {} is PAID but the provider recorded {recorded:?}",
+                o.id
+            ));
+        }
+        if o.status == OrderStatus::Failed && recorded == Some(PaymentOutcome::Approved) {
+            return Err(format!(
+                "order {} is FAILED but the provider charged it",
                 o.id
             ));
         }

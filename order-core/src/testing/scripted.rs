@@ -23,17 +23,22 @@ pub enum PaymentStep {
 /// The decline reason the scripted gateway records.
 pub const SCRIPTED_DECLINE: &str = "Scripted decline.";
 
+/// The decline reason a void records.
+pub const SCRIPTED_VOID: &str = "Voided: no answer from the provider.";
+
 #[derive(Debug, Default)]
 struct State {
     scripts: HashMap<OrderId, VecDeque<PaymentStep>>,
     recorded: HashMap<OrderId, (PaymentOutcome, Money)>,
     new_charges: HashMap<OrderId, u32>,
     calls: HashMap<OrderId, u32>,
+    voids: HashMap<OrderId, u32>,
 }
 
 /// A [`PaymentGateway`] that follows a per-order script of [`PaymentStep`]s (approving
-/// once a script runs out). The first definitive outcome per key is recorded and returned
-/// to every later call, which is not counted as a new charge.
+/// once a script runs out). The first definitive outcome per key — a charge's, or a
+/// void's decline — is recorded and returned to every later call, which is not counted
+/// as a new charge. `void` always reaches this provider.
 #[derive(Debug, Default)]
 pub struct ScriptedGateway {
     state: Mutex<State>,
@@ -67,6 +72,11 @@ impl ScriptedGateway {
         self.state().new_charges.get(&order).copied().unwrap_or(0)
     }
 
+    /// How many times `void` was called for `order`.
+    pub fn voids(&self, order: OrderId) -> u32 {
+        self.state().voids.get(&order).copied().unwrap_or(0)
+    }
+
     /// How many times `charge` was called for `order`.
     pub fn calls(&self, order: OrderId) -> u32 {
         self.state().calls.get(&order).copied().unwrap_or(0)
@@ -96,5 +106,17 @@ impl PaymentGateway for ScriptedGateway {
         s.recorded.insert(key, (outcome.clone(), amount));
         *s.new_charges.entry(key).or_default() += 1;
         Ok(outcome)
+    }
+
+    async fn void(&self, key: OrderId) -> Result<PaymentOutcome, PaymentError> {
+        let mut s = self.state();
+        *s.voids.entry(key).or_default() += 1;
+        let outcome = s.recorded.entry(key).or_insert_with(|| {
+            (
+                PaymentOutcome::Declined(FailureReason::new(SCRIPTED_VOID)),
+                Money::ZERO,
+            )
+        });
+        Ok(outcome.0.clone())
     }
 }

@@ -50,6 +50,19 @@ pub fn model_config() -> impl Strategy<Value = ModelConfig> {
         .prop_map(|(users, products)| ModelConfig { users, products })
 }
 
+/// A provider script for one `Process`: mostly a few random steps, sometimes an outage
+/// long enough to exhaust every attempt (so voids and their races are exercised).
+pub fn payment_script() -> impl Strategy<Value = Vec<PaymentStep>> {
+    prop_oneof![
+        4 => proptest::collection::vec(payment_step(), 0..=4),
+        1 => (3usize..=5, payment_step()).prop_map(|(n, last)| {
+            let mut steps = vec![PaymentStep::Transient; n];
+            steps.push(last);
+            steps
+        }),
+    ]
+}
+
 /// One command against a model with `users` users and `products` products.
 pub fn command(users: usize, products: usize) -> impl Strategy<Value = Command> {
     let users = users.max(1);
@@ -57,7 +70,7 @@ pub fn command(users: usize, products: usize) -> impl Strategy<Value = Command> 
     let items = proptest::collection::vec((0..products, 1u32..=4), 1..=4);
     prop_oneof![
         6 => (0..users, items, 0u8..4).prop_map(|(user, items, key)| Command::Create { user, items, key }),
-        5 => (any::<usize>(), proptest::collection::vec(payment_step(), 0..=4))
+        5 => (any::<usize>(), payment_script())
             .prop_map(|(order, payment)| Command::Process { order, payment }),
         3 => (0..users, any::<usize>()).prop_map(|(user, order)| Command::Cancel { user, order }),
         2 => any::<usize>().prop_map(|order| Command::StallAfterStart { order }),
