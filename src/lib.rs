@@ -6,7 +6,40 @@
 //!
 //! Embedders who want only some parts depend on `order-core` and the adapter crates
 //! directly; this crate exists for the examples, benches and integration tests, and for
-//! a quick start.
+//! a quick start:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use order_engine::Embedded;
+//! use order_engine::core::app::{CreateOrderRequest, ProcessOutcome, RequestedItem, ServiceConfig};
+//! use order_engine::memory::{QueueConfig, SystemClock, seed_reference_data};
+//! use order_engine::payment_sim::SimConfig;
+//!
+//! let engine = Embedded::new(
+//!     Arc::new(SystemClock::new()),
+//!     ServiceConfig::default(),
+//!     SimConfig::default(),
+//!     QueueConfig::default(),
+//! )?;
+//! let shop = seed_reference_data(&engine.adapters.repository);
+//! let created = engine
+//!     .service
+//!     .create_order(CreateOrderRequest {
+//!         user: shop.alice,
+//!         items: vec![RequestedItem { product_id: shop.mouse.get() as i64, quantity: 2 }],
+//!         idempotency_key: "checkout-42".into(),
+//!     })
+//!     .await?;
+//! assert_eq!(created.order.total().to_string(), "59.98");
+//!
+//! // A worker would do this for every job: `engine.service.run_worker(shutdown)`.
+//! let outcome = engine.service.process_order(created.order.id()).await?;
+//! assert!(matches!(outcome, ProcessOutcome::Completed(o) if o.status().is_terminal()));
+//! # Ok(())
+//! # }
+//! ```
 
 use std::sync::Arc;
 
