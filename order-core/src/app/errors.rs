@@ -5,6 +5,30 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::domain::{OrderId, OrderStatus, ProductId, UserId};
+use crate::ports::RepositoryError;
+
+/// A store failure becomes the use case's own `Unavailable` / `Unexpected`: every use
+/// case error has both, with the same meaning.
+macro_rules! from_repository_error {
+    ($($error:ident),*) => {$(
+        impl From<RepositoryError> for $error {
+            fn from(e: RepositoryError) -> Self {
+                match e {
+                    RepositoryError::Unavailable(m) => $error::Unavailable(m),
+                    RepositoryError::Unexpected(e) => $error::Unexpected(e),
+                }
+            }
+        }
+    )*};
+}
+
+from_repository_error!(
+    CreateOrderError,
+    ProcessOrderError,
+    CancelOrderError,
+    GetOrderError,
+    ListOrdersError
+);
 
 /// Every field at fault in a request, with every message for each: `items.2.quantity` →
 /// `["quantity must be between 1 and 10000, got 0"]`.

@@ -20,7 +20,7 @@ use crate::domain::{
 use crate::ports::{
     Clock, Delivery, DistributedLock, EventPublisher, Job, JobQueue, ListFilter, LockError,
     LockToken, OrderEvent, OrderEventKind, OrderPage, OrderRepository, PaymentError,
-    PaymentGateway, PaymentOutcome, PlaceOutcome, RandomSource, RepositoryError, TransitionOutcome,
+    PaymentGateway, PaymentOutcome, PlaceOutcome, RandomSource, TransitionOutcome,
 };
 
 /// The most lines one create request may send (counted before merging duplicates).
@@ -143,17 +143,31 @@ impl std::fmt::Debug for OrderService {
     }
 }
 
-/// Locks held by one create request.
-struct HeldLocks {
-    keys: Vec<String>,
-    token: LockToken,
+/// What a create request locks, in this order: its idempotency key, then every product
+/// ascending. Everyone takes them in this order, so two requests never wait on each
+/// other in a cycle.
+#[derive(Debug, Clone, Copy)]
+enum LockTarget<'a> {
+    Key(&'a OrderDraft),
+    Product(ProductId),
 }
 
-enum LockAttempt {
-    Held(HeldLocks),
-    /// The lock service is down: proceed on the database guard alone.
-    FailOpen(HeldLocks),
-    Busy(String, HeldLocks),
+impl LockTarget<'_> {
+    /// The lock's name in the [`DistributedLock`].
+    fn name(&self) -> String {
+        match self {
+            LockTarget::Key(d) => format!("idem:{}:{}", d.user(), d.idempotency_key()),
+            LockTarget::Product(p) => format!("product:{p}"),
+        }
+    }
+}
+
+/// Locks held by one create request (released in reverse), and the target that stayed
+/// busy through every attempt, if one did.
+struct HeldLocks<'a> {
+    names: Vec<String>,
+    token: LockToken,
+    busy: Option<LockTarget<'a>>,
 }
 
 impl OrderService {
@@ -212,9 +226,12 @@ impl OrderService {
             return Ok(found);
         }
 
+        // No second lookup of the key after locking: if a request with our key commits
+        // while we wait, `place` answers with its order (replay or key reuse) atomically.
         let locks = self.lock_for(&draft).await;
-        let result = match &locks {
-            LockAttempt::Busy(key, _) if key.starts_with("idem:") => {
+        let result = match locks.busy {
+            None => self.place(&draft).await,
+            Some(LockTarget::Key(_)) => {
                 // The request holding our key may have finished just now: replay if so.
                 match self.replay(&draft).await {
                     Ok(Some(found)) => Ok(found),
@@ -222,14 +239,9 @@ impl OrderService {
                     Err(e) => Err(e),
                 }
             }
-            LockAttempt::Busy(key, _) => Err(self.conflict_error(key)),
-            LockAttempt::Held(_) | LockAttempt::FailOpen(_) => {
-                // Another request with our key may have committed while we waited.
-                match self.replay(&draft).await {
-                    Ok(Some(found)) => Ok(found),
-                    Ok(None) => self.place(&draft).await,
-                    Err(e) => Err(e),
-                }
+            Some(LockTarget::Product(product)) => {
+                ServiceStats::bump(&self.stats.lock_conflicts);
+                Err(CreateOrderError::LockConflict { product })
             }
         };
         self.release(locks).await;
@@ -247,8 +259,7 @@ impl OrderService {
             .ports
             .repository
             .find_by_key(draft.user(), draft.idempotency_key())
-            .await
-            .map_err(create_repo_error)?;
+            .await?;
         match found {
             None => Ok(None),
             Some(order) if order.fingerprint() == draft.fingerprint() => {
@@ -270,8 +281,7 @@ impl OrderService {
             .ports
             .repository
             .place(std::slice::from_ref(draft), now)
-            .await
-            .map_err(create_repo_error)?;
+            .await?;
         let outcome = match (outcomes.pop(), outcomes.is_empty()) {
             (Some(o), true) => o,
             _ => {
@@ -341,40 +351,41 @@ impl OrderService {
         self.publish(order, OrderEventKind::Created).await;
     }
 
-    /// Lock keys: the idempotency key first, then every product ascending. Everyone takes
-    /// them in this order, so two requests never wait on each other in a cycle.
-    fn lock_keys(draft: &OrderDraft) -> Vec<String> {
-        let mut keys = Vec::with_capacity(draft.items().len() + 1);
-        keys.push(format!("idem:{}:{}", draft.user(), draft.idempotency_key()));
-        keys.extend(draft.product_ids().map(|p| format!("product:{p}")));
-        keys
-    }
-
-    async fn lock_for(&self, draft: &OrderDraft) -> LockAttempt {
+    /// Takes every lock of `draft` in [`LockTarget`] order, stopping at the first one that
+    /// stays busy. With [`LockMode::None`], or when the lock service is down (fail open
+    /// to the database guard, counted), it takes none.
+    async fn lock_for<'a>(&self, draft: &'a OrderDraft) -> HeldLocks<'a> {
         let token = LockToken::new(format!(
             "{:016x}{:016x}",
             self.ports.rng.next_u64(),
             self.ports.rng.next_u64()
         ));
         let mut held = HeldLocks {
-            keys: Vec::new(),
+            names: Vec::new(),
             token,
+            busy: None,
         };
         if self.config.lock.mode == LockMode::None {
-            return LockAttempt::Held(held);
+            return held;
         }
-        for key in Self::lock_keys(draft) {
-            match self.acquire_one(&key, &held.token).await {
-                Ok(true) => held.keys.push(key),
-                Ok(false) => return LockAttempt::Busy(key, held),
+        let targets = std::iter::once(LockTarget::Key(draft))
+            .chain(draft.product_ids().map(LockTarget::Product));
+        for target in targets {
+            let name = target.name();
+            match self.acquire_one(&name, &held.token).await {
+                Ok(true) => held.names.push(name),
+                Ok(false) => {
+                    held.busy = Some(target);
+                    break;
+                }
                 Err(e) => {
                     ServiceStats::bump(&self.stats.lock_fail_open);
                     warn!(error = %e, "lock service unavailable; falling back to the database guard");
-                    return LockAttempt::FailOpen(held);
+                    break;
                 }
             }
         }
-        LockAttempt::Held(held)
+        held
     }
 
     async fn acquire_one(&self, key: &str, token: &LockToken) -> Result<bool, LockError> {
@@ -394,25 +405,10 @@ impl OrderService {
         Ok(false)
     }
 
-    fn conflict_error(&self, key: &str) -> CreateOrderError {
-        ServiceStats::bump(&self.stats.lock_conflicts);
-        let product = key
-            .strip_prefix("product:")
-            .and_then(|p| p.parse::<u64>().ok())
-            .and_then(|p| ProductId::new(p).ok());
-        match product {
-            Some(product) => CreateOrderError::LockConflict { product },
-            None => CreateOrderError::Unexpected(anyhow::anyhow!("unparsable lock key {key}")),
-        }
-    }
-
-    async fn release(&self, locks: LockAttempt) {
-        let held = match locks {
-            LockAttempt::Held(h) | LockAttempt::FailOpen(h) | LockAttempt::Busy(_, h) => h,
-        };
+    async fn release(&self, held: HeldLocks<'_>) {
         // Release in reverse order of acquisition; a failed release only delays others
         // until the TTL, so it is logged, never returned.
-        for key in held.keys.iter().rev() {
+        for key in held.names.iter().rev() {
             if let Err(e) = self.ports.lock.release(key, &held.token).await {
                 warn!(key, error = %e, "lock release failed; it will expire with its TTL");
             }
@@ -441,7 +437,7 @@ impl OrderService {
         id: OrderId,
     ) -> Result<ProcessOutcome, ProcessOrderError> {
         let repo = &self.ports.repository;
-        let Some(order) = repo.get(id).await.map_err(process_repo_error)? else {
+        let Some(order) = repo.get(id).await? else {
             warn!(order = %id, "job for a missing order; acknowledging");
             return Ok(ProcessOutcome::Missing);
         };
@@ -473,11 +469,7 @@ impl OrderService {
                 return Ok(ProcessOutcome::AlreadyTerminal(s));
             }
         };
-        let order = match repo
-            .transition(id, change, now)
-            .await
-            .map_err(process_repo_error)?
-        {
+        let order = match repo.transition(id, change, now).await? {
             TransitionOutcome::Applied(o) => o,
             TransitionOutcome::LostRace(o) => return Ok(ProcessOutcome::LostRace(o.status())),
             TransitionOutcome::NotFound => return Ok(ProcessOutcome::Missing),
@@ -496,11 +488,7 @@ impl OrderService {
             }
         };
         let now = self.ports.clock.now();
-        match repo
-            .transition(id, completion, now)
-            .await
-            .map_err(process_repo_error)?
-        {
+        match repo.transition(id, completion, now).await? {
             TransitionOutcome::Applied(done) => {
                 let kind = match (done.status(), done.failure_reason()) {
                     (OrderStatus::Paid, _) => {
@@ -652,7 +640,7 @@ impl OrderService {
         id: OrderId,
     ) -> Result<Order, CancelOrderError> {
         let repo = &self.ports.repository;
-        let order = match repo.get(id).await.map_err(cancel_repo_error)? {
+        let order = match repo.get(id).await? {
             Some(o) if o.user() == user => o,
             _ => return Err(CancelOrderError::NotFound),
         };
@@ -664,11 +652,7 @@ impl OrderService {
             }
         }
         let now = self.ports.clock.now();
-        match repo
-            .transition(id, StatusChange::Cancel, now)
-            .await
-            .map_err(cancel_repo_error)?
-        {
+        match repo.transition(id, StatusChange::Cancel, now).await? {
             TransitionOutcome::Applied(o) => {
                 ServiceStats::bump(&self.stats.cancelled);
                 self.publish(&o, OrderEventKind::Cancelled).await;
@@ -687,11 +671,9 @@ impl OrderService {
     /// # Errors
     /// [`GetOrderError::NotFound`] for a missing order or another user's.
     pub async fn get_order(&self, user: UserId, id: OrderId) -> Result<Order, GetOrderError> {
-        match self.ports.repository.get(id).await {
-            Ok(Some(o)) if o.user() == user => Ok(o),
-            Ok(_) => Err(GetOrderError::NotFound),
-            Err(RepositoryError::Unavailable(m)) => Err(GetOrderError::Unavailable(m)),
-            Err(RepositoryError::Unexpected(e)) => Err(GetOrderError::Unexpected(e)),
+        match self.ports.repository.get(id).await? {
+            Some(o) if o.user() == user => Ok(o),
+            _ => Err(GetOrderError::NotFound),
         }
     }
 
@@ -723,14 +705,7 @@ impl OrderService {
             page,
             per_page,
         };
-        self.ports
-            .repository
-            .list_by_user(user, filter)
-            .await
-            .map_err(|e| match e {
-                RepositoryError::Unavailable(m) => ListOrdersError::Unavailable(m),
-                RepositoryError::Unexpected(e) => ListOrdersError::Unexpected(e),
-            })
+        Ok(self.ports.repository.list_by_user(user, filter).await?)
     }
 
     /// Every product with its price and stock, ascending by id.
@@ -738,10 +713,7 @@ impl OrderService {
     /// # Errors
     /// [`ListOrdersError::Unavailable`] / `Unexpected` when the store failed.
     pub async fn list_products(&self) -> Result<Vec<Product>, ListOrdersError> {
-        self.ports.repository.products().await.map_err(|e| match e {
-            RepositoryError::Unavailable(m) => ListOrdersError::Unavailable(m),
-            RepositoryError::Unexpected(e) => ListOrdersError::Unexpected(e),
-        })
+        Ok(self.ports.repository.products().await?)
     }
 
     async fn publish(&self, order: &Order, kind: OrderEventKind) {
@@ -808,26 +780,5 @@ fn validate(request: &CreateOrderRequest) -> Result<OrderDraft, CreateOrderError
             CreateOrderError::Validation(errors)
         }),
         _ => Err(CreateOrderError::Validation(errors)),
-    }
-}
-
-fn create_repo_error(e: RepositoryError) -> CreateOrderError {
-    match e {
-        RepositoryError::Unavailable(m) => CreateOrderError::Unavailable(m),
-        RepositoryError::Unexpected(e) => CreateOrderError::Unexpected(e),
-    }
-}
-
-fn process_repo_error(e: RepositoryError) -> ProcessOrderError {
-    match e {
-        RepositoryError::Unavailable(m) => ProcessOrderError::Unavailable(m),
-        RepositoryError::Unexpected(e) => ProcessOrderError::Unexpected(e),
-    }
-}
-
-fn cancel_repo_error(e: RepositoryError) -> CancelOrderError {
-    match e {
-        RepositoryError::Unavailable(m) => CancelOrderError::Unavailable(m),
-        RepositoryError::Unexpected(e) => CancelOrderError::Unexpected(e),
     }
 }

@@ -106,11 +106,12 @@ fn processing(order: &Order, token: u64) -> Order {
     o
 }
 
-/// Expects the create path up to `place` with all locks granted, in order.
+/// Expects the create path up to `place` with all locks granted, in order: ONE key
+/// lookup before locking (a key committed while we wait is `place`'s to answer).
 fn expect_locked_create(m: &mut Mocks, seq: &mut Sequence, keys: &[&'static str]) {
     m.repo
         .expect_find_by_key()
-        .times(2)
+        .times(1)
         .returning(|_, _| Ok(None));
     for key in keys {
         m.lock
@@ -134,6 +135,24 @@ fn expect_releases(m: &mut Mocks, seq: &mut Sequence, keys: &[&'static str]) {
 }
 
 const KEYS: [&str; 3] = ["idem:1:key-1", "product:2", "product:5"];
+
+/// A create for products 2 and 5 whose `place` answers `outcome`: every lock is taken
+/// ascending and released in reverse, and nothing is enqueued.
+async fn create_when_place_answers(
+    outcome: impl Fn() -> Result<Vec<PlaceOutcome>, RepositoryError> + Send + 'static,
+) -> Result<CreatedOrder, CreateOrderError> {
+    let mut m = Mocks::new();
+    let mut seq = Sequence::new();
+    expect_locked_create(&mut m, &mut seq, &KEYS);
+    m.repo
+        .expect_place()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_, _| outcome());
+    expect_releases(&mut m, &mut seq, &KEYS);
+    m.queue.expect_enqueue().times(0);
+    m.service().create_order(request(&[2, 5])).await
+}
 
 #[tokio::test]
 async fn a_successful_create_locks_ascending_places_releases_every_lock_then_enqueues() {
@@ -164,27 +183,15 @@ async fn a_successful_create_locks_ascending_places_releases_every_lock_then_enq
 
 #[tokio::test]
 async fn insufficient_stock_releases_every_lock_and_enqueues_nothing() {
-    let mut m = Mocks::new();
-    let mut seq = Sequence::new();
-    expect_locked_create(&mut m, &mut seq, &KEYS);
-    m.repo
-        .expect_place()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| {
-            Ok(vec![PlaceOutcome::InsufficientStock {
-                product: ProductId::new(5).unwrap(),
-                requested: 1,
-                available: 0,
-            }])
-        });
-    expect_releases(&mut m, &mut seq, &KEYS);
-    m.queue.expect_enqueue().times(0);
-    let err = m
-        .service()
-        .create_order(request(&[2, 5]))
-        .await
-        .unwrap_err();
+    let err = create_when_place_answers(|| {
+        Ok(vec![PlaceOutcome::InsufficientStock {
+            product: ProductId::new(5).unwrap(),
+            requested: 1,
+            available: 0,
+        }])
+    })
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -196,22 +203,19 @@ async fn insufficient_stock_releases_every_lock_and_enqueues_nothing() {
 
 #[tokio::test]
 async fn a_repository_error_releases_every_lock_and_enqueues_nothing() {
-    let mut m = Mocks::new();
-    let mut seq = Sequence::new();
-    expect_locked_create(&mut m, &mut seq, &KEYS);
-    m.repo
-        .expect_place()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Err(RepositoryError::Unavailable("db down".into())));
-    expect_releases(&mut m, &mut seq, &KEYS);
-    m.queue.expect_enqueue().times(0);
-    let err = m
-        .service()
-        .create_order(request(&[2, 5]))
+    let err = create_when_place_answers(|| Err(RepositoryError::Unavailable("db down".into())))
         .await
         .unwrap_err();
     assert!(matches!(err, CreateOrderError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_key_committed_while_we_waited_is_replayed_by_place_and_not_enqueued_again() {
+    let created =
+        create_when_place_answers(|| Ok(vec![PlaceOutcome::Replayed(pending_order(&[2, 5]))]))
+            .await
+            .unwrap();
+    assert!(created.replayed);
 }
 
 #[tokio::test]
@@ -273,7 +277,7 @@ async fn a_lock_service_outage_fails_open_to_the_database_guard() {
     let mut m = Mocks::new();
     m.repo
         .expect_find_by_key()
-        .times(2)
+        .times(1)
         .returning(|_, _| Ok(None));
     m.lock
         .expect_try_acquire()
@@ -546,14 +550,7 @@ async fn an_unreachable_provider_leaves_the_order_processing_and_the_job_is_retr
 #[tokio::test]
 async fn a_fenced_completion_writes_nothing_and_is_reported() {
     let mut m = Mocks::new();
-    let order = pending_order(&[2]);
-    let o2 = order.clone();
-    m.repo.expect_get().returning(move |_| Ok(Some(o2.clone())));
-    let o3 = order.clone();
-    m.repo
-        .expect_transition()
-        .withf(|_, c, _| matches!(c, StatusChange::Start { .. }))
-        .returning(move |_, _, _| Ok(TransitionOutcome::Applied(processing(&o3, 1))));
+    let (order, _) = started_order(&mut m);
     m.pay
         .expect_charge()
         .times(1)
@@ -634,18 +631,8 @@ async fn a_cancel_that_loses_to_the_worker_is_an_invalid_transition() {
 
 #[tokio::test]
 async fn a_total_too_large_for_money_is_a_validation_error_on_items() {
-    let mut m = Mocks::new();
-    let mut seq = Sequence::new();
-    expect_locked_create(&mut m, &mut seq, &KEYS);
-    m.repo
-        .expect_place()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(vec![PlaceOutcome::TotalTooLarge]));
-    expect_releases(&mut m, &mut seq, &KEYS);
-    m.queue.expect_enqueue().times(0);
     let Err(CreateOrderError::Validation(errors)) =
-        m.service().create_order(request(&[2, 5])).await
+        create_when_place_answers(|| Ok(vec![PlaceOutcome::TotalTooLarge])).await
     else {
         panic!("expected a validation error");
     };
