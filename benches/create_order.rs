@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use order_engine::Embedded;
-use order_engine::core::app::{
-    CreateOrderRequest, LockMode, LockPolicy, RequestedItem, ServiceConfig,
-};
+use order_engine::core::app::{CreateOrderRequest, LockMode, LockPolicy, ServiceConfig};
 use order_engine::core::domain::{IdempotencyKey, Money, OrderDraft, Quantity, Timestamp};
 use order_engine::core::ports::{Clock, OrderRepository};
 use order_engine::memory::{QueueConfig, SystemClock};
@@ -53,14 +51,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                let request = CreateOrderRequest {
-                    user,
-                    items: vec![RequestedItem {
-                        product_id: product.get() as i64,
-                        quantity: 1,
-                    }],
-                    idempotency_key: format!("k{n}"),
-                };
+                let request = CreateOrderRequest::new(user, [(product, 1)], format!("k{n}"));
                 rt.block_on(engine.service.create_order(request)).unwrap()
             })
         });

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use order_engine::core::app::{
-    CreateOrderRequest, OrderService, ProcessOutcome, RequestedItem, SeededRandom, ServiceConfig,
+    CreateOrderRequest, OrderService, ProcessOutcome, SeededRandom, ServiceConfig,
 };
 use order_engine::core::domain::{FailureReason, Money, OrderId};
 use order_engine::core::ports::{
@@ -88,14 +88,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let service = OrderService::new(ports, ServiceConfig::default())?;
 
     for (key, product, quantity) in [("cheap", shop.mouse, 2), ("pricey", shop.laptop, 1)] {
-        let request = CreateOrderRequest {
-            user: shop.alice,
-            items: vec![RequestedItem {
-                product_id: product.get() as i64,
-                quantity,
-            }],
-            idempotency_key: key.into(),
-        };
+        let request = CreateOrderRequest::new(shop.alice, [(product, quantity)], key);
         let created = service.create_order(request).await?;
         println!(
             "created order {} total {}",

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use order_engine::Embedded;
 use order_engine::core::app::{
-    CreateOrderError, CreateOrderRequest, LockMode, LockPolicy, OrderService, Ports, RequestedItem,
-    SeededRandom, ServiceConfig,
+    CreateOrderError, CreateOrderRequest, LockMode, LockPolicy, OrderService, Ports, SeededRandom,
+    ServiceConfig,
 };
 use order_engine::core::domain::{Money, Order, OrderId, OrderStatus, ProductId, UserId};
-use order_engine::core::ports::{Clock, PaymentGateway, PaymentOutcome};
+use order_engine::core::ports::{Clock, PaymentGateway, PaymentOutcome, RandomSource};
 use order_engine::memory::{QueueConfig, ReferenceData, SystemClock, seed_reference_data};
 use order_engine::payment_sim::{PaymentLedger, SimConfig, SimulatedGateway};
 
@@ -210,17 +210,12 @@ async fn main() -> ExitCode {
 }
 
 /// One request of the burst: (wants the headphones, user, lines).
-type Planned = (bool, UserId, Vec<(ProductId, i64)>);
+type Planned = (bool, UserId, Vec<(ProductId, u32)>);
 
 /// The burst, deterministic for a seed.
 fn burst(args: &Args, shop: &Shop) -> Vec<Planned> {
-    let mut rng = args.seed | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let rng = SeededRandom::new(args.seed);
+    let next = || rng.next_u64();
     let every = (args.orders / 50).max(1);
     (0..args.orders)
         .map(|i| {
@@ -289,17 +284,7 @@ async fn run(args: &Args, shop: Shop) -> Result<bool, AnyError> {
         .map(|(i, (headphones, user, items))| {
             let service = shop.service.clone();
             tokio::spawn(async move {
-                let request = CreateOrderRequest {
-                    user,
-                    items: items
-                        .iter()
-                        .map(|(p, q)| RequestedItem {
-                            product_id: p.get() as i64,
-                            quantity: *q,
-                        })
-                        .collect(),
-                    idempotency_key: format!("demo-{i}"),
-                };
+                let request = CreateOrderRequest::new(user, items, format!("demo-{i}"));
                 (headphones, user, service.create_order(request).await)
             })
         })

@@ -13,7 +13,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use order_engine::Embedded;
-//! use order_engine::core::app::{CreateOrderRequest, ProcessOutcome, RequestedItem, ServiceConfig};
+//! use order_engine::core::app::{CreateOrderRequest, ProcessOutcome, ServiceConfig};
 //! use order_engine::memory::{QueueConfig, SystemClock, seed_reference_data};
 //! use order_engine::payment_sim::SimConfig;
 //!
@@ -26,11 +26,7 @@
 //! let shop = seed_reference_data(&engine.adapters.repository);
 //! let created = engine
 //!     .service
-//!     .create_order(CreateOrderRequest {
-//!         user: shop.alice,
-//!         items: vec![RequestedItem { product_id: shop.mouse.get() as i64, quantity: 2 }],
-//!         idempotency_key: "checkout-42".into(),
-//!     })
+//!     .create_order(CreateOrderRequest::new(shop.alice, [(shop.mouse, 2)], "checkout-42"))
 //!     .await?;
 //! assert_eq!(created.order.total().to_string(), "59.98");
 //!

@@ -97,7 +97,7 @@ impl MemoryAdapters {
 #[cfg(test)]
 mod tests {
     use async_trait::async_trait;
-    use order_core::app::{CreateOrderRequest, RequestedItem, SeededRandom, ServiceConfig};
+    use order_core::app::{CreateOrderRequest, SeededRandom, ServiceConfig};
     use order_core::ports::{JobQueue, OrderEventKind, PaymentError, PaymentOutcome};
     use order_core::{Money, OrderId, OrderService, OrderStatus, Timestamp};
 
@@ -126,20 +126,11 @@ mod tests {
         let service = OrderService::new(ports, ServiceConfig::default()).unwrap();
 
         let created = service
-            .create_order(CreateOrderRequest {
-                user: data.alice,
-                items: vec![
-                    RequestedItem {
-                        product_id: data.mouse.get() as i64,
-                        quantity: 2,
-                    },
-                    RequestedItem {
-                        product_id: data.keyboard.get() as i64,
-                        quantity: 1,
-                    },
-                ],
-                idempotency_key: "first-order".into(),
-            })
+            .create_order(CreateOrderRequest::new(
+                data.alice,
+                [(data.mouse, 2), (data.keyboard, 1)],
+                "first-order",
+            ))
             .await
             .unwrap();
         assert!(!created.replayed);

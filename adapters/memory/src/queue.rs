@@ -51,8 +51,7 @@ impl QueueConfig {
     /// The delay before the retry that follows failed attempt `attempt` (1-based):
     /// `retry_backoff · 2^(attempt-1)`, saturating (the exponent is capped at 20).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(20);
-        self.retry_backoff.saturating_mul(1u32 << exp)
+        order_core::app::exponential_backoff(self.retry_backoff, attempt)
     }
 
     fn last_attempt(&self) -> u32 {

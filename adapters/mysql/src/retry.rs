@@ -38,8 +38,8 @@ impl RetryPolicy {
     /// The pause after failed attempt number `attempt` (1-based): `base · 2^(attempt-1)`,
     /// capped at `max_delay`, times a random factor in [0.5, 1.5).
     pub(crate) fn delay(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(16);
-        let nominal = self.base_delay.saturating_mul(1 << exp).min(self.max_delay);
+        let nominal =
+            order_core::app::exponential_backoff(self.base_delay, attempt).min(self.max_delay);
         // Jitter needs no quality: a fresh SipHash key per call (from `RandomState`) is
         // random enough and avoids a dependency on `rand`.
         let noise = RandomState::new().hash_one(attempt) % 1000;

@@ -146,14 +146,25 @@ impl SimulatedGateway {
         f(self.reports_lock().entry(key).or_default());
     }
 
-    /// A uniform draw in [0, 1).
-    fn unit(&self) -> f64 {
-        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    /// Records `entry` unless its key already has an outcome; returns the key's outcome
+    /// and whether it is `entry`'s.
+    async fn settle(&self, entry: LedgerEntry) -> Result<(PaymentOutcome, bool), PaymentError> {
+        Ok(
+            match self
+                .ledger
+                .record_first(entry)
+                .await
+                .map_err(ledger_error)?
+            {
+                Recorded::New(e) => (e.outcome, true),
+                Recorded::Existing(e) => (e.outcome, false),
+            },
+        )
     }
 
     fn delay(&self) -> Duration {
         let span = self.config.max_delay.saturating_sub(self.config.min_delay);
-        self.config.min_delay + span.mul_f64(self.unit())
+        self.config.min_delay + span.mul_f64(self.rng.next_unit_f64())
     }
 }
 
@@ -174,8 +185,8 @@ impl PaymentGateway for SimulatedGateway {
         }
         // Draw everything up front so a seed gives the same decisions whatever the clock.
         let delay = self.delay();
-        let transient = self.unit() < self.config.transient_error_rate;
-        let approved = self.unit() < self.config.approval_rate;
+        let transient = self.rng.next_unit_f64() < self.config.transient_error_rate;
+        let approved = self.rng.next_unit_f64() < self.config.approval_rate;
         self.clock.sleep(delay).await;
         if transient {
             self.note(key, |r| r.transient_errors += 1);
@@ -191,21 +202,15 @@ impl PaymentGateway for SimulatedGateway {
             amount,
             outcome,
         };
-        match self
-            .ledger
-            .record_first(entry)
-            .await
-            .map_err(ledger_error)?
-        {
-            Recorded::New(e) => {
-                self.note(key, |r| r.new_charges += 1);
-                Ok(e.outcome)
+        let (outcome, new) = self.settle(entry).await?;
+        self.note(key, |r| {
+            if new {
+                r.new_charges += 1;
+            } else {
+                r.replays += 1;
             }
-            Recorded::Existing(e) => {
-                self.note(key, |r| r.replays += 1);
-                Ok(e.outcome)
-            }
-        }
+        });
+        Ok(outcome)
     }
 
     async fn void(&self, key: OrderId) -> Result<PaymentOutcome, PaymentError> {
@@ -214,18 +219,11 @@ impl PaymentGateway for SimulatedGateway {
             amount: Money::ZERO,
             outcome: PaymentOutcome::Declined(FailureReason::new(VOID_REASON)),
         };
-        match self
-            .ledger
-            .record_first(entry)
-            .await
-            .map_err(ledger_error)?
-        {
-            Recorded::New(e) => {
-                self.note(key, |r| r.voids += 1);
-                Ok(e.outcome)
-            }
-            Recorded::Existing(e) => Ok(e.outcome),
+        let (outcome, new) = self.settle(entry).await?;
+        if new {
+            self.note(key, |r| r.voids += 1);
         }
+        Ok(outcome)
     }
 }
 
@@ -233,29 +231,12 @@ impl PaymentGateway for SimulatedGateway {
 mod tests {
     use super::*;
     use crate::ledger::MemoryLedger;
+    use order_core::app::ManualClock;
     use order_core::domain::Timestamp;
-    use order_core::ports::Sleep;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
-    /// A clock whose sleeps complete at once and add up, to check the delays drawn.
-    #[derive(Default)]
-    struct CountingClock {
-        slept_ms: AtomicU64,
-    }
-
-    impl Clock for CountingClock {
-        fn now(&self) -> Timestamp {
-            Timestamp::from_millis(self.slept_ms.load(Ordering::Relaxed))
-        }
-        fn sleep(&self, d: Duration) -> Sleep<'_> {
-            self.slept_ms
-                .fetch_add(d.as_millis() as u64, Ordering::Relaxed);
-            Box::pin(async {})
-        }
-    }
-
-    fn gateway(config: SimConfig) -> (SimulatedGateway, Arc<CountingClock>) {
-        let clock = Arc::new(CountingClock::default());
+    /// A gateway on a manual clock starting at 0: the clock's reading is the total delay.
+    fn gateway(config: SimConfig) -> (SimulatedGateway, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(0)));
         let g =
             SimulatedGateway::new(config, Arc::new(MemoryLedger::new()), clock.clone()).unwrap();
         (g, clock)
@@ -284,7 +265,7 @@ mod tests {
         }
         let rate = approved as f64 / n as f64;
         assert!((0.77..=0.83).contains(&rate), "approval rate {rate}");
-        let mean_ms = clock.slept_ms.load(Ordering::Relaxed) as f64 / n as f64;
+        let mean_ms = clock.now().as_millis() as f64 / n as f64;
         assert!(
             (115.0..=135.0).contains(&mean_ms),
             "mean delay {mean_ms} ms, expected ~125"
@@ -338,7 +319,7 @@ mod tests {
             g.charge(oid(1), Money::ZERO).await,
             Err(PaymentError::Transient(_))
         ));
-        assert_eq!(clock.slept_ms.load(Ordering::Relaxed), 0);
+        assert_eq!(clock.now().as_millis(), 0);
         assert_eq!(g.report(oid(1)).transient_errors, 1);
         assert!(g.ledger().entries().await.unwrap().is_empty());
     }
@@ -404,7 +385,7 @@ mod tests {
 
     #[test]
     fn invalid_configs_are_refused() {
-        let clock: Arc<dyn Clock> = Arc::new(CountingClock::default());
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::default());
         let ledger: Arc<dyn PaymentLedger> = Arc::new(MemoryLedger::new());
         let bad = SimConfig {
             min_delay: Duration::from_millis(5),

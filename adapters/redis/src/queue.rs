@@ -352,8 +352,7 @@ impl RedisQueue {
 
     /// `retry_backoff · 2^(attempt-1)`, saturating.
     fn backoff(&self, attempt: u32) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(31);
-        self.settings.retry_backoff.saturating_mul(1u32 << exponent)
+        order_core::app::exponential_backoff(self.settings.retry_backoff, attempt)
     }
 }
 

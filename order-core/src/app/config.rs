@@ -47,14 +47,20 @@ impl Default for LockPolicy {
     }
 }
 
+/// `base · 2^(attempt-1)` for a 1-based `attempt`, saturating. The exponent stops
+/// growing at 20 (a million times the base), so no attempt count overflows it. Every
+/// exponential schedule of the engine — lock retries, payment retries, queue retries,
+/// the adapters' own — is this one.
+pub fn exponential_backoff(base: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+}
+
 impl LockPolicy {
     /// The wait after failed attempt `attempt` (1-based): `base·2^(attempt-1)` scaled by a
     /// factor drawn uniformly from `1 ± jitter`, at least `min_backoff`.
     pub fn backoff(&self, attempt: u32, rng: &dyn RandomSource) -> Duration {
-        let exp = attempt.saturating_sub(1).min(20);
-        let nominal = self.base_backoff.saturating_mul(1u32 << exp);
-        let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
-        let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
+        let nominal = exponential_backoff(self.base_backoff, attempt);
+        let factor = 1.0 + self.jitter * (2.0 * rng.next_unit_f64() - 1.0);
         let waited = nominal.mul_f64(factor.max(0.0));
         waited.max(self.min_backoff)
     }
@@ -121,10 +127,10 @@ impl ServiceConfig {
     pub fn worst_case_payment(&self) -> Duration {
         // The attempts, their backoffs, and the closing void.
         let mut total = self.payment_timeout;
-        for attempt in 0..self.payment_attempts {
+        for attempt in 1..=self.payment_attempts {
             total += self.payment_timeout;
-            if attempt + 1 < self.payment_attempts {
-                total += self.payment_backoff.saturating_mul(1u32 << attempt.min(20));
+            if attempt < self.payment_attempts {
+                total += exponential_backoff(self.payment_backoff, attempt);
             }
         }
         total

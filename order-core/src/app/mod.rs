@@ -4,6 +4,7 @@
 //! Nothing here performs I/O itself or spawns tasks: the service only awaits its ports,
 //! so it runs on whatever executor the embedder chooses.
 
+mod clock;
 mod config;
 mod errors;
 mod future;
@@ -11,7 +12,8 @@ mod rng;
 mod service;
 mod stats;
 
-pub use config::{ConfigError, LockMode, LockPolicy, ServiceConfig};
+pub use clock::ManualClock;
+pub use config::{ConfigError, LockMode, LockPolicy, ServiceConfig, exponential_backoff};
 pub use errors::{
     CancelOrderError, CreateOrderError, GetOrderError, ListOrdersError, ProcessOrderError,
     ValidationErrors,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::config::{LockMode, ServiceConfig};
+use super::config::{LockMode, ServiceConfig, exponential_backoff};
 use super::errors::{
     CancelOrderError, CreateOrderError, GetOrderError, ListOrdersError, ProcessOrderError,
     ValidationErrors,
@@ -66,6 +66,30 @@ pub struct CreateOrderRequest {
     pub items: Vec<RequestedItem>,
     /// The caller's idempotency key as sent.
     pub idempotency_key: String,
+}
+
+impl CreateOrderRequest {
+    /// A request for known products, as a program (rather than a client's JSON) builds
+    /// one: `(product, quantity)` lines. Quantities are still validated by
+    /// `create_order`. A product id above `i64::MAX` (which no store hands out) is sent
+    /// as `i64::MAX` and refused as unknown.
+    pub fn new(
+        user: UserId,
+        items: impl IntoIterator<Item = (ProductId, u32)>,
+        idempotency_key: impl Into<String>,
+    ) -> Self {
+        Self {
+            user,
+            items: items
+                .into_iter()
+                .map(|(product, quantity)| RequestedItem {
+                    product_id: i64::try_from(product.get()).unwrap_or(i64::MAX),
+                    quantity: i64::from(quantity),
+                })
+                .collect(),
+            idempotency_key: idempotency_key.into(),
+        }
+    }
 }
 
 /// A created or replayed order.
@@ -536,10 +560,7 @@ impl OrderService {
             warn!(order = %order.id(), attempt, error, "charge attempt failed");
             if attempt < attempts {
                 ServiceStats::bump(&self.stats.payment_retries);
-                let wait = self
-                    .config
-                    .payment_backoff
-                    .saturating_mul(1u32 << (attempt - 1).min(20));
+                let wait = exponential_backoff(self.config.payment_backoff, attempt);
                 self.ports.clock.sleep(wait).await;
             }
         }

@@ -13,20 +13,6 @@ use super::*;
 use crate::domain::*;
 use crate::ports::*;
 
-/// A clock whose sleeps finish at once but move time forward.
-#[derive(Default)]
-struct TestClock(AtomicU64);
-
-impl Clock for TestClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::from_millis(1_700_000_000_000 + self.0.load(Ordering::SeqCst))
-    }
-    fn sleep(&self, d: Duration) -> Sleep<'_> {
-        self.0.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
-        Box::pin(async {})
-    }
-}
-
 struct Mocks {
     repo: MockOrderRepository,
     lock: MockDistributedLock,
@@ -55,7 +41,7 @@ impl Mocks {
             payments: Arc::new(self.pay),
             events: Arc::new(self.events),
             queue: Arc::new(self.queue),
-            clock: Arc::new(TestClock::default()),
+            clock: Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000))),
             rng: Arc::new(SeededRandom::new(1)),
         };
         OrderService::new(ports, ServiceConfig::default()).unwrap()

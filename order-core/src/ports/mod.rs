@@ -469,4 +469,9 @@ pub trait Clock: Send + Sync {
 pub trait RandomSource: Send + Sync {
     /// The next random number.
     fn next_u64(&self) -> u64;
+
+    /// A uniform draw in `[0, 1)`, from the top 53 bits of [`next_u64`](Self::next_u64).
+    fn next_unit_f64(&self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
 }

@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use super::scripted::{PaymentStep, ScriptedGateway};
 use crate::app::{
     CancelOrderError, CreateOrderError, CreateOrderRequest, OrderService, ProcessOutcome,
-    RequestedItem,
 };
 use crate::domain::{
     Lease, LeaseToken, Money, OrderId, OrderStatus, ProductId, StatusChange, UserId,
@@ -219,17 +218,11 @@ pub async fn run_commands(
         let ctx = |msg: String| format!("step {step} {command:?}: {msg}");
         match command {
             Command::Create { user, items, key } => {
-                let request = CreateOrderRequest {
-                    user: users[*user],
-                    items: items
-                        .iter()
-                        .map(|(p, q)| RequestedItem {
-                            product_id: products[*p].get() as i64,
-                            quantity: i64::from(*q),
-                        })
-                        .collect(),
-                    idempotency_key: format!("key-{key}"),
-                };
+                let request = CreateOrderRequest::new(
+                    users[*user],
+                    items.iter().map(|(p, q)| (products[*p], *q)),
+                    format!("key-{key}"),
+                );
                 let merged = ReferenceModel::merge(items);
                 let got = service.create_order(request).await;
                 let existing = model

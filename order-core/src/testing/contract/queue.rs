@@ -69,9 +69,7 @@ fn job(n: u64) -> Job {
 
 /// `retry_backoff · 2^(attempt-1)`: the delay the port promises after a nack.
 fn backoff(config: &QueueContractConfig, attempt: u32) -> Duration {
-    config
-        .retry_backoff
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+    crate::app::exponential_backoff(config.retry_backoff, attempt)
 }
 
 async fn enqueue<F: QueueFixture + ?Sized>(f: &F, j: Job) {
