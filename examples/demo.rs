@@ -23,15 +23,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use order_engine::Embedded;
 use order_engine::core::app::{
-    CreateOrderError, CreateOrderRequest, LockMode, LockPolicy, OrderService, Ports, SeededRandom,
+    CreateOrderError, CreateOrderRequest, LockMode, LockPolicy, OrderService, SeededRandom,
     ServiceConfig,
 };
 use order_engine::core::domain::{Money, Order, OrderId, OrderStatus, ProductId, UserId};
-use order_engine::core::ports::{Clock, PaymentGateway, PaymentOutcome, RandomSource};
+use order_engine::core::ports::{Clock, PaymentOutcome, RandomSource};
 use order_engine::memory::{QueueConfig, ReferenceData, SystemClock, seed_reference_data};
-use order_engine::payment_sim::{PaymentLedger, SimConfig, SimulatedGateway};
+use order_engine::payment_sim::{PaymentLedger, SimConfig};
+use order_engine::{Embedded, Networked, Workers};
 
 type AnyError = Box<dyn std::error::Error>;
 
@@ -115,54 +115,34 @@ async fn real(
     seed: u64,
     config: ServiceConfig,
 ) -> Result<Shop, AnyError> {
-    use order_mysql::{MySqlOrderRepository, MySqlPaymentLedger};
-    use order_redis::{RedisConfig, RedisConnection, RedisEvents, RedisLock, RedisQueue};
-
+    use order_redis::{RedisConfig, RedisConnection};
     use sqlx::migrate::MigrateDatabase;
+
     if !sqlx::MySql::database_exists(database_url).await? {
         sqlx::MySql::create_database(database_url).await?;
     }
     let pool = order_mysql::connect(database_url, 64).await?;
     order_mysql::migrate(&pool).await?;
-    let repository = Arc::new(MySqlOrderRepository::new(pool.clone()));
+    let prefix = std::env::var("ORDERS_REDIS_PREFIX").unwrap_or_else(|_| "orders:".into());
+    let redis = RedisConnection::connect(RedisConfig::new(redis_url).with_prefix(prefix)).await?;
+    let engine = Networked::new(pool, redis, config, simulation(seed)).await?;
     // A run tag keeps this run's users and products apart from earlier runs'.
     let run = SystemClock::new().now().as_millis();
     let mut users = Vec::new();
     for name in ["Alice", "Bob", "Charlie"] {
         let email = format!("{}+demo{run}@example.com", name.to_lowercase());
         // No login for demo users: the hash is not a valid argon2 string on purpose.
-        users.push(repository.add_user(name, &email, "!demo").await?);
+        users.push(engine.repository.add_user(name, &email, "!demo").await?);
     }
     let mut products = Vec::new();
     for (name, cents, stock) in ReferenceData::PRODUCTS {
-        products.push(
-            repository
-                .add_product(name, Money::from_cents(cents)?, stock)
-                .await?,
-        );
+        let price = Money::from_cents(cents)?;
+        products.push(engine.repository.add_product(name, price, stock).await?);
     }
-    let prefix = std::env::var("ORDERS_REDIS_PREFIX").unwrap_or_else(|_| "orders:".into());
-    let redis = RedisConnection::connect(RedisConfig::new(redis_url).with_prefix(prefix)).await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let ledger: Arc<dyn PaymentLedger> = Arc::new(MySqlPaymentLedger::new(pool));
-    let payments: Arc<dyn PaymentGateway> = Arc::new(SimulatedGateway::new(
-        simulation(seed),
-        ledger.clone(),
-        clock.clone(),
-    )?);
-    let ports = Ports {
-        repository,
-        lock: Arc::new(RedisLock::new(&redis).await?),
-        payments,
-        events: Arc::new(RedisEvents::new(&redis)),
-        queue: Arc::new(RedisQueue::new(&redis).await?),
-        clock,
-        rng: Arc::new(SeededRandom::from_entropy()),
-    };
     Ok(Shop {
         label: "MySQL + Redis".into(),
-        service: Arc::new(OrderService::new(ports, config)?),
-        ledger,
+        service: engine.service,
+        ledger: engine.payments.ledger().clone(),
         users: [users[0], users[1], users[2]],
         catalogue: [products[0], products[1], products[2], products[3]],
         headphones: products[4],
@@ -262,20 +242,7 @@ async fn run(args: &Args, shop: Shop) -> Result<bool, AnyError> {
         args.orders, args.workers, args.seed
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let workers: Vec<_> = (0..args.workers)
-        .map(|_| {
-            let service = shop.service.clone();
-            let mut rx = stop_rx.clone();
-            tokio::spawn(async move {
-                service
-                    .run_worker(async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    })
-                    .await
-            })
-        })
-        .collect();
+    let workers = Workers::spawn(&shop.service, args.workers);
 
     let started = Instant::now();
     let tasks: Vec<_> = requests
@@ -336,10 +303,7 @@ async fn run(args: &Args, shop: Shop) -> Result<bool, AnyError> {
         }
     }
     let total = started.elapsed();
-    let _ = stop_tx.send(true);
-    for w in workers {
-        w.await?;
-    }
+    workers.stop().await?;
 
     let mut by_status: BTreeMap<OrderStatus, u64> = BTreeMap::new();
     for o in orders.values() {

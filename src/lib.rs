@@ -1,8 +1,11 @@
 //! # order-engine
 //!
 //! The facade over the order-processing engine: re-exports [`order_core`] (the hexagon)
-//! and the adapters, and wires the embedded default — everything in one process, on the
-//! memory adapters and the simulated payment provider — with [`Embedded`].
+//! and the adapters, and wires them:
+//! - [`Embedded`]: everything in one process, on the memory adapters and the simulated
+//!   payment provider (the embedded default);
+//! - [`Networked`]: MySQL/MariaDB and Redis, for processes that share one database;
+//! - [`Workers`]: worker tasks over either, stopped gracefully.
 //!
 //! Embedders who want only some parts depend on `order-core` and the adapter crates
 //! directly; this crate exists for the examples, benches and integration tests, and for
@@ -45,20 +48,27 @@ pub use order_mysql as mysql;
 pub use order_payment_sim as payment_sim;
 pub use order_redis as redis;
 
-use order_core::app::{ConfigError, OrderService, SeededRandom, ServiceConfig};
+use order_core::app::{ConfigError, OrderService, Ports, SeededRandom, ServiceConfig};
 use order_core::ports::{Clock, PaymentGateway, RandomSource};
-use order_memory::{MemoryAdapters, QueueConfig};
+use order_memory::{MemoryAdapters, QueueConfig, SystemClock};
+use order_mysql::{MySqlOrderRepository, MySqlPaymentLedger, MySqlPool};
 use order_payment_sim::{MemoryLedger, PaymentLedger, SimConfig, SimConfigError, SimulatedGateway};
+use order_redis::{ConnectError, RedisConnection, RedisEvents, RedisLock, RedisQueue};
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinHandle};
 
-/// Why the embedded engine could not be built.
+/// Why an engine ([`Embedded`] or [`Networked`]) could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum EmbeddedError {
+pub enum EngineError {
     /// The service configuration is incoherent.
     #[error(transparent)]
     Service(#[from] ConfigError),
     /// The payment simulation configuration is invalid.
     #[error(transparent)]
     Payment(#[from] SimConfigError),
+    /// Redis could not be reached to set up the lock script or the consumer group.
+    #[error(transparent)]
+    Redis(#[from] ConnectError),
 }
 
 /// The whole engine in one process: an [`OrderService`] over the memory adapters and the
@@ -86,13 +96,13 @@ impl Embedded {
     /// seeded from `payment.seed` for reproducible runs.
     ///
     /// # Errors
-    /// [`EmbeddedError`] when a configuration is invalid.
+    /// [`EngineError`] when a configuration is invalid.
     pub fn new(
         clock: Arc<dyn Clock>,
         config: ServiceConfig,
         payment: SimConfig,
         queue: QueueConfig,
-    ) -> Result<Self, EmbeddedError> {
+    ) -> Result<Self, EngineError> {
         let rng: Arc<dyn RandomSource> = Arc::new(SeededRandom::new(payment.seed ^ 0x5eed));
         let ledger: Arc<dyn PaymentLedger> = Arc::new(MemoryLedger::new());
         let payments = Arc::new(SimulatedGateway::new(payment, ledger, clock.clone())?);
@@ -104,5 +114,106 @@ impl Embedded {
             adapters,
             payments,
         })
+    }
+}
+
+/// The engine across processes: MySQL/MariaDB for orders, stock and the payment ledger,
+/// Redis for the locks, the job queue and the events. Every process (API, worker) builds
+/// one over its own pool and Redis connection; they share the database and key prefix.
+pub struct Networked {
+    /// The use cases.
+    pub service: Arc<OrderService>,
+    /// The MySQL repository behind it (seeding, inspection, reconciler scans).
+    pub repository: Arc<MySqlOrderRepository>,
+    /// The simulated provider, over the shared MySQL ledger.
+    pub payments: Arc<SimulatedGateway>,
+    /// The Redis connection the lock, queue and events use.
+    pub redis: RedisConnection,
+}
+
+impl std::fmt::Debug for Networked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Networked")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Networked {
+    /// Wires the service over `pool` (already migrated) and `redis`, with the system
+    /// clock, an entropy-seeded RNG and the simulated provider configured by `payment`.
+    ///
+    /// # Errors
+    /// [`EngineError`] when a configuration is invalid or Redis cannot be set up.
+    pub async fn new(
+        pool: MySqlPool,
+        redis: RedisConnection,
+        config: ServiceConfig,
+        payment: SimConfig,
+    ) -> Result<Self, EngineError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let repository = Arc::new(MySqlOrderRepository::new(pool.clone()));
+        let ledger: Arc<dyn PaymentLedger> = Arc::new(MySqlPaymentLedger::new(pool));
+        let payments = Arc::new(SimulatedGateway::new(payment, ledger, clock.clone())?);
+        let ports = Ports {
+            repository: repository.clone(),
+            lock: Arc::new(RedisLock::new(&redis).await?),
+            payments: payments.clone(),
+            events: Arc::new(RedisEvents::new(&redis)),
+            queue: Arc::new(RedisQueue::new(&redis).await?),
+            clock,
+            rng: Arc::new(SeededRandom::from_entropy()),
+        };
+        Ok(Self {
+            service: Arc::new(OrderService::new(ports, config)?),
+            repository,
+            payments,
+            redis,
+        })
+    }
+}
+
+/// Workers running [`OrderService::run_worker`] on the current Tokio runtime until
+/// [`Workers::stop`]: each finishes and acknowledges its job in flight before it exits.
+#[derive(Debug)]
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    handles: Vec<JoinHandle<u64>>,
+}
+
+impl Workers {
+    /// Spawns `count` workers (at least one) over `service`.
+    pub fn spawn(service: &Arc<OrderService>, count: usize) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let handles = (0..count.max(1))
+            .map(|_| {
+                let service = service.clone();
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    service
+                        .run_worker(async move {
+                            // An error means the sender is gone: stop as well.
+                            let _ = stopped.wait_for(|s| *s).await;
+                        })
+                        .await
+                })
+            })
+            .collect();
+        Self { stop, handles }
+    }
+
+    /// Asks every worker to stop after its current job and waits for them; returns how
+    /// many deliveries they handled in all.
+    ///
+    /// # Errors
+    /// The [`JoinError`] of a worker task that panicked or was aborted.
+    pub async fn stop(self) -> Result<u64, JoinError> {
+        // Receivers only disappear when their worker has already exited.
+        let _ = self.stop.send(true);
+        let mut handled = 0;
+        for handle in self.handles {
+            handled += handle.await?;
+        }
+        Ok(handled)
     }
 }

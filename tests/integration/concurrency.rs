@@ -1,12 +1,13 @@
 //! True concurrency on a multi-threaded runtime: many tasks racing for scarce stock.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use order_core::app::{
-    CreateOrderError, CreateOrderRequest, LockMode, LockPolicy, OrderService, RequestedItem,
-    SeededRandom, ServiceConfig,
+    CreateOrderError, CreateOrderRequest, LockMode, LockPolicy, OrderService, SeededRandom,
+    ServiceConfig,
 };
 use order_core::domain::{
     IdempotencyKey, Money, Order, OrderDraft, OrderId, Product, StatusChange, Timestamp, UserId,
@@ -16,6 +17,8 @@ use order_core::ports::{
 };
 use order_memory::{MemoryAdapters, MemoryOrderRepository, QueueConfig, SystemClock};
 use order_payment_sim::{MemoryLedger, SimConfig, SimulatedGateway};
+
+use crate::support::all_at_once;
 
 /// Yields to the scheduler around every call so that concurrent requests really
 /// interleave inside the create path (memory ports never yield on their own).
@@ -61,17 +64,14 @@ impl OrderRepository for Yielding {
     }
 }
 
-async fn race_for_stock(mode: LockMode) {
+/// The embedded engine with its repository wrapped in [`Yielding`], under `mode`.
+fn yielding_engine(mode: LockMode, seed: u64) -> (MemoryAdapters, Arc<OrderService>) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let adapters = MemoryAdapters::new(clock.clone(), QueueConfig::default());
-    let users: Vec<UserId> = (0..4).map(|_| adapters.repository.add_user()).collect();
-    let product = adapters
-        .repository
-        .add_product("scarce", Money::parse("10.00").unwrap(), 50);
     let gateway = Arc::new(
         SimulatedGateway::new(SimConfig::default(), Arc::new(MemoryLedger::new()), clock).unwrap(),
     );
-    let mut ports = adapters.ports(gateway, Arc::new(SeededRandom::new(3)));
+    let mut ports = adapters.ports(gateway, Arc::new(SeededRandom::new(seed)));
     ports.repository = Arc::new(Yielding(adapters.repository.clone()));
     let config = ServiceConfig {
         lock: LockPolicy {
@@ -80,29 +80,25 @@ async fn race_for_stock(mode: LockMode) {
         },
         ..ServiceConfig::default()
     };
-    let service = Arc::new(OrderService::new(ports, config).unwrap());
+    (
+        adapters,
+        Arc::new(OrderService::new(ports, config).unwrap()),
+    )
+}
 
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let service = service.clone();
-            let user = users[i % users.len()];
-            tokio::spawn(async move {
-                service
-                    .create_order(CreateOrderRequest {
-                        user,
-                        items: vec![RequestedItem {
-                            product_id: product.get() as i64,
-                            quantity: 1,
-                        }],
-                        idempotency_key: format!("race-{i}"),
-                    })
-                    .await
-            })
-        })
-        .collect();
+async fn race_for_stock(mode: LockMode) {
+    let (adapters, service) = yielding_engine(mode, 3);
+    let users: Vec<UserId> = (0..4).map(|_| adapters.repository.add_user()).collect();
+    let product = adapters
+        .repository
+        .add_product("scarce", Money::parse("10.00").unwrap(), 50);
+    let results = all_at_once(&[&service], 200, |i| {
+        CreateOrderRequest::new(users[i % users.len()], [(product, 1)], format!("race-{i}"))
+    })
+    .await;
     let (mut accepted, mut short, mut other) = (0, 0, Vec::new());
-    for t in tasks {
-        match t.await.unwrap() {
+    for result in results {
+        match result {
             Ok(c) if !c.replayed => accepted += 1,
             Err(CreateOrderError::InsufficientStock { available: 0, .. }) => short += 1,
             r => other.push(format!("{r:?}")),
@@ -136,43 +132,22 @@ async fn two_hundred_concurrent_orders_for_fifty_units_accept_exactly_fifty_on_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_requests_with_one_key_create_one_order_and_the_rest_replay() {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let adapters = MemoryAdapters::new(clock.clone(), QueueConfig::default());
+    let (adapters, service) = yielding_engine(LockMode::Distributed, 4);
     let user = adapters.repository.add_user();
     let product = adapters
         .repository
         .add_product("p", Money::parse("1.00").unwrap(), 100);
-    let gateway = Arc::new(
-        SimulatedGateway::new(SimConfig::default(), Arc::new(MemoryLedger::new()), clock).unwrap(),
-    );
-    let mut ports = adapters.ports(gateway, Arc::new(SeededRandom::new(4)));
-    ports.repository = Arc::new(Yielding(adapters.repository.clone()));
-    let service = Arc::new(OrderService::new(ports, ServiceConfig::default()).unwrap());
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let service = service.clone();
-            tokio::spawn(async move {
-                service
-                    .create_order(CreateOrderRequest {
-                        user,
-                        items: vec![RequestedItem {
-                            product_id: product.get() as i64,
-                            quantity: 2,
-                        }],
-                        idempotency_key: "same-key".into(),
-                    })
-                    .await
-            })
-        })
-        .collect();
-    let mut ids = Vec::new();
+    let results = all_at_once(&[&service], 20, |_| {
+        CreateOrderRequest::new(user, [(product, 2)], "same-key")
+    })
+    .await;
+    let mut ids = HashSet::new();
     let mut created = 0;
-    for t in tasks {
-        let c = t.await.unwrap().unwrap();
+    for result in results {
+        let c = result.unwrap();
         created += usize::from(!c.replayed);
-        ids.push(c.order.id());
+        ids.insert(c.order.id());
     }
-    ids.dedup();
     assert_eq!((created, ids.len()), (1, 1));
     assert_eq!(adapters.repository.stock(product), Some(98));
 }

@@ -5,11 +5,11 @@
 //! statuses, legal transitions, exact totals, stock against the model, stock
 //! conservation and at most one charge per order.
 
-use order_core::testing::model::{Command, run_commands};
+use order_core::testing::model::Command;
 use order_core::testing::strategies::scenario;
 use proptest::prelude::*;
 
-use crate::support::{ManualWorld, runtime};
+use crate::support::ManualWorld;
 
 /// Cases per run; each case is a sequence of up to `MAX_STEPS` commands.
 const CASES: u32 = 512;
@@ -23,10 +23,7 @@ proptest! {
         (config, commands) in scenario(MAX_STEPS),
         seed in any::<u64>(),
     ) {
-        let world = ManualWorld::new(seed);
-        let result = runtime().block_on(run_commands(
-            &world.service, &world, &world.gateway, &config, &commands,
-        ));
+        let result = ManualWorld::new(seed).run(&config, &commands);
         prop_assert!(result.is_ok(), "{}", result.unwrap_err());
     }
 }
@@ -62,15 +59,7 @@ fn a_stalled_worker_cannot_charge_an_order_failed_for_an_unreachable_provider() 
         },
     ];
     let world = ManualWorld::new(2);
-    let report = runtime()
-        .block_on(run_commands(
-            &world.service,
-            &world,
-            &world.gateway,
-            &config,
-            &commands,
-        ))
-        .unwrap();
+    let report = world.run(&config, &commands).unwrap();
     assert_eq!((report.failed, report.fenced), (1, 1));
     let order = world.adapters.repository.orders()[0].id();
     assert_eq!(
@@ -142,15 +131,7 @@ fn a_stalled_worker_is_fenced_after_its_lease_is_taken_over() {
         }, // terminal skip
     ];
     let world = ManualWorld::new(1);
-    let report = runtime()
-        .block_on(run_commands(
-            &world.service,
-            &world,
-            &world.gateway,
-            &config,
-            &commands,
-        ))
-        .unwrap();
+    let report = world.run(&config, &commands).unwrap();
     assert_eq!(
         (
             report.placed,

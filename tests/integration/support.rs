@@ -4,10 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use order_core::app::{OrderService, Ports, SeededRandom, ServiceConfig};
+use order_core::app::{
+    CreateOrderError, CreateOrderRequest, CreatedOrder, OrderService, Ports, SeededRandom,
+    ServiceConfig,
+};
 use order_core::domain::{ProductId, Timestamp, UserId};
 use order_core::ports::{Clock, PaymentGateway};
-use order_core::testing::model::{ModelConfig, World};
+use order_core::testing::model::{Command, ModelConfig, RunReport, World, run_commands};
 use order_core::testing::scripted::ScriptedGateway;
 use order_memory::{ManualClock, MemoryAdapters, QueueConfig};
 
@@ -37,6 +40,24 @@ impl ManualWorld {
     }
 }
 
+impl ManualWorld {
+    /// Runs `commands` against this world's service and the reference model, on a
+    /// current-thread runtime (proptest closures are synchronous).
+    pub fn run(&self, config: &ModelConfig, commands: &[Command]) -> Result<RunReport, String> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(run_commands(
+                &self.service,
+                self,
+                &self.gateway,
+                config,
+                commands,
+            ))
+    }
+}
+
 #[async_trait]
 impl World for ManualWorld {
     async fn seed(&self, config: &ModelConfig) -> (Vec<UserId>, Vec<ProductId>) {
@@ -60,10 +81,23 @@ impl World for ManualWorld {
     }
 }
 
-/// A current-thread runtime for driving async code from proptest closures.
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+/// Sends `n` create requests at once, request `i` to `services[i % services.len()]`, and
+/// returns their results in request order.
+pub async fn all_at_once(
+    services: &[&Arc<OrderService>],
+    n: usize,
+    request: impl Fn(usize) -> CreateOrderRequest,
+) -> Vec<Result<CreatedOrder, CreateOrderError>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let service = Arc::clone(services[i % services.len()]);
+            let request = request(i);
+            tokio::spawn(async move { service.create_order(request).await })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(n);
+    for t in tasks {
+        results.push(t.await.expect("a create task panicked"));
+    }
+    results
 }

@@ -3,27 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_core::app::{
-    CreateOrderRequest, OrderService, RequestedItem, ServiceConfig, WorkerOutcome,
-};
+use order_core::app::{CreateOrderRequest, ServiceConfig, WorkerOutcome};
 use order_core::domain::{Money, OrderStatus};
 use order_core::ports::{Clock, JobQueue};
-use order_engine::Embedded;
+use order_engine::{Embedded, Workers};
 use order_memory::{QueueConfig, SystemClock};
 use order_payment_sim::SimConfig;
 
 use crate::support::ManualWorld;
-
-fn order_for(user: order_core::domain::UserId, product: i64, key: String) -> CreateOrderRequest {
-    CreateOrderRequest {
-        user,
-        items: vec![RequestedItem {
-            product_id: product,
-            quantity: 1,
-        }],
-        idempotency_key: key,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_take_every_order_to_a_terminal_state_and_stop_on_shutdown() {
@@ -43,24 +30,15 @@ async fn workers_take_every_order_to_a_terminal_state_and_stop_on_shutdown() {
     for i in 0..100 {
         engine
             .service
-            .create_order(order_for(user, product.get() as i64, format!("k{i}")))
+            .create_order(CreateOrderRequest::new(
+                user,
+                [(product, 1)],
+                format!("k{i}"),
+            ))
             .await
             .unwrap();
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let service: Arc<OrderService> = engine.service.clone();
-            let mut rx = stop_rx.clone();
-            tokio::spawn(async move {
-                service
-                    .run_worker(async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    })
-                    .await
-            })
-        })
-        .collect();
+    let workers = Workers::spawn(&engine.service, 8);
     tokio::time::timeout(Duration::from_secs(30), async {
         while engine
             .adapters
@@ -74,14 +52,10 @@ async fn workers_take_every_order_to_a_terminal_state_and_stop_on_shutdown() {
     })
     .await
     .expect("all orders terminal within 30 s");
-    stop_tx.send(true).unwrap();
-    let mut handled = 0;
-    for w in workers {
-        handled += tokio::time::timeout(Duration::from_secs(5), w)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    let handled = tokio::time::timeout(Duration::from_secs(5), workers.stop())
+        .await
+        .expect("every worker stops within 5 s")
+        .unwrap();
     assert_eq!(handled, 100);
     let stats = engine.adapters.queue.stats().await.unwrap();
     assert_eq!((stats.waiting, stats.in_flight, stats.dead), (0, 0, 0));
@@ -113,7 +87,7 @@ async fn a_job_whose_worker_died_is_redelivered_and_finished_by_another() {
         .add_product("p", Money::parse("5.00").unwrap(), 10);
     let created = world
         .service
-        .create_order(order_for(user, product.get() as i64, "k".into()))
+        .create_order(CreateOrderRequest::new(user, [(product, 1)], "k"))
         .await
         .unwrap();
     let queue = &world.adapters.queue;

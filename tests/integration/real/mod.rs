@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use order_core::app::{LockMode, LockPolicy, OrderService, Ports, SeededRandom, ServiceConfig};
+use order_core::app::{LockMode, LockPolicy, OrderService, ServiceConfig};
 use order_core::domain::{Money, ProductId, UserId};
-use order_core::ports::{Clock, PaymentGateway};
-use order_memory::SystemClock;
-use order_mysql::{MySqlOrderRepository, MySqlPaymentLedger};
-use order_payment_sim::{SimConfig, SimulatedGateway};
-use order_redis::{RedisConfig, RedisConnection, RedisEvents, RedisLock, RedisQueue};
+use order_engine::Networked;
+use order_mysql::MySqlOrderRepository;
+use order_payment_sim::SimConfig;
+use order_redis::{RedisConfig, RedisConnection};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
 /// The Redis URL the suite runs against (`tests/run` always sets it).
@@ -40,7 +39,6 @@ pub fn unique_prefix(test: &str) -> String {
 pub struct Node {
     pub service: Arc<OrderService>,
     pub repository: Arc<MySqlOrderRepository>,
-    _redis: RedisConnection,
 }
 
 impl Node {
@@ -51,29 +49,14 @@ impl Node {
             .connect_with(connect.clone())
             .await
             .expect("MySQL pool (is DATABASE_URL reachable?)");
-        let repository = Arc::new(MySqlOrderRepository::new(pool.clone()));
         let redis = RedisConnection::connect(RedisConfig::new(redis_url()).with_prefix(prefix))
             .await
             .expect("Redis connection (is REDIS_URL reachable?)");
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
         let sim = SimConfig {
             min_delay: Duration::ZERO,
             max_delay: Duration::from_millis(2),
             seed: 7,
             ..SimConfig::default()
-        };
-        let payments: Arc<dyn PaymentGateway> = Arc::new(
-            SimulatedGateway::new(sim, Arc::new(MySqlPaymentLedger::new(pool)), clock.clone())
-                .unwrap(),
-        );
-        let ports = Ports {
-            repository: repository.clone(),
-            lock: Arc::new(RedisLock::new(&redis).await.unwrap()),
-            payments,
-            events: Arc::new(RedisEvents::new(&redis)),
-            queue: Arc::new(RedisQueue::new(&redis).await.unwrap()),
-            clock,
-            rng: Arc::new(SeededRandom::from_entropy()),
         };
         let config = ServiceConfig {
             lock: LockPolicy {
@@ -82,10 +65,10 @@ impl Node {
             },
             ..ServiceConfig::default()
         };
+        let engine = Networked::new(pool, redis, config, sim).await.unwrap();
         Node {
-            service: Arc::new(OrderService::new(ports, config).unwrap()),
-            repository,
-            _redis: redis,
+            service: engine.service,
+            repository: engine.repository,
         }
     }
 

@@ -4,49 +4,26 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use order_core::app::{
-    CancelOrderError, CreateOrderError, CreateOrderRequest, LockMode, ProcessOutcome, RequestedItem,
+    CancelOrderError, CreateOrderError, CreateOrderRequest, LockMode, ProcessOutcome,
 };
-use order_core::domain::{OrderStatus, ProductId, UserId};
+use order_core::domain::OrderStatus;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
 use super::Node;
-
-fn request(user: UserId, items: &[(ProductId, i64)], key: String) -> CreateOrderRequest {
-    CreateOrderRequest {
-        user,
-        items: items
-            .iter()
-            .map(|(p, q)| RequestedItem {
-                product_id: p.get() as i64,
-                quantity: *q,
-            })
-            .collect(),
-        idempotency_key: key,
-    }
-}
+use crate::support::all_at_once;
 
 async fn oversell_race(connect: MySqlConnectOptions, mode: LockMode, label: &str) {
     let (a, b) = Node::pair(&connect, label, mode).await;
     let (user, products) = a.seed(&[100]).await;
     let product = products[0];
     let started = Instant::now();
-    let tasks: Vec<_> = (0..500)
-        .map(|i| {
-            let service = if i % 2 == 0 {
-                a.service.clone()
-            } else {
-                b.service.clone()
-            };
-            tokio::spawn(async move {
-                service
-                    .create_order(request(user, &[(product, 1)], format!("o{i}")))
-                    .await
-            })
-        })
-        .collect();
+    let results = all_at_once(&[&a.service, &b.service], 500, |i| {
+        CreateOrderRequest::new(user, [(product, 1)], format!("o{i}"))
+    })
+    .await;
     let (mut accepted, mut short, mut conflicts, mut other) = (0, 0, 0, Vec::new());
-    for t in tasks {
-        match t.await.unwrap() {
+    for result in results {
+        match result {
             Ok(c) if !c.replayed => accepted += 1,
             Err(CreateOrderError::InsufficientStock { .. }) => short += 1,
             Err(CreateOrderError::LockConflict { .. }) => conflicts += 1,
@@ -96,29 +73,19 @@ async fn crossed_two_product_orders_never_surface_a_deadlock(
     let (user, products) = a.seed(&[150, 150]).await;
     let (pa, pb) = (products[0], products[1]);
     let started = Instant::now();
-    let tasks: Vec<_> = (0..400)
-        .map(|i| {
-            let service = if i % 2 == 0 {
-                a.service.clone()
-            } else {
-                b.service.clone()
-            };
-            // Sent as {A,B} and {B,A}: the service and the repository sort them.
-            let items = if i % 2 == 0 {
-                [(pa, 1), (pb, 1)]
-            } else {
-                [(pb, 1), (pa, 1)]
-            };
-            tokio::spawn(async move {
-                service
-                    .create_order(request(user, &items, format!("x{i}")))
-                    .await
-            })
-        })
-        .collect();
+    let results = all_at_once(&[&a.service, &b.service], 400, |i| {
+        // Sent as {A,B} and {B,A}: the service and the repository sort them.
+        let items = if i % 2 == 0 {
+            [(pa, 1), (pb, 1)]
+        } else {
+            [(pb, 1), (pa, 1)]
+        };
+        CreateOrderRequest::new(user, items, format!("x{i}"))
+    })
+    .await;
     let (mut accepted, mut short) = (0u64, 0u64);
-    for t in tasks {
-        match t.await.unwrap() {
+    for result in results {
+        match result {
             Ok(_) => accepted += 1,
             Err(CreateOrderError::InsufficientStock { .. }) => short += 1,
             Err(e) => panic!("a crossed order surfaced {e:?}"),
@@ -138,26 +105,13 @@ async fn one_key_race(connect: MySqlConnectOptions, mode: LockMode, label: &str)
     let (a, b) = Node::pair(&connect, label, mode).await;
     let (user, products) = a.seed(&[50]).await;
     let product = products[0];
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let service = if i % 2 == 0 {
-                a.service.clone()
-            } else {
-                b.service.clone()
-            };
-            tokio::spawn(async move {
-                service
-                    .create_order(request(user, &[(product, 2)], "one-key".into()))
-                    .await
-            })
-        })
-        .collect();
+    let results = all_at_once(&[&a.service, &b.service], 20, |_| {
+        CreateOrderRequest::new(user, [(product, 2)], "one-key")
+    })
+    .await;
     let (mut created, mut ids) = (0, HashSet::new());
-    for t in tasks {
-        let c = t
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{label}: a same-key request failed: {e:?}"));
+    for result in results {
+        let c = result.unwrap_or_else(|e| panic!("{label}: a same-key request failed: {e:?}"));
         created += usize::from(!c.replayed);
         ids.insert(c.order.id());
     }
@@ -194,7 +148,11 @@ async fn a_cancel_racing_the_worker_has_exactly_one_winner_two_hundred_times(
     for i in 0..200 {
         let order = a
             .service
-            .create_order(request(user, &[(product, 1)], format!("c{i}")))
+            .create_order(CreateOrderRequest::new(
+                user,
+                [(product, 1)],
+                format!("c{i}"),
+            ))
             .await
             .unwrap()
             .order

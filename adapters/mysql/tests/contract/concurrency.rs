@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use order_core::OrderStatus;
-use order_core::domain::{Lease, LeaseToken, StatusChange};
+use order_core::domain::{Lease, LeaseToken, StatusChange, UserId};
 use order_core::ports::{OrderRepository, PlaceOutcome, RepositoryError, TransitionOutcome};
 use order_mysql::{MySqlOrderRepository, RetryPolicy};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
@@ -34,6 +34,16 @@ async fn pool(
         });
     }
     pool.connect_with(options).await.expect("test pool")
+}
+
+/// The repository over `pool`, and one user to order as.
+async fn repo_with_user(pool: &MySqlPool) -> (Arc<MySqlOrderRepository>, UserId) {
+    let repo = Arc::new(MySqlOrderRepository::new(pool.clone()));
+    let user = repo
+        .add_user("u", "u@example.test", "h")
+        .await
+        .expect("user");
+    (repo, user)
 }
 
 /// 500 concurrent single-draft orders for a product with 100 units: exactly 100 are
@@ -96,11 +106,7 @@ async fn crossed_orders_for_two_products_never_surface_an_error(
     options: MySqlConnectOptions,
 ) {
     let pool = pool(options, 16, None).await;
-    let repo = Arc::new(MySqlOrderRepository::new(pool.clone()));
-    let user = repo
-        .add_user("u", "u@example.test", "h")
-        .await
-        .expect("user");
+    let (repo, user) = repo_with_user(&pool).await;
     let a = repo
         .add_product("A", money("1.00"), 1_000)
         .await
@@ -275,11 +281,7 @@ async fn racing_cancels_return_the_stock_exactly_once(
     options: MySqlConnectOptions,
 ) {
     let pool = pool(options, 16, None).await;
-    let repo = Arc::new(MySqlOrderRepository::new(pool.clone()));
-    let user = repo
-        .add_user("u", "u@example.test", "h")
-        .await
-        .expect("user");
+    let (repo, user) = repo_with_user(&pool).await;
     let a = repo.add_product("A", money("1.00"), 20).await.expect("a");
     let b = repo.add_product("B", money("1.00"), 20).await.expect("b");
     let out = repo
@@ -317,11 +319,7 @@ async fn a_cancel_racing_a_start_has_exactly_one_winner(
     options: MySqlConnectOptions,
 ) {
     let pool = pool(options, 8, None).await;
-    let repo = Arc::new(MySqlOrderRepository::new(pool.clone()));
-    let user = repo
-        .add_user("u", "u@example.test", "h")
-        .await
-        .expect("user");
+    let (repo, user) = repo_with_user(&pool).await;
     let a = repo
         .add_product("A", money("1.00"), 1_000)
         .await
@@ -377,11 +375,7 @@ async fn concurrent_twins_create_one_order_and_the_others_replay(
     options: MySqlConnectOptions,
 ) {
     let pool = pool(options, 16, None).await;
-    let repo = Arc::new(MySqlOrderRepository::new(pool.clone()));
-    let user = repo
-        .add_user("u", "u@example.test", "h")
-        .await
-        .expect("user");
+    let (repo, user) = repo_with_user(&pool).await;
     for (round, stock) in [(0_u64, 1_u64), (1, 1_000)] {
         let p = repo
             .add_product("P", money("9.99"), stock)
