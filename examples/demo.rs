@@ -281,7 +281,7 @@ async fn run(args: &Args, shop: Shop) -> Result<bool, AnyError> {
 
     // Wait until every placed order is terminal.
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut pending: Vec<(UserId, OrderId)> = placed.clone();
+    let mut pending = placed;
     let mut orders: HashMap<OrderId, Order> = HashMap::new();
     while !pending.is_empty() {
         let mut still = Vec::new();
