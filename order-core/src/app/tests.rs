@@ -454,18 +454,23 @@ fn expect_completion(
         });
 }
 
-#[tokio::test]
-async fn transient_payment_errors_are_retried_then_the_key_is_voided_and_the_order_fails() {
-    let mut m = Mocks::new();
-    let (order, token) = started_order(&mut m);
+/// Expects every one of the 3 charge attempts to fail transiently, then one void that
+/// answers `void`.
+fn expect_unanswered_charges(m: &mut Mocks, void: fn() -> Result<PaymentOutcome, PaymentError>) {
     m.pay
         .expect_charge()
         .times(3)
         .returning(|_, _| Err(PaymentError::Transient("timeout".into())));
-    m.pay
-        .expect_void()
-        .times(1)
-        .returning(|_| Ok(PaymentOutcome::Declined(FailureReason::new("voided"))));
+    m.pay.expect_void().times(1).returning(move |_| void());
+}
+
+#[tokio::test]
+async fn transient_payment_errors_are_retried_then_the_key_is_voided_and_the_order_fails() {
+    let mut m = Mocks::new();
+    let (order, token) = started_order(&mut m);
+    expect_unanswered_charges(&mut m, || {
+        Ok(PaymentOutcome::Declined(FailureReason::new("voided")))
+    });
     expect_completion(&mut m, &order, token, |c| {
         matches!(c, StatusChange::Fail { .. })
     });
@@ -486,14 +491,7 @@ async fn transient_payment_errors_are_retried_then_the_key_is_voided_and_the_ord
 async fn a_void_that_finds_the_charge_went_through_pays_the_order() {
     let mut m = Mocks::new();
     let (order, token) = started_order(&mut m);
-    m.pay
-        .expect_charge()
-        .times(3)
-        .returning(|_, _| Err(PaymentError::Transient("timeout".into())));
-    m.pay
-        .expect_void()
-        .times(1)
-        .returning(|_| Ok(PaymentOutcome::Approved));
+    expect_unanswered_charges(&mut m, || Ok(PaymentOutcome::Approved));
     expect_completion(&mut m, &order, token, |c| {
         matches!(c, StatusChange::Pay { .. })
     });
@@ -508,14 +506,7 @@ async fn a_void_that_finds_the_charge_went_through_pays_the_order() {
 async fn an_unreachable_provider_leaves_the_order_processing_and_the_job_is_retried() {
     let mut m = Mocks::new();
     let (order, _) = started_order(&mut m);
-    m.pay
-        .expect_charge()
-        .times(3)
-        .returning(|_, _| Err(PaymentError::Transient("down".into())));
-    m.pay
-        .expect_void()
-        .times(1)
-        .returning(|_| Err(PaymentError::Transient("down".into())));
+    expect_unanswered_charges(&mut m, || Err(PaymentError::Transient("down".into())));
     // No completion: the only transition expected is the Start above.
     m.queue.expect_ack().times(0);
     m.queue
