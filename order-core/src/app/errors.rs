@@ -25,6 +25,7 @@ macro_rules! from_repository_error {
 from_repository_error!(
     CreateOrderError,
     ProcessOrderError,
+    ReconcileError,
     CancelOrderError,
     GetOrderError,
     ListOrdersError
@@ -130,13 +131,29 @@ pub enum CreateOrderError {
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessOrderError {
     /// The provider never answered a charge nor the void that followed: whether the order
-    /// was charged is unknown, so it stays Processing (under this worker's lease until it
-    /// expires) and the job is retried.
+    /// was charged is unknown, so it stays Processing; the worker releases its lease and
+    /// the job is retried (and, once the queue gives up, the reconciler hands it out
+    /// again).
     #[error("payment outcome of order {0} unknown: the provider is unreachable")]
     PaymentUnresolved(OrderId),
     /// The order store is down.
     #[error("order store unavailable: {0}")]
     Unavailable(String),
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(anyhow::Error),
+}
+
+/// Why one reconciler pass stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The order store is down; nothing was claimed.
+    #[error("order store unavailable: {0}")]
+    Unavailable(String),
+    /// The queue refused a job; the orders claimed but not enqueued are claimed again
+    /// after `stale_after`.
+    #[error("job queue refused a stranded order: {0}")]
+    Queue(#[from] crate::ports::QueueError),
     /// Anything else.
     #[error(transparent)]
     Unexpected(anyhow::Error),

@@ -13,16 +13,18 @@ mod service;
 mod stats;
 
 pub use clock::ManualClock;
-pub use config::{ConfigError, LockMode, LockPolicy, ServiceConfig, exponential_backoff};
+pub use config::{
+    ConfigError, LockMode, LockPolicy, ReconcilerConfig, ServiceConfig, exponential_backoff,
+};
 pub use errors::{
     CancelOrderError, CreateOrderError, GetOrderError, ListOrdersError, ProcessOrderError,
-    ValidationErrors,
+    ReconcileError, ValidationErrors,
 };
 pub use future::{Either, race, with_timeout};
 pub use rng::SeededRandom;
 pub use service::{
     CreateOrderRequest, CreatedOrder, MAX_LINES, OrderQuery, OrderService, Ports, ProcessOutcome,
-    RequestedItem, WorkerOutcome,
+    ReconcileReport, RequestedItem, WorkerOutcome,
 };
 pub use stats::{ServiceStats, StatsSnapshot};
 

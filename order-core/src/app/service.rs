@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::{LockMode, ServiceConfig, exponential_backoff};
 use super::errors::{
@@ -19,15 +19,21 @@ use crate::domain::{
 };
 use crate::ports::{
     Clock, Delivery, DistributedLock, EventPublisher, Job, JobQueue, ListFilter, LockError,
-    LockToken, OrderEvent, OrderEventKind, OrderPage, OrderRepository, PaymentError,
-    PaymentGateway, PaymentOutcome, PlaceOutcome, RandomSource, TransitionOutcome,
+    LockToken, NackOutcome, OrderEvent, OrderEventKind, OrderPage, OrderRepository,
+    PaymentError, PaymentGateway, PaymentOutcome, PlaceOutcome, RandomSource, StrandedQuery,
+    TransitionOutcome,
 };
 
-/// The most lines one create request may send (counted before merging duplicates).
-pub const MAX_LINES: usize = 50;
+/// The most lines one create request may send (counted before merging duplicates): the
+/// domain's [`OrderDraft::MAX_LINES`].
+pub const MAX_LINES: usize = OrderDraft::MAX_LINES;
 
 /// Reason stored on orders failed because the provider never gave an answer.
 const PROVIDER_UNAVAILABLE: &str = "Payment provider unavailable.";
+
+/// Added to a lease's remaining time when a job is deferred behind it, so the
+/// redelivery finds the lease expired rather than a few milliseconds short of it.
+const DEFER_SLACK: Duration = Duration::from_millis(50);
 
 /// The driven ports an [`OrderService`] runs on.
 #[derive(Clone)]
@@ -124,7 +130,7 @@ impl Default for OrderQuery {
 }
 
 /// What [`OrderService::process_order`] did. Every variant but `LeaseHeld` means the job
-/// is finished and must be acknowledged.
+/// is finished and must be acknowledged; `LeaseHeld` means it must be deferred.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessOutcome {
     /// No such order (acked and logged).
@@ -133,10 +139,12 @@ pub enum ProcessOutcome {
     AlreadyTerminal(OrderStatus),
     /// This call took the order to Paid or Failed.
     Completed(Order),
-    /// Another worker won a compare-and-set (start, take-over or completion): it owns
-    /// the outcome.
+    /// A compare-and-set (start, take-over or completion) lost to a change that made
+    /// the order terminal: the job is finished.
     LostRace(OrderStatus),
-    /// Another worker holds a live lease; retry after it may have expired.
+    /// The order is Processing under a live lease — another delivery's, or this job's
+    /// own earlier attempt's: look again once it may have expired (the worker defers
+    /// the job, using no attempt).
     LeaseHeld {
         /// How long until the lease expires.
         retry_after: Duration,
@@ -148,8 +156,21 @@ pub enum ProcessOutcome {
 pub enum WorkerOutcome {
     /// Processed and acknowledged.
     Acked(ProcessOutcome),
-    /// Given back to the queue for a later retry (or the dead letter), with the reason.
+    /// Handed back to be delivered again after this delay, using no attempt: the order
+    /// was held by a live lease.
+    Deferred(Duration),
+    /// Given back to the queue as a failed attempt (a retry, or the dead letter), with
+    /// the reason.
     Released(String),
+}
+
+/// What one [`OrderService::reconcile`] pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Stranded orders claimed from the repository.
+    pub claimed: u64,
+    /// Of those, orders whose job was enqueued again.
+    pub enqueued: u64,
 }
 
 /// The order-processing use cases over a set of [`Ports`].
@@ -198,9 +219,10 @@ impl OrderService {
     /// A service over `ports`.
     ///
     /// # Errors
-    /// [`ConfigError`](super::ConfigError) when `config` is incoherent.
+    /// [`ConfigError`](super::ConfigError) when `config` is incoherent, alone or with the
+    /// timings of `ports.queue` ([`ServiceConfig::validate_with`]).
     pub fn new(ports: Ports, config: ServiceConfig) -> Result<Self, super::ConfigError> {
-        config.validate()?;
+        config.validate_with(ports.queue.timings())?;
         Ok(Self {
             ports,
             config,
@@ -286,7 +308,7 @@ impl OrderService {
             .await?;
         match found {
             None => Ok(None),
-            Some(order) if order.fingerprint() == draft.fingerprint() => {
+            Some(order) if draft.same_lines_as(&order) => {
                 ServiceStats::bump(&self.stats.replayed);
                 Ok(Some(CreatedOrder {
                     order,
@@ -361,7 +383,8 @@ impl OrderService {
     }
 
     /// Enqueue and announce a freshly committed order. Neither may fail the request: the
-    /// order exists. A failed enqueue is counted and left to the reconciler.
+    /// order exists. A failed enqueue is counted; the reconciler claims the order once it
+    /// is `stale_after` old and enqueues it again.
     async fn after_commit(&self, order: &Order) {
         if let Err(e) = self
             .ports
@@ -370,7 +393,8 @@ impl OrderService {
             .await
         {
             ServiceStats::bump(&self.stats.enqueue_failures);
-            warn!(order = %order.id(), error = %e, "order committed but its job was not enqueued");
+            warn!(order = %order.id(), error = %e,
+                "order committed but its job was not enqueued; the reconciler will hand it out");
         }
         self.publish(order, OrderEventKind::Created).await;
     }
@@ -473,7 +497,6 @@ impl OrderService {
         let change = match (order.status(), order.lease()) {
             (OrderStatus::Pending, _) => StatusChange::Start { lease },
             (OrderStatus::Processing, Some(current)) if current.until <= now => {
-                ServiceStats::bump(&self.stats.lease_takeovers);
                 StatusChange::TakeOver {
                     expired: current.token,
                     lease,
@@ -493,26 +516,60 @@ impl OrderService {
                 return Ok(ProcessOutcome::AlreadyTerminal(s));
             }
         };
+        let taking_over = matches!(change, StatusChange::TakeOver { .. });
         let order = match repo.transition(id, change, now).await? {
             TransitionOutcome::Applied(o) => o,
-            TransitionOutcome::LostRace(o) => return Ok(ProcessOutcome::LostRace(o.status())),
+            TransitionOutcome::LostRace(current) => return Ok(self.lost_to(&current)),
             TransitionOutcome::NotFound => return Ok(ProcessOutcome::Missing),
         };
+        if taking_over {
+            ServiceStats::bump(&self.stats.lease_takeovers);
+        }
         self.publish(&order, OrderEventKind::Processing).await;
 
-        let completion = match self.charge(&order).await {
-            Some(PaymentOutcome::Approved) => StatusChange::Pay { lease: lease.token },
-            Some(PaymentOutcome::Declined(reason)) => StatusChange::Fail {
-                lease: lease.token,
-                reason,
+        // From here the order is ours. Every way out but a completion gives the lease
+        // back, so the retry can take over at once instead of finding our live lease.
+        let result = self.complete(&order, lease.token).await;
+        if result.is_err() {
+            self.release_lease(id, lease.token).await;
+        }
+        result
+    }
+
+    /// What a lost compare-and-set means for the job: a terminal order is finished (ack);
+    /// an order some other delivery is processing must be looked at again when that
+    /// lease may have run out — acking would leave nobody to recover it if that holder
+    /// dies.
+    fn lost_to(&self, current: &Order) -> ProcessOutcome {
+        match (current.status(), current.lease()) {
+            (OrderStatus::Processing | OrderStatus::Pending, lease) => ProcessOutcome::LeaseHeld {
+                retry_after: lease.map_or(Duration::ZERO, |l| {
+                    l.until.saturating_since(self.ports.clock.now())
+                }),
             },
+            (s @ (OrderStatus::Paid | OrderStatus::Failed | OrderStatus::Cancelled), _) => {
+                ProcessOutcome::LostRace(s)
+            }
+        }
+    }
+
+    /// Charges the order this worker holds under `lease` and moves it to Paid or Failed.
+    async fn complete(
+        &self,
+        order: &Order,
+        lease: LeaseToken,
+    ) -> Result<ProcessOutcome, ProcessOrderError> {
+        let id = order.id();
+        let completion = match self.charge(order).await {
+            Some(PaymentOutcome::Approved) => StatusChange::Pay { lease },
+            Some(PaymentOutcome::Declined(reason)) => StatusChange::Fail { lease, reason },
             None => {
                 ServiceStats::bump(&self.stats.payments_unresolved);
                 return Err(ProcessOrderError::PaymentUnresolved(id));
             }
         };
         let now = self.ports.clock.now();
-        match repo.transition(id, completion, now).await? {
+        match self.ports.repository.transition(id, completion, now).await? {
             TransitionOutcome::Applied(done) => {
                 let kind = match (done.status(), done.failure_reason()) {
                     (OrderStatus::Paid, _) => {
@@ -534,9 +591,30 @@ impl OrderService {
             TransitionOutcome::LostRace(current) => {
                 ServiceStats::bump(&self.stats.fenced_writes);
                 debug!(order = %id, "lease was taken over; this worker writes nothing");
-                Ok(ProcessOutcome::LostRace(current.status()))
+                Ok(self.lost_to(&current))
             }
             TransitionOutcome::NotFound => Ok(ProcessOutcome::Missing),
+        }
+    }
+
+    /// Gives this worker's lease back (fenced by its token) after giving up on an order
+    /// it started. If even that fails, the lease runs out on its own and the retry is
+    /// deferred until then.
+    async fn release_lease(&self, id: OrderId, lease: LeaseToken) {
+        let now = self.ports.clock.now();
+        let release = StatusChange::Release { lease };
+        match self.ports.repository.transition(id, release, now).await {
+            Ok(TransitionOutcome::Applied(_)) => {
+                ServiceStats::bump(&self.stats.leases_released);
+                debug!(order = %id, "gave the processing lease back for the retry");
+            }
+            Ok(TransitionOutcome::LostRace(_) | TransitionOutcome::NotFound) => {
+                debug!(order = %id, "lease no longer ours; nothing to give back");
+            }
+            Err(e) => {
+                warn!(order = %id, error = %e,
+                    "could not give the processing lease back; the retry waits for it to expire");
+            }
         }
     }
 
@@ -581,27 +659,46 @@ impl OrderService {
         }
     }
 
-    /// Processes one delivery and acknowledges it, or gives it back to the queue when it
-    /// must be retried. Queue errors are logged: an un-acked job is redelivered anyway.
+    /// Processes one delivery, then settles it with the queue: acknowledged when the
+    /// job is finished; deferred (without using an attempt) until the lease may have
+    /// run out when the order is leased; given back as a failed attempt (retried, then
+    /// dead-lettered) on an error. Queue errors are logged: an unsettled job is
+    /// redelivered after the visibility timeout anyway.
     pub async fn handle_delivery(&self, delivery: &Delivery) -> WorkerOutcome {
         let Job::ProcessOrder(id) = delivery.job;
-        let result = self.process_order(id).await;
-        let reason = match result {
+        let queue = &self.ports.queue;
+        match self.process_order(id).await {
             Ok(ProcessOutcome::LeaseHeld { retry_after }) => {
-                format!("order {id} is leased by another worker for {retry_after:?}")
+                ServiceStats::bump(&self.stats.deferred);
+                let delay = retry_after.saturating_add(DEFER_SLACK);
+                debug!(order = %id, ?delay, attempt = delivery.attempt,
+                    "order held by a live processing lease; deferring the job");
+                if let Err(e) = queue.defer(delivery, delay).await {
+                    warn!(order = %id, error = %e, "defer failed; the job will be redelivered");
+                }
+                WorkerOutcome::Deferred(delay)
             }
             Ok(outcome) => {
-                if let Err(e) = self.ports.queue.ack(delivery).await {
+                if let Err(e) = queue.ack(delivery).await {
                     warn!(order = %id, error = %e, "ack failed; the job will be redelivered");
                 }
-                return WorkerOutcome::Acked(outcome);
+                WorkerOutcome::Acked(outcome)
             }
-            Err(e) => format!("{e:#}"),
-        };
-        if let Err(e) = self.ports.queue.nack(delivery, &reason).await {
-            warn!(order = %id, error = %e, "nack failed; the job will be redelivered");
+            Err(e) => {
+                let reason = format!("{e:#}");
+                match queue.nack(delivery, &reason).await {
+                    Ok(NackOutcome::DeadLettered) => {
+                        warn!(order = %id, attempt = delivery.attempt, error = %reason,
+                            "job dead-lettered; the reconciler hands the order out again");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(order = %id, error = %e, "nack failed; the job will be redelivered");
+                    }
+                }
+                WorkerOutcome::Released(reason)
+            }
         }
-        WorkerOutcome::Released(reason)
     }
 
     /// Runs one worker: reserves jobs and handles them one at a time until `shutdown`
@@ -635,6 +732,81 @@ impl OrderService {
                         return handled;
                     }
                 }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // reconciler
+    // -----------------------------------------------------------------------------------
+
+    /// One reconciler pass (DESIGN §6): claims stranded orders from the repository — the
+    /// source of truth — in batches of `reconciler.batch` (Pending and not handed out
+    /// for `stale_after`, or Processing with an expired lease) and enqueues a job for
+    /// each. Claiming stamps the orders, so several reconcilers running at once hand
+    /// each order out once per `stale_after`, and a duplicate job is harmless anyway.
+    ///
+    /// This is what recovers an order whose job was never enqueued (a failed enqueue
+    /// after commit, a crash between commit and enqueue), was lost with the queue's data
+    /// (a Redis restart without persistence, `FLUSHALL`) or was dead-lettered while the
+    /// order was still unfinished.
+    ///
+    /// # Errors
+    /// [`ReconcileError`] when the store or the queue failed; orders claimed but not
+    /// enqueued are claimed again after `stale_after`.
+    pub async fn reconcile(&self) -> Result<ReconcileReport, super::ReconcileError> {
+        let settings = self.config.reconciler;
+        let query = StrandedQuery {
+            stale_after: settings.stale_after,
+            limit: settings.batch,
+        };
+        let mut report = ReconcileReport::default();
+        loop {
+            let now = self.ports.clock.now();
+            let claimed = self.ports.repository.claim_stranded(query, now).await?;
+            let full = claimed.len() >= settings.batch as usize;
+            report.claimed += claimed.len() as u64;
+            for id in claimed {
+                self.ports.queue.enqueue(Job::ProcessOrder(id)).await?;
+                ServiceStats::bump(&self.stats.reconciler_requeued);
+                report.enqueued += 1;
+                debug!(order = %id, "reconciler re-enqueued a stranded order");
+            }
+            if !full {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Runs the reconciler every `reconciler.interval` until `shutdown` completes (a
+    /// pass in progress is dropped: it holds nothing that must be finished — claimed
+    /// but not enqueued orders are claimed again after `stale_after`). Errors are logged
+    /// and the next pass tries again. Returns how many orders it re-enqueued.
+    pub async fn run_reconciler(&self, shutdown: impl Future<Output = ()>) -> u64 {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut requeued = 0u64;
+        loop {
+            let pass = async {
+                match self.reconcile().await {
+                    Ok(report) => {
+                        if report.enqueued > 0 {
+                            info!(requeued = report.enqueued, "reconciler re-enqueued stranded orders");
+                        }
+                        report.enqueued
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "reconciler pass failed; retrying next interval");
+                        0
+                    }
+                }
+            };
+            match race(shutdown.as_mut(), pass).await {
+                Either::Left(()) => return requeued,
+                Either::Right(n) => requeued += n,
+            }
+            let pause = self.ports.clock.sleep(self.config.reconciler.interval);
+            if let Either::Left(()) = race(shutdown.as_mut(), pause).await {
+                return requeued;
             }
         }
     }

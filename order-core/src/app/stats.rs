@@ -20,6 +20,9 @@ pub struct ServiceStats {
     pub(crate) cancelled: AtomicU64,
     pub(crate) lease_takeovers: AtomicU64,
     pub(crate) fenced_writes: AtomicU64,
+    pub(crate) leases_released: AtomicU64,
+    pub(crate) deferred: AtomicU64,
+    pub(crate) reconciler_requeued: AtomicU64,
 }
 
 /// A copy of [`ServiceStats`] at one instant.
@@ -37,7 +40,8 @@ pub struct StatsSnapshot {
     pub lock_retries: u64,
     /// Times the lock service was down and the service fell back to the database guard.
     pub lock_fail_open: u64,
-    /// Orders committed whose job could not be enqueued (the reconciler must pick them up).
+    /// Orders committed whose job could not be enqueued (the reconciler re-enqueues them
+    /// once they are older than its `stale_after`).
     pub enqueue_failures: u64,
     /// Events that could not be published.
     pub publish_failures: u64,
@@ -55,6 +59,12 @@ pub struct StatsSnapshot {
     pub lease_takeovers: u64,
     /// Completions refused because the lease had been taken over (late writers fenced).
     pub fenced_writes: u64,
+    /// Leases a worker gave back after giving up on an order it had started.
+    pub leases_released: u64,
+    /// Deliveries deferred (without using an attempt) because the order was leased.
+    pub deferred: u64,
+    /// Stranded orders the reconciler handed to the queue again.
+    pub reconciler_requeued: u64,
 }
 
 impl ServiceStats {
@@ -81,6 +91,9 @@ impl ServiceStats {
             cancelled: r(&self.cancelled),
             lease_takeovers: r(&self.lease_takeovers),
             fenced_writes: r(&self.fenced_writes),
+            leases_released: r(&self.leases_released),
+            deferred: r(&self.deferred),
+            reconciler_requeued: r(&self.reconciler_requeued),
         }
     }
 }

@@ -15,7 +15,7 @@ pub use order::{
     DraftError, FailureReason, Lease, LeaseToken, Order, OrderDataError, OrderDraft, OrderLine,
     OrderParts, OrderStatus, StatusChange, StatusParseError, TransitionError,
 };
-pub use product::Product;
+pub use product::{MAX_STOCK, Product, RestockError};
 pub use time::Timestamp;
 pub use values::{
     IdempotencyKey, IdempotencyKeyError, Quantity, QuantityError, RequestFingerprint,

@@ -205,14 +205,28 @@ pub enum DraftError {
     /// Merged quantities for one product exceed [`Quantity::MAX`].
     #[error("total quantity for product {0} exceeds 10000")]
     MergedQuantityTooLarge(ProductId),
+    /// More distinct products than [`OrderDraft::MAX_LINES`].
+    #[error("an order may have at most {max} distinct products, got {got}")]
+    TooManyLines {
+        /// The limit, [`OrderDraft::MAX_LINES`].
+        max: usize,
+        /// Distinct products in the draft.
+        got: usize,
+    },
 }
 
 impl OrderDraft {
+    /// The most distinct products one order may hold. Every adapter can store an order
+    /// this large in one statement (MySQL's 65 535 placeholders would overflow at 13 108
+    /// lines); the service refuses more than this many lines *as sent*, before merging.
+    pub const MAX_LINES: usize = 50;
+
     /// Merges duplicate products (summing quantities) and sorts by product id.
     ///
     /// # Errors
     /// [`DraftError::Empty`] with no items; [`DraftError::MergedQuantityTooLarge`] when
-    /// a product's summed quantity exceeds 10 000.
+    /// a product's summed quantity exceeds 10 000; [`DraftError::TooManyLines`] beyond
+    /// [`OrderDraft::MAX_LINES`] distinct products.
     pub fn new(
         user: UserId,
         items: impl IntoIterator<Item = (ProductId, Quantity)>,
@@ -232,6 +246,12 @@ impl OrderDraft {
         }
         if merged.is_empty() {
             return Err(DraftError::Empty);
+        }
+        if merged.len() > Self::MAX_LINES {
+            return Err(DraftError::TooManyLines {
+                max: Self::MAX_LINES,
+                got: merged.len(),
+            });
         }
         let canon: Vec<(u64, u32)> = merged.iter().map(|(p, q)| (p.get(), q.get())).collect();
         Ok(Self {
@@ -257,9 +277,25 @@ impl OrderDraft {
         &self.idempotency_key
     }
 
-    /// The fingerprint of the merged lines.
+    /// The fingerprint of the merged lines: a cheap pre-check only. Different
+    /// fingerprints prove different lines; equal ones must be confirmed with
+    /// [`OrderDraft::same_lines_as`].
     pub fn fingerprint(&self) -> RequestFingerprint {
         self.fingerprint
+    }
+
+    /// Whether `order` was created from exactly these merged lines (product and
+    /// quantity, line by line; prices are not compared). This is the idempotency
+    /// comparison: a replay must send the same lines as the request that created the
+    /// order.
+    pub fn same_lines_as(&self, order: &Order) -> bool {
+        self.fingerprint == order.fingerprint()
+            && self.items.len() == order.lines().len()
+            && self
+                .items
+                .iter()
+                .zip(order.lines())
+                .all(|((p, q), line)| *p == line.product && *q == line.quantity)
     }
 
     /// The product ids, ascending and unique.
@@ -373,6 +409,13 @@ pub enum StatusChange {
     },
     /// Pending → Cancelled; returns the stock.
     Cancel,
+    /// Processing → Processing, only for the holder of `lease`: the holder gives up and
+    /// its lease expires at once (`until` = the transition's time), so the next delivery
+    /// of the job may take the order over without waiting for the lease to run out.
+    Release {
+        /// The caller's lease.
+        lease: LeaseToken,
+    },
 }
 
 impl StatusChange {
@@ -382,14 +425,17 @@ impl StatusChange {
             StatusChange::Start { .. } | StatusChange::Cancel => OrderStatus::Pending,
             StatusChange::TakeOver { .. }
             | StatusChange::Pay { .. }
-            | StatusChange::Fail { .. } => OrderStatus::Processing,
+            | StatusChange::Fail { .. }
+            | StatusChange::Release { .. } => OrderStatus::Processing,
         }
     }
 
     /// The status the order ends in.
     pub fn to(&self) -> OrderStatus {
         match self {
-            StatusChange::Start { .. } | StatusChange::TakeOver { .. } => OrderStatus::Processing,
+            StatusChange::Start { .. }
+            | StatusChange::TakeOver { .. }
+            | StatusChange::Release { .. } => OrderStatus::Processing,
             StatusChange::Pay { .. } => OrderStatus::Paid,
             StatusChange::Fail { .. } => OrderStatus::Failed,
             StatusChange::Cancel => OrderStatus::Cancelled,
@@ -516,6 +562,17 @@ impl Order {
             }
             StatusChange::Cancel => {
                 p.cancelled_at = Some(now);
+            }
+            StatusChange::Release { lease } => {
+                let current = p.lease.ok_or(TransitionError::LeaseMismatch)?;
+                if current.token != *lease {
+                    return Err(TransitionError::LeaseMismatch);
+                }
+                // Never lengthen a lease: an already expired one stays as it is.
+                p.lease = Some(Lease {
+                    token: current.token,
+                    until: current.until.min(now),
+                });
             }
         }
         p.status = change.to();

@@ -38,7 +38,8 @@ pub enum RepositoryError {
 pub enum PlaceOutcome {
     /// A new order was stored and its stock reserved.
     Placed(Order),
-    /// The (user, key) pair already names an order with the same fingerprint: this is it.
+    /// The (user, key) pair already names an order created from the same lines
+    /// ([`OrderDraft::same_lines_as`]): this is it.
     Replayed(Order),
     /// The (user, key) pair names an order created from different lines.
     KeyReused {
@@ -95,6 +96,17 @@ pub struct ListFilter {
     pub per_page: u32,
 }
 
+/// What [`OrderRepository::claim_stranded`] looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StrandedQuery {
+    /// An order counts as stranded when it was last handed out (placed, or claimed by a
+    /// reconciler) at or before `now - stale_after` and is still Pending, or is
+    /// Processing with a lease that expired at or before `now`.
+    pub stale_after: Duration,
+    /// Most orders claimed by one call.
+    pub limit: u32,
+}
+
 /// Orders and stock, changed atomically. The database behind it is the correctness
 /// guard: locks in front of it only reduce contention.
 #[cfg_attr(test, mockall::automock)]
@@ -105,8 +117,13 @@ pub trait OrderRepository: Send + Sync {
     /// For each draft, in ONE atomic step: lock its product rows in ascending id order,
     /// check and decrement stock, insert the order and its lines priced at the products'
     /// current prices, and record the (user, idempotency key) — or return the order that
-    /// already holds that key ([`PlaceOutcome::Replayed`] when its fingerprint matches,
+    /// already holds that key ([`PlaceOutcome::Replayed`] when it was created from the
+    /// same lines, compared line by line with [`OrderDraft::same_lines_as`];
     /// [`PlaceOutcome::KeyReused`] otherwise).
+    ///
+    /// Each line MUST carry the product's price current at the moment its stock is
+    /// taken (under the same row lock): a price change committed while the draft waited
+    /// for the row is the price it pays.
     ///
     /// Returns exactly one outcome per draft, in the drafts' order.
     ///
@@ -167,6 +184,25 @@ pub trait OrderRepository: Send + Sync {
     /// # Errors
     /// [`RepositoryError`] when the store failed.
     async fn products(&self) -> Result<Vec<Product>, RepositoryError>;
+
+    /// Claims up to `query.limit` stranded orders for the reconciler and returns their
+    /// ids, oldest hand-out first. An order is stranded at `now` when its last hand-out
+    /// — its placement, or its last claim by this method — is at or before `now -
+    /// query.stale_after`, and it is Pending, or Processing with a lease that expired at
+    /// or before `now`.
+    ///
+    /// Claiming stamps each returned order as handed out at `now`, atomically with the
+    /// check: of several reconcilers calling at once, each order goes to exactly one,
+    /// and it is not claimed again before another `stale_after` has passed. Claiming
+    /// changes neither status nor lease.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the store failed; nothing was claimed.
+    async fn claim_stranded(
+        &self,
+        query: StrandedQuery,
+        now: Timestamp,
+    ) -> Result<Vec<OrderId>, RepositoryError>;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -206,10 +242,15 @@ impl LockToken {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait DistributedLock: Send + Sync {
-    /// Takes `key` for `token` for `ttl` if nobody holds it. Returns whether it was taken.
+    /// Takes `key` for `token` for `ttl` if nobody holds it, or if `token` itself holds
+    /// it (the TTL then starts again). Returns whether `token` holds it now.
     ///
-    /// The adapter MUST NOT block waiting for the lock (the service owns retries) and
-    /// MUST let the lock expire after `ttl` on its own clock.
+    /// Acquisition MUST be idempotent per token: a client that re-sends the command
+    /// after losing the reply (fred does after a reconnect) finds its own token and
+    /// succeeds, instead of seeing its own lock as busy until the TTL runs out. A live
+    /// lock held by another token MUST NOT be taken. The adapter MUST NOT block waiting
+    /// for the lock (the service owns retries) and MUST let the lock expire after `ttl`
+    /// on its own clock.
     ///
     /// # Errors
     /// [`LockError::Unavailable`] when the lock service is down.
@@ -400,6 +441,55 @@ pub enum NackOutcome {
     Stale,
 }
 
+/// The timings a queue runs on, which the service checks its own settings against
+/// ([`QueueTimings::validate`] is the one rule every queue adapter applies too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueTimings {
+    /// How long a reserved, un-acknowledged delivery stays invisible before it is
+    /// delivered again.
+    pub visibility_timeout: Duration,
+    /// Deliveries per job (the first included) before the dead letter.
+    pub max_attempts: u32,
+    /// Delay before the first retry after a nack; doubles with every further attempt.
+    pub retry_backoff: Duration,
+}
+
+/// Why queue timings are unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueTimingsError {
+    /// A duration or count that must be positive is zero.
+    #[error("queue {0} must not be zero")]
+    Zero(&'static str),
+}
+
+impl QueueTimings {
+    /// The total delay a job's nacks add before its last attempt:
+    /// `Σ retry_backoff·2^(n-1)` for n in `1..max_attempts`. A job whose every attempt
+    /// fails at once is dead-lettered after this long.
+    pub fn retry_budget(&self) -> Duration {
+        (1..self.max_attempts).fold(Duration::ZERO, |acc, n| {
+            acc.saturating_add(crate::app::exponential_backoff(self.retry_backoff, n))
+        })
+    }
+
+    /// Refuses zero visibility timeouts, attempts and backoffs.
+    ///
+    /// # Errors
+    /// [`QueueTimingsError::Zero`] naming the field.
+    pub fn validate(&self) -> Result<(), QueueTimingsError> {
+        if self.visibility_timeout.is_zero() {
+            return Err(QueueTimingsError::Zero("visibility_timeout"));
+        }
+        if self.max_attempts == 0 {
+            return Err(QueueTimingsError::Zero("max_attempts"));
+        }
+        if self.retry_backoff.is_zero() {
+            return Err(QueueTimingsError::Zero("retry_backoff"));
+        }
+        Ok(())
+    }
+}
+
 /// Counts a queue reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
@@ -412,10 +502,19 @@ pub struct QueueStats {
 }
 
 /// Hands jobs to workers: at-least-once delivery.
+///
+/// Receipts name one *delivery*, not one job: when a job is delivered again (visibility
+/// timeout, retry), the earlier receipt becomes stale, and a stale receipt MUST NOT ack,
+/// nack or defer the live delivery.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait JobQueue: Send + Sync {
     /// Adds a job.
+    ///
+    /// A job may be enqueued more than once (a re-sent command after a lost reply, a
+    /// reconciler re-enqueueing an order whose first job still waits). A duplicate costs
+    /// one extra delivery, which finds the order terminal (acked) or leased (deferred):
+    /// processing is idempotent, so it is harmless.
     ///
     /// # Errors
     /// [`QueueError::Full`] at the bound; [`QueueError::Unavailable`] when unreachable.
@@ -425,23 +524,43 @@ pub trait JobQueue: Send + Sync {
     /// A reserved job that is neither acked nor nacked in time MUST be delivered again
     /// (with `attempt` + 1); after the last attempt it MUST go to the dead letter.
     ///
+    /// MUST be cancel-safe: dropping the future before it completes (a worker loop that
+    /// stops) loses no job and uses no attempt — a job the queue hands out after the
+    /// caller has gone MUST become deliverable to others at once.
+    ///
     /// # Errors
     /// [`QueueError::Unavailable`] when unreachable.
     async fn reserve(&self, wait: Duration) -> Result<Option<Delivery>, QueueError>;
 
     /// Acknowledges a delivery: the job is done and MUST NOT be delivered again.
-    /// Acking a delivery that was already redelivered to someone else is harmless.
+    /// Acking a stale receipt (its job was delivered again since, to anyone) MUST change
+    /// nothing: the live delivery stays in flight and is still redelivered if its holder
+    /// dies.
     ///
     /// # Errors
     /// [`QueueError::Unavailable`] when unreachable.
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
 
     /// Gives a delivery back after a failure: retried with backoff, or dead-lettered after
-    /// the last attempt.
+    /// the last attempt. A stale receipt changes nothing ([`NackOutcome::Stale`]).
     ///
     /// # Errors
     /// [`QueueError::Unavailable`] when unreachable.
     async fn nack(&self, delivery: &Delivery, error: &str) -> Result<NackOutcome, QueueError>;
+
+    /// Gives a delivery back to be delivered again after `delay` *without using an
+    /// attempt*: the next delivery carries the same `attempt` number. For jobs that
+    /// cannot run yet through no fault of their own (the order is leased by a live
+    /// worker). Returns [`NackOutcome::Retried`] with `delay`, or [`NackOutcome::Stale`]
+    /// (nothing changed) for a stale receipt.
+    ///
+    /// # Errors
+    /// [`QueueError::Unavailable`] when unreachable.
+    async fn defer(&self, delivery: &Delivery, delay: Duration)
+    -> Result<NackOutcome, QueueError>;
+
+    /// The timings this queue runs on.
+    fn timings(&self) -> QueueTimings;
 
     /// Current counts.
     ///
