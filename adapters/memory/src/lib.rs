@@ -29,13 +29,14 @@ mod seed;
 use std::sync::Arc;
 
 use order_core::app::Ports;
-use order_core::ports::{Clock, PaymentGateway, RandomSource};
+use order_core::ports::{Clock, PaymentGateway, QueueTimingsError, RandomSource};
 
 pub use clock::{ManualClock, SystemClock};
 pub use events::MemoryEventBus;
 pub use lock::MemoryLock;
 pub use queue::{DeadLetter, MemoryQueue, QueueConfig};
-pub use repository::{MemoryOrderRepository, RestockError};
+pub use order_core::domain::RestockError;
+pub use repository::MemoryOrderRepository;
 pub use seed::{ReferenceData, seed_reference_data};
 
 /// One of each memory adapter, sharing one clock, ready to be turned into [`Ports`].
@@ -69,14 +70,17 @@ impl std::fmt::Debug for MemoryAdapters {
 
 impl MemoryAdapters {
     /// Empty adapters on `clock`, the queue configured by `queue`.
-    pub fn new(clock: Arc<dyn Clock>, queue: QueueConfig) -> Self {
-        Self {
+    ///
+    /// # Errors
+    /// [`QueueTimingsError`] when `queue` has a zero timing or attempt count.
+    pub fn new(clock: Arc<dyn Clock>, queue: QueueConfig) -> Result<Self, QueueTimingsError> {
+        Ok(Self {
             repository: Arc::new(MemoryOrderRepository::new()),
             lock: Arc::new(MemoryLock::new(clock.clone())),
-            queue: Arc::new(MemoryQueue::new(clock.clone(), queue)),
+            queue: Arc::new(MemoryQueue::new(clock.clone(), queue)?),
             events: Arc::new(MemoryEventBus::new()),
             clock,
-        }
+        })
     }
 
     /// The service's ports: these adapters plus the two that have no memory version
@@ -119,7 +123,7 @@ mod tests {
     #[tokio::test]
     async fn the_wired_adapters_take_an_order_from_placed_to_paid() {
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000)));
-        let adapters = MemoryAdapters::new(clock, QueueConfig::default());
+        let adapters = MemoryAdapters::new(clock, QueueConfig::default()).unwrap();
         let data = seed_reference_data(&adapters.repository);
         let mut events = adapters.events.subscribe();
         let ports = adapters.ports(Arc::new(Approve), Arc::new(SeededRandom::new(1)));

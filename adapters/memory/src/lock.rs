@@ -93,9 +93,10 @@ impl MemoryLock {
 #[async_trait]
 impl DistributedLock for MemoryLock {
     /// Takes `key` when it is free or its previous holder's TTL has run out
-    /// (`expires_at <= now`). Re-acquiring a live lock with the same token fails, as
-    /// `SET NX` does. A zero TTL (or one under a millisecond) yields a lock that has
-    /// already expired.
+    /// (`expires_at <= now`), or when `token` itself holds it: a re-sent acquire finds
+    /// its own token, succeeds and starts the TTL again (the port's idempotence per
+    /// token). A zero TTL (or one under a millisecond) yields a lock that has already
+    /// expired.
     ///
     /// # Errors
     /// Never: the table is in memory.
@@ -107,7 +108,11 @@ impl DistributedLock for MemoryLock {
     ) -> Result<bool, LockError> {
         let now = self.clock.now();
         let mut locks = self.guard();
-        if locks.held.get(key).is_some_and(|h| h.is_live(now)) {
+        if locks
+            .held
+            .get(key)
+            .is_some_and(|h| h.is_live(now) && h.token != *token)
+        {
             return Ok(false);
         }
         if locks.held.len() >= locks.sweep_at {

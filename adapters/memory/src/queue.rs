@@ -8,14 +8,17 @@
 //! wait of [`JobQueue::reserve`] for a new job is real (Tokio) time: it is a poll
 //! interval, not part of the queue's semantics.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use order_core::Timestamp;
-use order_core::ports::{Clock, Delivery, Job, JobQueue, NackOutcome, QueueError, QueueStats};
+use order_core::ports::{
+    Clock, Delivery, Job, JobQueue, NackOutcome, QueueError, QueueStats, QueueTimings,
+    QueueTimingsError,
+};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
@@ -26,23 +29,28 @@ pub struct QueueConfig {
     /// (default 30 s).
     pub visibility_timeout: Duration,
     /// Deliveries per job, the first included, before it goes to the dead letter
-    /// (default 5). Zero behaves as one.
+    /// (default 8: the retries' backoffs then add up to 127 s, past the service's
+    /// default 30 s lease). Zero is refused.
     pub max_attempts: u32,
     /// Wait before the first retry after a nack; doubles with each attempt
-    /// (default 1 s).
+    /// (default 1 s). Zero is refused.
     pub retry_backoff: Duration,
     /// Most jobs waiting and in flight together (default 1 000 000); dead letters do
     /// not count.
     pub capacity: u64,
+    /// Most dead letters kept; beyond it the oldest are dropped (default 10 000), as
+    /// the Redis queue trims its dead-letter stream.
+    pub dead_letter_capacity: usize,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             visibility_timeout: Duration::from_secs(30),
-            max_attempts: 5,
+            max_attempts: 8,
             retry_backoff: Duration::from_secs(1),
             capacity: 1_000_000,
+            dead_letter_capacity: 10_000,
         }
     }
 }
@@ -54,8 +62,17 @@ impl QueueConfig {
         order_core::app::exponential_backoff(self.retry_backoff, attempt)
     }
 
+    /// The timings of the port, as [`JobQueue::timings`] reports them.
+    pub fn timings(&self) -> QueueTimings {
+        QueueTimings {
+            visibility_timeout: self.visibility_timeout,
+            max_attempts: self.max_attempts,
+            retry_backoff: self.retry_backoff,
+        }
+    }
+
     fn last_attempt(&self) -> u32 {
-        self.max_attempts.max(1)
+        self.max_attempts
     }
 }
 
@@ -94,7 +111,7 @@ struct State {
     in_flight: HashMap<String, InFlight>,
     /// (deadline, receipt) of every in-flight delivery, to find the expired ones.
     deadlines: BTreeSet<(Timestamp, String)>,
-    dead: Vec<DeadLetter>,
+    dead: VecDeque<DeadLetter>,
     next_seq: u64,
 }
 
@@ -128,13 +145,18 @@ impl fmt::Debug for MemoryQueue {
 
 impl MemoryQueue {
     /// An empty queue with `config`, measuring deadlines and backoffs on `clock`.
-    pub fn new(clock: Arc<dyn Clock>, config: QueueConfig) -> Self {
-        Self {
+    ///
+    /// # Errors
+    /// [`QueueTimingsError`] for a zero visibility timeout, attempt count or backoff
+    /// (the rule every queue adapter applies).
+    pub fn new(clock: Arc<dyn Clock>, config: QueueConfig) -> Result<Self, QueueTimingsError> {
+        config.timings().validate()?;
+        Ok(Self {
             config,
             clock,
             state: Mutex::new(State::default()),
             available: Notify::new(),
-        }
+        })
     }
 
     /// The settings in use.
@@ -142,9 +164,18 @@ impl MemoryQueue {
         &self.config
     }
 
-    /// Every job in the dead letter, oldest first.
+    /// Every job in the dead letter, oldest first (at most
+    /// [`QueueConfig::dead_letter_capacity`]).
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.guard().dead.clone()
+        self.guard().dead.iter().cloned().collect()
+    }
+
+    /// Appends to the dead letter, dropping the oldest beyond its capacity.
+    fn bury(&self, state: &mut State, letter: DeadLetter) {
+        state.dead.push_back(letter);
+        while state.dead.len() > self.config.dead_letter_capacity {
+            state.dead.pop_front();
+        }
     }
 
     fn guard(&self) -> MutexGuard<'_, State> {
@@ -209,14 +240,18 @@ impl MemoryQueue {
             };
             if flight.attempt >= self.config.last_attempt() {
                 warn!(job = ?flight.job, attempts = flight.attempt, "job dead-lettered: visibility timeout expired on its last attempt");
-                state.dead.push(DeadLetter {
-                    job: flight.job,
-                    attempts: flight.attempt,
-                    last_error: format!(
-                        "visibility timeout expired on attempt {} (not acknowledged within {:?})",
-                        flight.attempt, self.config.visibility_timeout
-                    ),
-                });
+                let last_error = format!(
+                    "visibility timeout expired on attempt {} (not acknowledged within {:?})",
+                    flight.attempt, self.config.visibility_timeout
+                );
+                self.bury(
+                    state,
+                    DeadLetter {
+                        job: flight.job,
+                        attempts: flight.attempt,
+                        last_error,
+                    },
+                );
             } else {
                 debug!(job = ?flight.job, attempt = flight.attempt, "delivery not acknowledged in time; redelivering");
                 Self::push_waiting(
@@ -333,11 +368,14 @@ impl JobQueue for MemoryQueue {
             };
             if flight.attempt >= self.config.last_attempt() {
                 warn!(job = ?flight.job, attempts = flight.attempt, error, "job dead-lettered after its last attempt");
-                state.dead.push(DeadLetter {
-                    job: flight.job,
-                    attempts: flight.attempt,
-                    last_error: error.to_owned(),
-                });
+                self.bury(
+                    &mut state,
+                    DeadLetter {
+                        job: flight.job,
+                        attempts: flight.attempt,
+                        last_error: error.to_owned(),
+                    },
+                );
                 return Ok(NackOutcome::DeadLettered);
             }
             let delay = self.config.backoff(flight.attempt);
@@ -353,6 +391,39 @@ impl JobQueue for MemoryQueue {
             self.available.notify_one();
         }
         Ok(outcome)
+    }
+
+    /// Delivered again after `delay` with the same attempt number; see the port.
+    ///
+    /// # Errors
+    /// Never: the queue is in memory.
+    async fn defer(
+        &self,
+        delivery: &Delivery,
+        delay: Duration,
+    ) -> Result<NackOutcome, QueueError> {
+        let now = self.clock.now();
+        {
+            let mut state = self.guard();
+            let Some(flight) = Self::remove_in_flight(&mut state, &delivery.receipt) else {
+                debug!(receipt = %delivery.receipt, "defer of a stale receipt ignored");
+                return Ok(NackOutcome::Stale);
+            };
+            Self::push_waiting(
+                &mut state,
+                now.saturating_add(delay),
+                flight.job,
+                flight.attempt,
+            );
+        }
+        if delay.is_zero() {
+            self.available.notify_one();
+        }
+        Ok(NackOutcome::Retried(delay))
+    }
+
+    fn timings(&self) -> QueueTimings {
+        self.config.timings()
     }
 
     /// Waiting (ready or delayed), in flight (delivered, not acked or nacked — including
@@ -385,7 +456,7 @@ mod tests {
 
     fn setup(config: QueueConfig) -> (Arc<ManualClock>, MemoryQueue) {
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000)));
-        let queue = MemoryQueue::new(clock.clone(), config);
+        let queue = MemoryQueue::new(clock.clone(), config).unwrap();
         (clock, queue)
     }
 
@@ -611,7 +682,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_workers_receive_every_job_exactly_once() {
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(0)));
-        let q = Arc::new(MemoryQueue::new(clock, QueueConfig::default()));
+        let q = Arc::new(MemoryQueue::new(clock, QueueConfig::default()).unwrap());
         let workers: Vec<_> = (0..8)
             .map(|_| {
                 let q = q.clone();

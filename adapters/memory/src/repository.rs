@@ -11,26 +11,18 @@
 //! `add_product`, `restock`, `stock`, `orders`) for wiring and tests; users are just ids
 //! here (names, e-mails and credentials belong to whoever authenticates).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use order_core::domain::{IdError, OrderDraft, StatusChange};
+use order_core::domain::{IdError, MAX_STOCK, OrderDraft, RestockError, StatusChange};
 use order_core::ports::{
-    ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, TransitionOutcome,
+    ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, StrandedQuery,
+    TransitionOutcome,
 };
-use order_core::{IdempotencyKey, Money, Order, OrderId, Product, ProductId, Timestamp, UserId};
-
-/// Why [`MemoryOrderRepository::restock`] refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RestockError {
-    /// No product has this id.
-    #[error("product {0} does not exist")]
-    UnknownProduct(ProductId),
-    /// The new stock would not fit in a `u64`.
-    #[error("restocking product {0} would overflow its stock")]
-    Overflow(ProductId),
-}
+use order_core::{
+    IdempotencyKey, Money, Order, OrderId, OrderStatus, Product, ProductId, Timestamp, UserId,
+};
 
 /// Orders and stock in memory, changed atomically.
 ///
@@ -57,6 +49,12 @@ struct State {
     /// Each user's orders by id, so listing does not scan every order.
     by_user: HashMap<UserId, Vec<OrderId>>,
     keys: HashMap<(UserId, IdempotencyKey), OrderId>,
+    /// Orders still Pending or Processing: the reconciler's and the restock limit's
+    /// working set, so neither scans finished orders.
+    open: BTreeSet<OrderId>,
+    /// When the reconciler last claimed an order (its placement counts as the first
+    /// hand-out, so an order is only here once claimed).
+    handed_out: HashMap<OrderId, Timestamp>,
     last_user: u64,
     last_product: u64,
     last_order: u64,
@@ -122,23 +120,34 @@ impl MemoryOrderRepository {
         id
     }
 
-    /// Adds `units` to a product's stock.
+    /// Adds `units` to a product's stock, within the engine's one limit: stock plus the
+    /// units reserved by Pending and Processing orders plus `units` may not exceed
+    /// [`MAX_STOCK`], so returning those reservations can never overflow.
     ///
     /// # Errors
     /// [`RestockError::UnknownProduct`] when it does not exist;
-    /// [`RestockError::Overflow`] when the stock would exceed `u64::MAX` (nothing
-    /// changes).
+    /// [`RestockError::AboveMaximum`] past the limit. Nothing changes on error.
     pub fn restock(&self, product: ProductId, units: u64) -> Result<(), RestockError> {
         let mut state = self.guard();
+        let reserved = state.reserved(product);
         let p = state
             .products
             .get_mut(&product)
             .ok_or(RestockError::UnknownProduct(product))?;
-        p.stock = p
+        let total = p
             .stock
-            .checked_add(units)
-            .ok_or(RestockError::Overflow(product))?;
-        Ok(())
+            .checked_add(reserved)
+            .and_then(|t| t.checked_add(units));
+        match total {
+            Some(t) if t <= MAX_STOCK => {
+                p.stock += units;
+                Ok(())
+            }
+            _ => Err(RestockError::AboveMaximum {
+                product,
+                max: MAX_STOCK,
+            }),
+        }
     }
 
     /// A product's current stock, or `None` when it does not exist.
@@ -165,6 +174,50 @@ impl MemoryOrderRepository {
 }
 
 impl State {
+    /// Units of `product` held by Pending and Processing orders.
+    fn reserved(&self, product: ProductId) -> u64 {
+        self.open
+            .iter()
+            .filter_map(|id| self.orders.get(id))
+            .flat_map(Order::lines)
+            .filter(|l| l.product == product)
+            .map(|l| u64::from(l.quantity.get()))
+            .sum()
+    }
+
+    /// See [`OrderRepository::claim_stranded`].
+    fn claim_stranded(&mut self, query: StrandedQuery, now: Timestamp) -> Vec<OrderId> {
+        let cutoff = Timestamp::from_millis(
+            now.as_millis()
+                .saturating_sub(u64::try_from(query.stale_after.as_millis()).unwrap_or(u64::MAX)),
+        );
+        let mut stranded: Vec<(Timestamp, OrderId)> = self
+            .open
+            .iter()
+            .filter_map(|id| self.orders.get(id))
+            .filter(|o| match (o.status(), o.lease()) {
+                (OrderStatus::Pending, _) => true,
+                (OrderStatus::Processing, Some(lease)) => lease.until <= now,
+                (OrderStatus::Processing, None) => true,
+                (OrderStatus::Paid | OrderStatus::Failed | OrderStatus::Cancelled, _) => false,
+            })
+            .map(|o| {
+                let last = self.handed_out.get(&o.id()).copied();
+                (last.unwrap_or(o.created_at()), o.id())
+            })
+            .filter(|(last, _)| *last <= cutoff)
+            .collect();
+        stranded.sort_unstable();
+        stranded.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+        stranded
+            .into_iter()
+            .map(|(_, id)| {
+                self.handed_out.insert(id, now);
+                id
+            })
+            .collect()
+    }
+
     fn place(
         &mut self,
         drafts: &[OrderDraft],
@@ -196,7 +249,7 @@ impl State {
             None => plan.keys.get(&key).and_then(|i| plan.orders.get(*i)),
         };
         if let Some(existing) = holder {
-            return Ok(if existing.fingerprint() == draft.fingerprint() {
+            return Ok(if draft.same_lines_as(existing) {
                 PlaceOutcome::Replayed(existing.clone())
             } else {
                 PlaceOutcome::KeyReused {
@@ -260,6 +313,7 @@ impl State {
                 .entry(order.user())
                 .or_default()
                 .push(order.id());
+            self.open.insert(order.id());
             self.orders.insert(order.id(), order);
         }
         self.last_order = plan.last_order;
@@ -302,6 +356,13 @@ impl State {
             if let Some(p) = self.products.get_mut(&product) {
                 p.stock = stock;
             }
+        }
+        if matches!(
+            updated.status(),
+            OrderStatus::Paid | OrderStatus::Failed | OrderStatus::Cancelled
+        ) {
+            self.open.remove(&id);
+            self.handed_out.remove(&id);
         }
         self.orders.insert(id, updated.clone());
         Ok(TransitionOutcome::Applied(updated))
@@ -405,6 +466,18 @@ impl OrderRepository for MemoryOrderRepository {
 
     /// # Errors
     /// Never.
+    /// Claims under the one mutex, so concurrent reconcilers get disjoint orders.
+    ///
+    /// # Errors
+    /// Never: the store is in memory.
+    async fn claim_stranded(
+        &self,
+        query: StrandedQuery,
+        now: Timestamp,
+    ) -> Result<Vec<OrderId>, RepositoryError> {
+        Ok(self.guard().claim_stranded(query, now))
+    }
+
     async fn products(&self) -> Result<Vec<Product>, RepositoryError> {
         Ok(self.guard().products.values().cloned().collect())
     }
@@ -953,7 +1026,10 @@ mod tests {
         assert_eq!(f.repo.stock(missing), None);
         assert_eq!(
             f.repo.restock(f.headphones, u64::MAX),
-            Err(RestockError::Overflow(f.headphones))
+            Err(RestockError::AboveMaximum {
+                product: f.headphones,
+                max: MAX_STOCK
+            })
         );
         assert_eq!(f.repo.stock(f.headphones), Some(5));
     }

@@ -35,12 +35,18 @@ impl Mocks {
     }
 
     fn service(self) -> OrderService {
+        let mut queue = self.queue;
+        queue.expect_timings().return_const(QueueTimings {
+            visibility_timeout: Duration::from_secs(30),
+            max_attempts: 8,
+            retry_backoff: Duration::from_secs(1),
+        });
         let ports = Ports {
             repository: Arc::new(self.repo),
             lock: Arc::new(self.lock),
             payments: Arc::new(self.pay),
             events: Arc::new(self.events),
-            queue: Arc::new(self.queue),
+            queue: Arc::new(queue),
             clock: Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000))),
             rng: Arc::new(SeededRandom::new(1)),
         };
@@ -362,7 +368,7 @@ async fn invalid_input_lists_every_field_and_touches_no_port() {
 }
 
 #[tokio::test]
-async fn no_charge_after_a_lost_start_race() {
+async fn no_charge_after_a_lost_start_race_and_the_job_waits_for_the_winners_lease() {
     let mut m = Mocks::new();
     let order = pending_order(&[2]);
     let o2 = order.clone();
@@ -377,7 +383,12 @@ async fn no_charge_after_a_lost_start_race() {
         });
     m.pay.expect_charge().times(0);
     let out = m.service().process_order(order.id()).await.unwrap();
-    assert_eq!(out, ProcessOutcome::LostRace(OrderStatus::Processing));
+    // The winner may crash: this delivery must come back when its lease may have run
+    // out, not be acked (which would leave the order to nobody).
+    assert!(
+        matches!(out, ProcessOutcome::LeaseHeld { retry_after } if retry_after > Duration::ZERO),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]
@@ -503,11 +514,20 @@ async fn a_void_that_finds_the_charge_went_through_pays_the_order() {
 }
 
 #[tokio::test]
-async fn an_unreachable_provider_leaves_the_order_processing_and_the_job_is_retried() {
+async fn an_unreachable_provider_releases_the_lease_and_the_job_is_retried() {
     let mut m = Mocks::new();
-    let (order, _) = started_order(&mut m);
+    let (order, token) = started_order(&mut m);
     expect_unanswered_charges(&mut m, || Err(PaymentError::Transient("down".into())));
-    // No completion: the only transition expected is the Start above.
+    // No completion: after the Start, the only transition is giving the lease back,
+    // fenced by the worker's own token, so the retry can take over at once.
+    let o3 = order.clone();
+    m.repo
+        .expect_transition()
+        .withf(move |_, c, _| {
+            matches!(c, StatusChange::Release { lease } if lease.raw() == token.load(Ordering::SeqCst))
+        })
+        .times(1)
+        .returning(move |_, _, _| Ok(TransitionOutcome::Applied(processing(&o3, 1))));
     m.queue.expect_ack().times(0);
     m.queue
         .expect_nack()
@@ -522,6 +542,7 @@ async fn an_unreachable_provider_leaves_the_order_processing_and_the_job_is_retr
     let out = svc.handle_delivery(&delivery).await;
     assert!(matches!(out, WorkerOutcome::Released(_)), "{out:?}");
     assert_eq!(svc.stats().payments_unresolved, 1);
+    assert_eq!(svc.stats().leases_released, 1);
 }
 
 #[tokio::test]
@@ -539,13 +560,17 @@ async fn a_fenced_completion_writes_nothing_and_is_reported() {
         .returning(move |_, _, _| Ok(TransitionOutcome::LostRace(processing(&o4, 777))));
     let svc = m.service();
     let out = svc.process_order(order.id()).await.unwrap();
-    assert_eq!(out, ProcessOutcome::LostRace(OrderStatus::Processing));
+    // The new holder owns the order now; the job waits for its lease, never acked.
+    assert!(
+        matches!(out, ProcessOutcome::LeaseHeld { .. }),
+        "{out:?}"
+    );
     assert_eq!(svc.stats().fenced_writes, 1);
     assert_eq!(svc.stats().paid, 0);
 }
 
 #[tokio::test]
-async fn a_live_lease_held_elsewhere_is_released_for_later_not_acked() {
+async fn a_live_lease_defers_the_job_without_using_an_attempt() {
     let mut m = Mocks::new();
     let order = pending_order(&[2]);
     let busy = processing(&order, 5);
@@ -555,17 +580,58 @@ async fn a_live_lease_held_elsewhere_is_released_for_later_not_acked() {
     m.repo.expect_transition().times(0);
     m.pay.expect_charge().times(0);
     m.queue.expect_ack().times(0);
+    m.queue.expect_nack().times(0);
     m.queue
-        .expect_nack()
+        .expect_defer()
         .times(1)
-        .returning(|_, _| Ok(NackOutcome::Retried(Duration::from_secs(1))));
+        .returning(|_, d| Ok(NackOutcome::Retried(d)));
     let delivery = Delivery {
         job: Job::ProcessOrder(order.id()),
         receipt: "r1".into(),
         attempt: 1,
     };
     let out = m.service().handle_delivery(&delivery).await;
+    assert!(matches!(out, WorkerOutcome::Deferred(_)), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_database_error_on_completion_releases_the_lease_before_the_nack() {
+    let mut m = Mocks::new();
+    let (order, token) = started_order(&mut m);
+    m.pay
+        .expect_charge()
+        .times(1)
+        .returning(|_, _| Ok(PaymentOutcome::Approved));
+    let mut seq = Sequence::new();
+    m.repo
+        .expect_transition()
+        .withf(|_, c, _| matches!(c, StatusChange::Pay { .. }))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Err(RepositoryError::Unavailable("connection reset".into())));
+    let o3 = order.clone();
+    m.repo
+        .expect_transition()
+        .withf(move |_, c, _| {
+            matches!(c, StatusChange::Release { lease } if lease.raw() == token.load(Ordering::SeqCst))
+        })
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_, _, _| Ok(TransitionOutcome::Applied(processing(&o3, 1))));
+    m.queue
+        .expect_nack()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(NackOutcome::Retried(Duration::from_secs(1))));
+    let delivery = Delivery {
+        job: Job::ProcessOrder(order.id()),
+        receipt: "r1".into(),
+        attempt: 1,
+    };
+    let svc = m.service();
+    let out = svc.handle_delivery(&delivery).await;
     assert!(matches!(out, WorkerOutcome::Released(_)), "{out:?}");
+    assert_eq!(svc.stats().leases_released, 1);
 }
 
 #[tokio::test]

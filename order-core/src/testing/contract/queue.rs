@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::OrderId;
-use crate::ports::{Delivery, Job, JobQueue, NackOutcome, QueueError, QueueStats};
+use crate::ports::{Delivery, Job, JobQueue, NackOutcome, QueueError, QueueStats, QueueTimings};
 
 /// The queue settings the fixture built its adapter with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,9 @@ pub const CHECKS: &[&str] = &[
     "stale_receipts_are_harmless",
     "stats_count_waiting_in_flight_and_dead",
     "enqueue_beyond_capacity_is_refused",
+    "a_stale_ack_leaves_the_live_delivery_in_flight",
+    "defer_redelivers_after_the_delay_without_using_an_attempt",
+    "timings_report_the_configured_settings",
 ];
 
 /// The job for order `n`.
@@ -328,6 +331,11 @@ pub async fn stale_receipts_are_harmless<F: QueueFixture + ?Sized>(f: &F) {
     );
     expect_nothing(f, "a stale nack must not release a job someone else holds").await;
     ack(f, &stale).await;
+    assert_eq!(
+        stats(f).await,
+        counts(0, 1, 0),
+        "a stale ack must not finish the current holder's delivery"
+    );
     ack(f, &current).await;
     f.advance(backoff(&config, 2).max(config.visibility_timeout) + f.slack())
         .await;
@@ -426,5 +434,110 @@ pub async fn enqueue_beyond_capacity_is_refused<F: QueueFixture + ?Sized>(f: &F)
         stats(f).await,
         counts(config.capacity, 0, 0),
         "an acked job must free its place"
+    );
+}
+
+/// Worker A stalls past the visibility timeout, B receives the redelivery; A's late ack
+/// must not finish B's delivery: it stays in flight, and if B dies too the job is
+/// delivered a third time.
+pub async fn a_stale_ack_leaves_the_live_delivery_in_flight<F: QueueFixture + ?Sized>(f: &F) {
+    let config = f.config();
+    check_config(&config);
+    enqueue(f, job(21)).await;
+    let stale = expect_delivery(f, "a job was enqueued").await;
+    f.advance(config.visibility_timeout + f.slack()).await;
+    let live = expect_delivery(f, "the un-acked job must be redelivered").await;
+    assert_eq!(live.attempt, 2, "the redelivery must carry attempt 2");
+    ack(f, &stale).await;
+    assert_eq!(
+        stats(f).await,
+        counts(0, 1, 0),
+        "a stale ack must leave the live delivery in flight"
+    );
+    f.advance(config.visibility_timeout + f.slack()).await;
+    let third = expect_delivery(
+        f,
+        "the live holder died after a stale ack: its delivery must time out and come back",
+    )
+    .await;
+    assert_eq!(
+        (third.job, third.attempt),
+        (job(21), 3),
+        "the job comes back as attempt 3"
+    );
+    ack(f, &third).await;
+    assert_eq!(stats(f).await, counts(0, 0, 0), "the queue must be empty");
+}
+
+/// `defer` hands a delivery back for exactly `delay`, reports it, and the next delivery
+/// carries the same attempt number; a stale receipt's defer changes nothing.
+pub async fn defer_redelivers_after_the_delay_without_using_an_attempt<
+    F: QueueFixture + ?Sized,
+>(
+    f: &F,
+) {
+    let config = f.config();
+    check_config(&config);
+    enqueue(f, job(22)).await;
+    let first = expect_delivery(f, "a job was enqueued").await;
+    let delay = config.retry_backoff * 2;
+    for round in 0..config.max_attempts + 1 {
+        let d = if round == 0 {
+            first.clone()
+        } else {
+            let d = expect_delivery(f, "a deferred job must come back after its delay").await;
+            assert_eq!(
+                d.attempt, 1,
+                "a deferred job must keep its attempt number (round {round})"
+            );
+            d
+        };
+        match f.queue().defer(&d, delay).await {
+            Ok(NackOutcome::Retried(reported)) => assert_eq!(
+                reported, delay,
+                "defer must report the delay it was given"
+            ),
+            Ok(other) => panic!("defer of a live delivery must be Retried, got {other:?}"),
+            Err(e) => panic!("defer failed: {e}"),
+        }
+        expect_nothing(f, "a deferred job must wait for its delay").await;
+        assert_eq!(
+            stats(f).await,
+            counts(1, 0, 0),
+            "a deferred job counts as waiting"
+        );
+        f.advance(delay + f.slack()).await;
+    }
+    let last = expect_delivery(
+        f,
+        "deferring more often than max_attempts must never dead-letter the job",
+    )
+    .await;
+    assert_eq!(last.attempt, 1, "defers never use attempts");
+    match f.queue().defer(&first, delay).await {
+        Ok(NackOutcome::Stale) => {}
+        other => panic!("defer of a stale receipt must be Stale, got {other:?}"),
+    }
+    assert_eq!(
+        stats(f).await,
+        counts(0, 1, 0),
+        "a stale defer must leave the live delivery in flight"
+    );
+    ack(f, &last).await;
+    assert_eq!(stats(f).await, counts(0, 0, 0), "the queue must be empty");
+}
+
+/// `timings` reports the settings the adapter was built with.
+pub async fn timings_report_the_configured_settings<F: QueueFixture + ?Sized>(f: &F) {
+    let config = f.config();
+    check_config(&config);
+    assert_eq!(
+        f.queue().timings(),
+        QueueTimings {
+            visibility_timeout: config.visibility_timeout,
+            max_attempts: config.max_attempts,
+            retry_backoff: config.retry_backoff,
+        },
+        "timings must be the configured visibility timeout, attempts and backoff"
     );
 }
