@@ -76,7 +76,7 @@ impl EventPublisher for PrintEvents {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let memory = MemoryAdapters::new(clock, QueueConfig::default());
+    let memory = MemoryAdapters::new(clock, QueueConfig::default())?;
     let shop = seed_reference_data(&memory.repository);
 
     let gateway = Arc::new(LimitedCardProcessor {

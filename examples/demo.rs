@@ -242,7 +242,7 @@ async fn run(args: &Args, shop: Shop) -> Result<bool, AnyError> {
         args.orders, args.workers, args.seed
     );
 
-    let workers = Workers::spawn(&shop.service, args.workers);
+    let workers = Workers::spawn_with_reconciler(&shop.service, args.workers);
 
     let started = Instant::now();
     let tasks: Vec<_> = requests
@@ -303,7 +303,7 @@ async fn run(args: &Args, shop: Shop) -> Result<bool, AnyError> {
         }
     }
     let total = started.elapsed();
-    workers.stop().await?;
+    workers.stop(Duration::from_secs(10)).await?;
 
     let mut by_status: BTreeMap<OrderStatus, u64> = BTreeMap::new();
     for o in orders.values() {

@@ -49,7 +49,7 @@ pub use order_payment_sim as payment_sim;
 pub use order_redis as redis;
 
 use order_core::app::{ConfigError, OrderService, Ports, SeededRandom, ServiceConfig};
-use order_core::ports::{Clock, PaymentGateway, RandomSource};
+use order_core::ports::{Clock, PaymentGateway, QueueTimingsError, RandomSource};
 use order_memory::{MemoryAdapters, QueueConfig, SystemClock};
 use order_mysql::{MySqlOrderRepository, MySqlPaymentLedger, MySqlPool};
 use order_payment_sim::{MemoryLedger, PaymentLedger, SimConfig, SimConfigError, SimulatedGateway};
@@ -66,9 +66,12 @@ pub enum EngineError {
     /// The payment simulation configuration is invalid.
     #[error(transparent)]
     Payment(#[from] SimConfigError),
-    /// Redis could not be reached to set up the lock script or the consumer group.
+    /// The Redis settings are unusable.
     #[error(transparent)]
     Redis(#[from] ConnectError),
+    /// The memory queue's timings are unusable.
+    #[error(transparent)]
+    Queue(#[from] QueueTimingsError),
 }
 
 /// The whole engine in one process: an [`OrderService`] over the memory adapters and the
@@ -106,7 +109,7 @@ impl Embedded {
         let rng: Arc<dyn RandomSource> = Arc::new(SeededRandom::new(payment.seed ^ 0x5eed));
         let ledger: Arc<dyn PaymentLedger> = Arc::new(MemoryLedger::new());
         let payments = Arc::new(SimulatedGateway::new(payment, ledger, clock.clone())?);
-        let adapters = MemoryAdapters::new(clock, queue);
+        let adapters = MemoryAdapters::new(clock, queue)?;
         let gateway: Arc<dyn PaymentGateway> = payments.clone();
         let service = Arc::new(OrderService::new(adapters.ports(gateway, rng), config)?);
         Ok(Self {
@@ -173,47 +176,109 @@ impl Networked {
     }
 }
 
-/// Workers running [`OrderService::run_worker`] on the current Tokio runtime until
-/// [`Workers::stop`]: each finishes and acknowledges its job in flight before it exits.
+/// Worker tasks running [`OrderService::run_worker`], plus one reconciler task
+/// ([`OrderService::run_reconciler`]), on the current Tokio runtime until
+/// [`Workers::stop`]: each worker finishes and acknowledges its job in flight before it
+/// exits, within the stop's deadline.
 #[derive(Debug)]
 pub struct Workers {
     stop: watch::Sender<bool>,
     handles: Vec<JoinHandle<u64>>,
+    reconciler: Option<JoinHandle<u64>>,
+}
+
+/// What [`Workers::stop`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopReport {
+    /// Deliveries the workers that stopped in time handled in all.
+    pub handled: u64,
+    /// Orders the reconciler re-enqueued (0 without one).
+    pub requeued: u64,
+    /// Tasks still busy at the deadline, aborted: a worker's job was neither acked nor
+    /// nacked and is delivered again after the visibility timeout.
+    pub aborted: usize,
 }
 
 impl Workers {
-    /// Spawns `count` workers (at least one) over `service`.
+    /// Spawns `count` workers (at least one) over `service`, and no reconciler.
     pub fn spawn(service: &Arc<OrderService>, count: usize) -> Self {
+        Self::start(service, count, false)
+    }
+
+    /// Spawns `count` workers (at least one) and one reconciler over `service`: the
+    /// worker role of DESIGN §6. Run one reconciler per worker process; several at once
+    /// are safe.
+    pub fn spawn_with_reconciler(service: &Arc<OrderService>, count: usize) -> Self {
+        Self::start(service, count, true)
+    }
+
+    fn start(service: &Arc<OrderService>, count: usize, reconcile: bool) -> Self {
         let (stop, stopped) = watch::channel(false);
+        let stopped_future = |mut stopped: watch::Receiver<bool>| async move {
+            // An error means the sender is gone: stop as well.
+            let _ = stopped.wait_for(|s| *s).await;
+        };
         let handles = (0..count.max(1))
             .map(|_| {
                 let service = service.clone();
-                let mut stopped = stopped.clone();
-                tokio::spawn(async move {
-                    service
-                        .run_worker(async move {
-                            // An error means the sender is gone: stop as well.
-                            let _ = stopped.wait_for(|s| *s).await;
-                        })
-                        .await
-                })
+                let shutdown = stopped_future(stopped.clone());
+                tokio::spawn(async move { service.run_worker(shutdown).await })
             })
             .collect();
-        Self { stop, handles }
+        let reconciler = reconcile.then(|| {
+            let service = service.clone();
+            let shutdown = stopped_future(stopped.clone());
+            tokio::spawn(async move { service.run_reconciler(shutdown).await })
+        });
+        Self {
+            stop,
+            handles,
+            reconciler,
+        }
     }
 
-    /// Asks every worker to stop after its current job and waits for them; returns how
-    /// many deliveries they handled in all.
+    /// Asks every worker to stop after its current job and waits for them, at most
+    /// `deadline` (DESIGN §6: finish in-flight work within a deadline). Workers still
+    /// busy then are aborted; their jobs come back after the visibility timeout, and
+    /// the lease they hold expires on its own.
     ///
     /// # Errors
-    /// The [`JoinError`] of a worker task that panicked or was aborted.
-    pub async fn stop(self) -> Result<u64, JoinError> {
-        // Receivers only disappear when their worker has already exited.
+    /// The [`JoinError`] of a task that panicked.
+    pub async fn stop(self, deadline: std::time::Duration) -> Result<StopReport, JoinError> {
+        // Receivers only disappear when their task has already exited.
         let _ = self.stop.send(true);
-        let mut handled = 0;
+        let until = tokio::time::Instant::now() + deadline;
+        let mut report = StopReport {
+            handled: 0,
+            requeued: 0,
+            aborted: 0,
+        };
         for handle in self.handles {
-            handled += handle.await?;
+            match join_by(until, handle).await? {
+                Some(n) => report.handled += n,
+                None => report.aborted += 1,
+            }
         }
-        Ok(handled)
+        if let Some(handle) = self.reconciler {
+            match join_by(until, handle).await? {
+                Some(n) => report.requeued = n,
+                None => report.aborted += 1,
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Joins `handle` by `until`, or aborts it then (`None`).
+async fn join_by(
+    until: tokio::time::Instant,
+    mut handle: JoinHandle<u64>,
+) -> Result<Option<u64>, JoinError> {
+    match tokio::time::timeout_at(until, &mut handle).await {
+        Ok(joined) => joined.map(Some),
+        Err(_elapsed) => {
+            handle.abort();
+            Ok(None)
+        }
     }
 }

@@ -13,7 +13,8 @@ use order_core::domain::{
     IdempotencyKey, Money, Order, OrderDraft, OrderId, Product, StatusChange, Timestamp, UserId,
 };
 use order_core::ports::{
-    Clock, ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, TransitionOutcome,
+    Clock, ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, StrandedQuery,
+    TransitionOutcome,
 };
 use order_memory::{MemoryAdapters, MemoryOrderRepository, QueueConfig, SystemClock};
 use order_payment_sim::{MemoryLedger, SimConfig, SimulatedGateway};
@@ -62,12 +63,19 @@ impl OrderRepository for Yielding {
     async fn products(&self) -> Result<Vec<Product>, RepositoryError> {
         self.0.products().await
     }
+    async fn claim_stranded(
+        &self,
+        query: StrandedQuery,
+        now: Timestamp,
+    ) -> Result<Vec<OrderId>, RepositoryError> {
+        self.0.claim_stranded(query, now).await
+    }
 }
 
 /// The embedded engine with its repository wrapped in [`Yielding`], under `mode`.
 fn yielding_engine(mode: LockMode, seed: u64) -> (MemoryAdapters, Arc<OrderService>) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let adapters = MemoryAdapters::new(clock.clone(), QueueConfig::default());
+    let adapters = MemoryAdapters::new(clock.clone(), QueueConfig::default()).unwrap();
     let gateway = Arc::new(
         SimulatedGateway::new(SimConfig::default(), Arc::new(MemoryLedger::new()), clock).unwrap(),
     );

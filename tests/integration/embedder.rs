@@ -13,7 +13,8 @@ use order_core::domain::{
     Timestamp, UserId,
 };
 use order_core::ports::{
-    Clock, ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, TransitionOutcome,
+    Clock, ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, StrandedQuery,
+    TransitionOutcome,
 };
 use order_core::testing::model::{ModelConfig, World, run_commands};
 use order_core::testing::scripted::ScriptedGateway;
@@ -69,6 +70,13 @@ impl OrderRepository for AuditedRepository {
     async fn products(&self) -> Result<Vec<Product>, RepositoryError> {
         self.inner.products().await
     }
+    async fn claim_stranded(
+        &self,
+        query: StrandedQuery,
+        now: Timestamp,
+    ) -> Result<Vec<OrderId>, RepositoryError> {
+        self.inner.claim_stranded(query, now).await
+    }
 }
 
 struct MyWorld {
@@ -102,7 +110,7 @@ proptest! {
     fn my_audited_wiring_follows_the_reference_model((config, commands) in scenario(40)) {
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000)));
         let dyn_clock: Arc<dyn Clock> = clock.clone();
-        let memory = MemoryAdapters::new(dyn_clock.clone(), QueueConfig::default());
+        let memory = MemoryAdapters::new(dyn_clock.clone(), QueueConfig::default()).unwrap();
         let audited = Arc::new(AuditedRepository { inner: memory.repository.clone(), audit: Mutex::new(Vec::new()) });
         let gateway = Arc::new(ScriptedGateway::new());
         let mut ports: Ports = memory.ports(gateway.clone(), Arc::new(SeededRandom::new(9)));

@@ -26,7 +26,7 @@ impl ManualWorld {
     pub fn new(seed: u64) -> Self {
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_764_000_000_000)));
         let dyn_clock: Arc<dyn Clock> = clock.clone();
-        let adapters = MemoryAdapters::new(dyn_clock, QueueConfig::default());
+        let adapters = MemoryAdapters::new(dyn_clock, QueueConfig::default()).unwrap();
         let gateway = Arc::new(ScriptedGateway::new());
         let payments: Arc<dyn PaymentGateway> = gateway.clone();
         let ports: Ports = adapters.ports(payments, Arc::new(SeededRandom::new(seed)));

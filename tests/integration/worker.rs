@@ -52,11 +52,9 @@ async fn workers_take_every_order_to_a_terminal_state_and_stop_on_shutdown() {
     })
     .await
     .expect("all orders terminal within 30 s");
-    let handled = tokio::time::timeout(Duration::from_secs(5), workers.stop())
-        .await
-        .expect("every worker stops within 5 s")
-        .unwrap();
-    assert_eq!(handled, 100);
+    let report = workers.stop(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(report.aborted, 0, "every worker stops within 5 s");
+    assert_eq!(report.handled, 100);
     let stats = engine.adapters.queue.stats().await.unwrap();
     assert_eq!((stats.waiting, stats.in_flight, stats.dead), (0, 0, 0));
     let orders = engine.adapters.repository.orders();

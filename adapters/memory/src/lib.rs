@@ -34,8 +34,8 @@ use order_core::ports::{Clock, PaymentGateway, QueueTimingsError, RandomSource};
 pub use clock::{ManualClock, SystemClock};
 pub use events::MemoryEventBus;
 pub use lock::MemoryLock;
-pub use queue::{DeadLetter, MemoryQueue, QueueConfig};
 pub use order_core::domain::RestockError;
+pub use queue::{DeadLetter, MemoryQueue, QueueConfig};
 pub use repository::MemoryOrderRepository;
 pub use seed::{ReferenceData, seed_reference_data};
 

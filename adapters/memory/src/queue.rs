@@ -397,11 +397,7 @@ impl JobQueue for MemoryQueue {
     ///
     /// # Errors
     /// Never: the queue is in memory.
-    async fn defer(
-        &self,
-        delivery: &Delivery,
-        delay: Duration,
-    ) -> Result<NackOutcome, QueueError> {
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<NackOutcome, QueueError> {
         let now = self.clock.now();
         {
             let mut state = self.guard();

@@ -5,6 +5,7 @@
 //! repository retries those), and the `into_*` conversions flatten the driver error
 //! into text so that no `sqlx` type leaves the crate, not even behind `anyhow`.
 
+use order_core::domain::RestockError;
 use order_core::ports::RepositoryError;
 use order_payment_sim::LedgerError;
 use sqlx::mysql::MySqlDatabaseError;
@@ -21,6 +22,23 @@ pub enum SetupError {
     /// A migration failed, or an applied migration no longer matches its file.
     #[error("database migration failed: {0}")]
     Migrate(String),
+}
+
+/// Why [`MySqlOrderRepository::restock`](crate::MySqlOrderRepository::restock) changed
+/// nothing: the domain refused it, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MySqlRestockError {
+    /// The restock is not allowed: the product does not exist
+    /// ([`RestockError::UnknownProduct`]), or its stock plus its reserved units plus the
+    /// restock would exceed [`MAX_STOCK`](order_core::domain::MAX_STOCK)
+    /// ([`RestockError::AboveMaximum`]). The same refusals as the memory adapter's.
+    #[error(transparent)]
+    Refused(RestockError),
+    /// The database failed (unreachable, or a lock conflict that outlasted every
+    /// retry: [`RepositoryError::Unavailable`]; anything else:
+    /// [`RepositoryError::Unexpected`]).
+    #[error(transparent)]
+    Store(RepositoryError),
 }
 
 /// Server error numbers the adapters act on (identical on MySQL 8.0 and MariaDB 10.11).

@@ -5,8 +5,9 @@
 //! - [`MySqlOrderRepository`] implements [`OrderRepository`](order_core::ports::OrderRepository):
 //!   orders and stock changed atomically with row locks taken in ascending product id
 //!   order, idempotency through a unique (user, key) index, compare-and-set status
-//!   changes fenced by the processing lease, and deadlock retries. It also seeds and
-//!   inspects users and products, and answers the reconciler's scans.
+//!   changes fenced by the processing lease, the reconciler's claims of stranded orders
+//!   (`FOR UPDATE SKIP LOCKED`), and deadlock retries. It also seeds and inspects users
+//!   and products, and restocks within [`MAX_STOCK`](order_core::domain::MAX_STOCK).
 //! - [`MySqlPaymentLedger`] implements
 //!   [`PaymentLedger`](order_payment_sim::PaymentLedger): the simulated provider's durable
 //!   "first outcome per charge key" record, shared by every process.
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
-pub use error::SetupError;
+pub use error::{MySqlRestockError, SetupError};
 pub use ledger::MySqlPaymentLedger;
 pub use repository::{MySqlOrderRepository, QueryPlan};
 pub use retry::RetryPolicy;

@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use order_core::domain::{
-    FailureReason, Lease, LeaseToken, OrderDraft, OrderLine, OrderParts, RequestFingerprint,
-    StatusChange,
+    FailureReason, Lease, LeaseToken, MAX_STOCK, OrderDraft, OrderLine, OrderParts,
+    RequestFingerprint, RestockError, StatusChange,
 };
 use order_core::ports::{
-    ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, TransitionOutcome,
+    ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, StrandedQuery,
+    TransitionOutcome,
 };
 use order_core::{
     IdempotencyKey, Money, Order, OrderId, OrderStatus, Product, ProductId, Quantity, Timestamp,
@@ -26,7 +27,7 @@ use order_core::{
 use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, MySqlConnection, MySqlPool, Row};
 
-use crate::error::{Context, DbError, code};
+use crate::error::{Context, DbError, MySqlRestockError, code};
 use crate::retry::RetryPolicy;
 use crate::time::{from_sql, ms, to_sql};
 
@@ -94,11 +95,30 @@ const LIST_BY_USER_STATUS: &str = concat!(
 const COUNT_BY_USER: &str = "SELECT COUNT(*) FROM orders WHERE user_id = ?";
 const COUNT_BY_USER_STATUS: &str = "SELECT COUNT(*) FROM orders WHERE user_id = ? AND status = ?";
 
-// The reconciler's scans, served by `orders_status_updated` / `orders_status_lease`.
-const STALE_PENDING: &str = "SELECT id FROM orders WHERE status = 'PENDING' \
-     AND updated_at <= ? ORDER BY updated_at, id LIMIT ?";
-const EXPIRED_LEASES: &str = "SELECT id FROM orders WHERE status = 'PROCESSING' \
-     AND lease_until <= ? ORDER BY lease_until, id LIMIT ?";
+/// The reconciler's scan (parameters: the hand-out cutoff, `now`, the limit): open orders
+/// handed out at or before the cutoff that are PENDING, or PROCESSING with an expired
+/// lease, oldest hand-out first. Served by `orders_open_hand_out` in index order (see
+/// migration 0005), so the scan stops at the limit.
+macro_rules! claim_scan {
+    () => {
+        "SELECT id FROM orders WHERE open_hand_out_at <= ? \
+         AND (status = 'PENDING' OR lease_until <= ?) \
+         ORDER BY open_hand_out_at, id LIMIT ?"
+    };
+}
+const CLAIM_SCAN: &str = claim_scan!();
+/// The scan as `claim_stranded` runs it: locking what it returns, skipping rows another
+/// transaction holds (a concurrent reconciler's claim, a worker's transition).
+const CLAIM_SCAN_LOCKED: &str = concat!(claim_scan!(), " FOR UPDATE SKIP LOCKED");
+/// `claim_stranded`'s transaction runs at READ COMMITTED: no gap locks (new orders are
+/// inserted into the index while it runs), and the locks on rows the WHERE clause
+/// rejects — PROCESSING orders with a live lease — are released at once. One round trip:
+/// the characteristic applies to the transaction the `BEGIN` then starts, and only to it.
+const BEGIN_READ_COMMITTED: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; BEGIN";
+
+/// The most values bound to one `IN (…)` list: far below the protocol's 65 535
+/// placeholders per statement, whatever else the statement binds.
+const IN_LIST_CHUNK: usize = 10_000;
 
 // The compare-and-set statements, one per `StatusChange`, each the SQL twin of the
 // matching arm of `Order::apply`: the WHERE clause is `apply`'s precondition (status and
@@ -117,8 +137,18 @@ const CAS_FAIL: &str = "UPDATE orders SET status = 'FAILED', lease_token = NULL,
      WHERE id = ? AND status = 'PROCESSING' AND lease_token = ?";
 const CAS_CANCEL: &str = "UPDATE orders SET status = 'CANCELLED', cancelled_at = ?, \
      updated_at = ? WHERE id = ? AND status = 'PENDING'";
+/// The token stays (the table's CHECK wants one while PROCESSING); the lease expires at
+/// `now` unless it already had — `LEAST`, as `until.min(now)` in `Order::apply`.
+const CAS_RELEASE: &str = "UPDATE orders SET lease_until = LEAST(lease_until, ?), \
+     updated_at = ? WHERE id = ? AND status = 'PROCESSING' AND lease_token = ?";
 
 const PRODUCTS: &str = "SELECT id, name, price, stock FROM products ORDER BY id";
+
+/// Units of one product held by its PENDING and PROCESSING orders (what Cancel and Fail
+/// would put back), as BIGINT UNSIGNED.
+const RESERVED_UNITS: &str = "SELECT CAST(COALESCE(SUM(i.quantity), 0) AS UNSIGNED) \
+     FROM order_items i JOIN orders o ON o.id = i.order_id \
+     WHERE i.product_id = ? AND o.status IN ('PENDING', 'PROCESSING')";
 
 /// `head` followed by `n` copies of `item` separated by `sep`, then `tail`.
 ///
@@ -317,9 +347,11 @@ async fn load_order_by_key(
     row.into_order(items).map(Some)
 }
 
-/// The outcome for a draft whose (user, key) already names `existing`.
+/// The outcome for a draft whose (user, key) already names `existing` (loaded with its
+/// lines): `Replayed` only when the lines are the same, compared line by line — equal
+/// fingerprints alone prove nothing.
 fn replay(existing: Order, draft: &OrderDraft) -> PlaceOutcome {
-    if existing.fingerprint() == draft.fingerprint() {
+    if draft.same_lines_as(&existing) {
         PlaceOutcome::Replayed(existing)
     } else {
         PlaceOutcome::KeyReused {
@@ -339,7 +371,7 @@ struct LockedProduct {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryPlan {
     /// Which query: `list_by_user`, `list_by_user_status`, `count_by_user`,
-    /// `count_by_user_status`, `find_by_key`, `stale_pending` or `expired_leases`.
+    /// `count_by_user_status`, `find_by_key` or `claim_stranded` (its scan).
     pub query: &'static str,
     /// The table of the plan's first row.
     pub table: Option<String>,
@@ -377,6 +409,15 @@ pub struct QueryPlan {
 ///   same transaction, so they are returned exactly once. The order is re-read in that
 ///   transaction and returned as `Applied`; a 0-row update rolls back and re-reads:
 ///   `NotFound` or `LostRace(current)`.
+/// - **Prices.** Every line carries the price its product has when its stock is taken,
+///   under the same row lock: the general path reads price and stock with its `FOR
+///   UPDATE`; the one-draft fast path's conditional decrement matches a row only if its
+///   price is still the one read before the transaction, and otherwise leaves the draft
+///   to the general path.
+/// - **Reconciler claims.** [`claim_stranded`](OrderRepository::claim_stranded) selects
+///   the stranded orders with `FOR UPDATE SKIP LOCKED` and stamps them
+///   (`dispatched_at`) in the same transaction, so concurrent reconcilers get disjoint
+///   orders; see migration 0005 for the index behind it.
 /// - **Deadlocks (1213) and lock-wait timeouts (1205)** are rolled back explicitly and
 ///   the whole transaction is retried under a [`RetryPolicy`]; only then do they surface
 ///   as [`RepositoryError::Unavailable`]. [`retry_count`](Self::retry_count) counts them.
@@ -471,18 +512,25 @@ impl MySqlOrderRepository {
     /// Inserts a product with its unit price and initial stock and returns its id.
     ///
     /// # Errors
-    /// [`RepositoryError::Unexpected`] when the price exceeds `DECIMAL(10,2)` or the stock
-    /// exceeds `INT UNSIGNED` (4 294 967 295); [`RepositoryError::Unavailable`] when the
-    /// database cannot be reached.
+    /// [`RepositoryError::Unexpected`] when the stock exceeds [`MAX_STOCK`] (refused
+    /// before anything is sent, with a message saying so) or the price exceeds
+    /// `DECIMAL(10,2)`; [`RepositoryError::Unavailable`] when the database cannot be
+    /// reached. Nothing is written on error.
     pub async fn add_product(
         &self,
         name: &str,
         price: Money,
         stock: u64,
     ) -> Result<ProductId, RepositoryError> {
-        let stock = u32::try_from(stock).map_err(|_| {
-            DbError::data(format!("stock {stock} exceeds INT UNSIGNED")).into_repository()
-        })?;
+        let stock = u32::try_from(stock)
+            .ok()
+            .filter(|s| u64::from(*s) <= MAX_STOCK)
+            .ok_or_else(|| {
+                DbError::data(format!(
+                    "initial stock {stock} is above the maximum of {MAX_STOCK} units"
+                ))
+                .into_repository()
+            })?;
         let done = sqlx::query("INSERT INTO products (name, price, stock) VALUES (?, ?, ?)")
             .bind(name)
             .bind(price.as_decimal())
@@ -494,23 +542,93 @@ impl MySqlOrderRepository {
         product_id(done.last_insert_id()).map_err(DbError::into_repository)
     }
 
-    /// Adds `units` to a product's stock. Returns `false` when no product has this id.
+    /// Adds `units` to a product's stock, within the engine's one limit: its stock plus
+    /// the units reserved by its PENDING and PROCESSING orders plus `units` may not exceed
+    /// [`MAX_STOCK`] (= `INT UNSIGNED`'s maximum), so that cancelling or failing those
+    /// orders can always put their units back. Same rule as the memory adapter.
+    ///
+    /// Atomic: one transaction locks the product row (`FOR UPDATE`), then sums the
+    /// reservations and adds the units. Every write that moves units between stock and
+    /// reservations (placing, cancelling, failing) also changes that row, so it waits for
+    /// the restock or is seen complete by it; paying only shrinks the sum, so a payment
+    /// racing the check can only make it stricter than necessary. The sum reads every
+    /// line of the product ever ordered (`order_items_product`): a seeding and
+    /// operations call, not a hot path. Deadlocks and lock-wait timeouts are retried like
+    /// every transaction of the repository.
     ///
     /// # Errors
-    /// [`RepositoryError::Unexpected`] when the new stock would exceed `INT UNSIGNED`
-    /// (nothing changes); [`RepositoryError::Unavailable`] when the database cannot be
-    /// reached.
-    pub async fn restock(&self, product: ProductId, units: u64) -> Result<bool, RepositoryError> {
-        // rows_affected counts matched rows (see `transition_once`), so an existing
-        // product reports 1 even for `units = 0`.
-        let done = sqlx::query("UPDATE products SET stock = stock + ? WHERE id = ?")
-            .bind(units)
-            .bind(product.get())
-            .execute(&self.pool)
+    /// [`MySqlRestockError::Refused`] with [`RestockError::UnknownProduct`] when no product
+    /// has this id, or [`RestockError::AboveMaximum`] past the limit;
+    /// [`MySqlRestockError::Store`] when the database failed. Nothing changes on error.
+    pub async fn restock(&self, product: ProductId, units: u64) -> Result<(), MySqlRestockError> {
+        match self
+            .retrying("restock", || self.restock_once(product, units))
             .await
-            .ctx("restocking a product")
-            .map_err(DbError::into_repository)?;
-        Ok(done.rows_affected() > 0)
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(refused)) => Err(MySqlRestockError::Refused(refused)),
+            Err(store) => Err(MySqlRestockError::Store(store)),
+        }
+    }
+
+    async fn restock_once(
+        &self,
+        product: ProductId,
+        units: u64,
+    ) -> Result<Result<(), RestockError>, DbError> {
+        let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
+        let result = async {
+            let stock: Option<u32> =
+                sqlx::query_scalar("SELECT stock FROM products WHERE id = ? FOR UPDATE")
+                    .bind(product.get())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .ctx("locking the product to restock")?;
+            let Some(stock) = stock else {
+                return Ok(Err(RestockError::UnknownProduct(product)));
+            };
+            // A plain read: its snapshot is taken now, after the lock, so it sees every
+            // placement and return that committed before the lock was granted.
+            let reserved: u64 = sqlx::query_scalar(RESERVED_UNITS)
+                .bind(product.get())
+                .fetch_one(&mut *tx)
+                .await
+                .ctx("summing the product's reserved units")?;
+            let within = u64::from(stock)
+                .checked_add(reserved)
+                .and_then(|t| t.checked_add(units))
+                .is_some_and(|t| t <= MAX_STOCK);
+            if !within {
+                return Ok(Err(RestockError::AboveMaximum {
+                    product,
+                    max: MAX_STOCK,
+                }));
+            }
+            sqlx::query("UPDATE products SET stock = stock + ? WHERE id = ?")
+                .bind(units)
+                .bind(product.get())
+                .execute(&mut *tx)
+                .await
+                .ctx("restocking a product")?;
+            Ok(Ok(()))
+        }
+        .await;
+        match result {
+            Ok(Ok(())) => {
+                tx.commit().await.ctx("committing a restock")?;
+                Ok(Ok(()))
+            }
+            Ok(Err(refused)) => {
+                tx.rollback().await.ctx("rolling back")?;
+                Ok(Err(refused))
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(error = %rollback, "rollback after a failed restock");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// A product's current stock, or `None` when it does not exist.
@@ -527,64 +645,8 @@ impl MySqlOrderRepository {
         Ok(stock.map(u64::from))
     }
 
-    // -- reconciler scans -----------------------------------------------------------------
-
-    /// Up to `limit` PENDING orders not changed since `updated_before` (inclusive),
-    /// oldest first: orders whose processing job may have been lost. Served by the
-    /// `(status, updated_at)` index.
-    ///
-    /// # Errors
-    /// [`RepositoryError`] when the database failed.
-    pub async fn stale_pending(
-        &self,
-        updated_before: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<OrderId>, RepositoryError> {
-        self.scan(
-            STALE_PENDING,
-            updated_before,
-            limit,
-            "scanning stale PENDING orders",
-        )
-        .await
-    }
-
-    /// Up to `limit` PROCESSING orders whose lease expired at or before `now`, earliest
-    /// expiry first: orders whose worker may have died. Served by the
-    /// `(status, lease_until)` index.
-    ///
-    /// # Errors
-    /// [`RepositoryError`] when the database failed.
-    pub async fn expired_leases(
-        &self,
-        now: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<OrderId>, RepositoryError> {
-        self.scan(EXPIRED_LEASES, now, limit, "scanning expired leases")
-            .await
-    }
-
-    async fn scan(
-        &self,
-        sql: &'static str,
-        at: Timestamp,
-        limit: u32,
-        context: &'static str,
-    ) -> Result<Vec<OrderId>, RepositoryError> {
-        let ids: Vec<u64> = sqlx::query_scalar(sql)
-            .bind(to_sql(at))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .ctx(context)
-            .map_err(DbError::into_repository)?;
-        ids.into_iter()
-            .map(|id| order_id(id).map_err(DbError::into_repository))
-            .collect()
-    }
-
     /// Runs `EXPLAIN` on every indexed read query of the adapter (listing, counting,
-    /// lookup by key and the reconciler scans) with `user`, `key` and `now` as
+    /// lookup by key and the reconciler's claim scan) with `user`, `key` and `now` as
     /// parameters, and returns the plans: an operational check that the indexes of the
     /// migrations serve the queries (`key` is `None` for a full scan). The plans depend
     /// on the table statistics; run `ANALYZE TABLE orders` after bulk loads.
@@ -606,8 +668,7 @@ impl MySqlOrderRepository {
             ("count_by_user", COUNT_BY_USER),
             ("count_by_user_status", COUNT_BY_USER_STATUS),
             ("find_by_key", ORDER_BY_KEY),
-            ("stale_pending", STALE_PENDING),
-            ("expired_leases", EXPIRED_LEASES),
+            ("claim_stranded", CLAIM_SCAN),
         ] {
             // Static SQL with a static prefix: nothing here comes from data.
             let explain = sqlx::query(AssertSqlSafe(format!("EXPLAIN {sql}")));
@@ -621,7 +682,7 @@ impl MySqlOrderRepository {
                 "count_by_user" => explain.bind(user.get()),
                 "count_by_user_status" => explain.bind(user.get()).bind(pending),
                 "find_by_key" => explain.bind(user.get()).bind(key.as_str()),
-                _ => explain.bind(at.clone()).bind(100_u32),
+                _ => explain.bind(at.clone()).bind(at.clone()).bind(100_u32),
             };
             let rows = explain
                 .fetch_all(&self.pool)
@@ -742,8 +803,12 @@ impl MySqlOrderRepository {
     /// transaction rolls back, decrement included. An unknown user is answered the same
     /// way by the user foreign key.
     ///
-    /// The unit prices are therefore those read just before the transaction, not under its
-    /// lock; a price changed in between is a race either answer is right for.
+    /// The unit prices are read just before the transaction, and the decrement checks them
+    /// under its row lock: it matches a row only while `price` is still the price read, so
+    /// a price change committed in between — say while the draft queued behind the hot
+    /// row's lock — leaves the row unmatched, and the draft goes to the general path,
+    /// which reads the new price with `FOR UPDATE`. Lines always carry the price current
+    /// when their stock is taken, at no extra round trip in the common case.
     ///
     /// Returns `None` — nothing written — for every draft whose outcome needs the general
     /// path to be decided exactly as the contract says (a missing product, a short one, a
@@ -766,7 +831,7 @@ impl MySqlOrderRepository {
         }
         let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
         let result = async {
-            if !take_stock_if_available(&mut tx, draft.items()).await? {
+            if !take_stock_if_available(&mut tx, draft.items(), &prices).await? {
                 return Ok(None);
             }
             insert_order(&mut tx, draft, &prices, now, Stock::AlreadyTaken)
@@ -788,6 +853,65 @@ impl MySqlOrderRepository {
             Err(e) => {
                 if let Err(rollback) = tx.rollback().await {
                     tracing::debug!(error = %rollback, "rollback after a failed fast place");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    // -- reconciler -----------------------------------------------------------------------
+
+    /// One attempt at [`claim_stranded`](OrderRepository::claim_stranded), rolled back
+    /// explicitly on any error.
+    async fn claim_stranded_once(
+        &self,
+        query: StrandedQuery,
+        now: Timestamp,
+    ) -> Result<Vec<OrderId>, DbError> {
+        let stale_ms = u64::try_from(query.stale_after.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = Timestamp::from_millis(now.as_millis().saturating_sub(stale_ms));
+        let at = to_sql(now);
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_READ_COMMITTED)
+            .await
+            .ctx("starting a READ COMMITTED transaction")?;
+        let result = async {
+            let ids: Vec<u64> = sqlx::query_scalar(CLAIM_SCAN_LOCKED)
+                .bind(to_sql(cutoff))
+                .bind(&at)
+                .bind(query.limit)
+                .fetch_all(&mut *tx)
+                .await
+                .ctx("selecting stranded orders")?;
+            for chunk in ids.chunks(IN_LIST_CHUNK) {
+                let sql = repeat_sql(
+                    "UPDATE orders SET dispatched_at = ? WHERE id IN (",
+                    "?",
+                    ", ",
+                    chunk.len(),
+                    ")",
+                );
+                let mut stamp = sqlx::query(AssertSqlSafe(sql)).bind(&at);
+                for id in chunk {
+                    stamp = stamp.bind(*id);
+                }
+                stamp
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("stamping claimed orders")?;
+            }
+            ids.into_iter().map(order_id).collect::<Result<Vec<_>, _>>()
+        }
+        .await;
+        match result {
+            Ok(ids) => {
+                tx.commit().await.ctx("committing a claim")?;
+                Ok(ids)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(error = %rollback, "rollback after a failed claim");
                 }
                 Err(e)
             }
@@ -828,12 +952,17 @@ impl MySqlOrderRepository {
                     .bind(id.get())
                     .bind(lease.raw()),
                 StatusChange::Cancel => sqlx::query(CAS_CANCEL).bind(&at).bind(&at).bind(id.get()),
+                StatusChange::Release { lease } => sqlx::query(CAS_RELEASE)
+                    .bind(&at)
+                    .bind(&at)
+                    .bind(id.get())
+                    .bind(lease.raw()),
             };
             // `rows_affected` is the number of rows MATCHED, not changed: sqlx connects
             // with CLIENT_FOUND_ROWS. That is the count a compare-and-set needs — the
-            // WHERE clause is the whole precondition of `Order::apply` — and here matched
-            // == changed anyway: every statement sets a new status, or (TakeOver) a new
-            // lease with a new attempt count.
+            // WHERE clause is the whole precondition of `Order::apply` — and it matters
+            // for Release, which may change nothing (a holder releasing an already
+            // expired lease at the instant of its last change) and must still apply.
             let matched = cas
                 .execute(&mut *tx)
                 .await
@@ -960,42 +1089,51 @@ async fn place_in_transaction(
 
 /// Locks the product rows every pending draft needs, in ascending id order, and returns
 /// them. Products that do not exist are simply absent.
+///
+/// A batch may name any number of products (each draft up to
+/// [`OrderDraft::MAX_LINES`]), more than the 65 535 placeholders one statement can bind:
+/// the ids go in consecutive ascending chunks of [`IN_LIST_CHUNK`], one statement each,
+/// so the rows are still locked in ascending id order across the whole batch.
 async fn lock_products(
     conn: &mut MySqlConnection,
     drafts: &[OrderDraft],
     pending: &[usize],
 ) -> Result<BTreeMap<ProductId, LockedProduct>, DbError> {
-    let ids: BTreeSet<ProductId> = pending
+    let ids: Vec<ProductId> = pending
         .iter()
         .flat_map(|&i| drafts[i].product_ids())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
-    let sql = repeat_sql(
-        "SELECT id, name, price, stock FROM products WHERE id IN (",
-        "?",
-        ", ",
-        ids.len(),
-        ") ORDER BY id FOR UPDATE",
-    );
-    let mut query = sqlx::query_as::<_, ProductRow>(AssertSqlSafe(sql));
-    for id in &ids {
-        query = query.bind(id.get());
-    }
-    let rows = query
-        .fetch_all(&mut *conn)
-        .await
-        .ctx("locking product rows")?;
-    rows.into_iter()
-        .map(|row| {
+    let mut locked = BTreeMap::new();
+    for chunk in ids.chunks(IN_LIST_CHUNK) {
+        let sql = repeat_sql(
+            "SELECT id, name, price, stock FROM products WHERE id IN (",
+            "?",
+            ", ",
+            chunk.len(),
+            ") ORDER BY id FOR UPDATE",
+        );
+        let mut query = sqlx::query_as::<_, ProductRow>(AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.get());
+        }
+        let rows = query
+            .fetch_all(&mut *conn)
+            .await
+            .ctx("locking product rows")?;
+        for row in rows {
             let product = row.into_product()?;
-            Ok((
+            locked.insert(
                 product.id,
                 LockedProduct {
                     price: product.price,
                     stock: product.stock,
                 },
-            ))
-        })
-        .collect()
+            );
+        }
+    }
+    Ok(locked)
 }
 
 /// What to do with one draft, given the locked products.
@@ -1163,21 +1301,31 @@ async fn current_prices(
 }
 
 /// Decrements every line's product by its quantity if, and only if, each has enough
-/// stock: one `UPDATE` over the primary key, which InnoDB visits — and locks — in
-/// ascending id order. Returns whether every row was taken; when not, the caller rolls
-/// back (some rows may have been decremented).
+/// stock and still costs `prices` (one per item, in order): one `UPDATE` over the
+/// primary key, which InnoDB visits — and locks — in ascending id order, evaluating the
+/// conditions on the latest committed row once it holds the lock. Returns whether every
+/// row was taken; when not (short, or repriced), the caller rolls back (some rows may
+/// have been decremented).
 ///
 /// `rows_affected` counts MATCHED rows under sqlx's connection flags, which is exactly
-/// "rows with enough stock" here.
+/// "rows with enough stock at the expected price" here. At most 50 lines
+/// ([`OrderDraft::MAX_LINES`]) bind 350 values.
 async fn take_stock_if_available(
     conn: &mut MySqlConnection,
     items: &[(ProductId, Quantity)],
+    prices: &[Money],
 ) -> Result<bool, DbError> {
     let n = items.len();
+    if prices.len() != n {
+        return Err(DbError::data(format!(
+            "{} prices for {n} lines",
+            prices.len()
+        )));
+    }
     let case = repeat_sql("CASE id", " WHEN ? THEN ?", "", n, " END");
     let mut sql = format!("UPDATE products SET stock = stock - {case} WHERE id IN (");
     sql.push_str(&repeat_sql("", "?", ", ", n, ")"));
-    sql.push_str(&format!(" AND stock >= {case}"));
+    sql.push_str(&format!(" AND stock >= {case} AND price = {case}"));
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for (product, quantity) in items {
         query = query.bind(product.get()).bind(quantity.get());
@@ -1187,6 +1335,9 @@ async fn take_stock_if_available(
     }
     for (product, quantity) in items {
         query = query.bind(product.get()).bind(quantity.get());
+    }
+    for ((product, _), price) in items.iter().zip(prices) {
+        query = query.bind(product.get()).bind(price.as_decimal());
     }
     let matched = query
         .execute(&mut *conn)
@@ -1284,7 +1435,9 @@ impl OrderRepository for MySqlOrderRepository {
     /// # Errors
     /// [`RepositoryError::Unavailable`] when the database cannot be reached or a
     /// deadlock persisted through every retry; [`RepositoryError::Unexpected`] otherwise
-    /// (e.g. returning stock would exceed `INT UNSIGNED`). Nothing was written.
+    /// (e.g. a row that fails the domain checks, or — only if stock was raised outside
+    /// [`restock`](MySqlOrderRepository::restock) and [`MAX_STOCK`] — returned stock
+    /// exceeding `INT UNSIGNED`). Nothing was written.
     async fn transition(
         &self,
         id: OrderId,
@@ -1406,6 +1559,30 @@ impl OrderRepository for MySqlOrderRepository {
         }
         .await
         .map_err(DbError::into_repository)
+    }
+
+    /// One transaction at READ COMMITTED: `SELECT id … FOR UPDATE SKIP LOCKED` over the
+    /// `orders_open_hand_out` index (open orders handed out at or before `now -
+    /// stale_after`, PENDING or with a lease expired at or before `now`, oldest hand-out
+    /// then id first, at most `limit`), then `UPDATE orders SET dispatched_at = now` for
+    /// exactly those ids, then `COMMIT`. A concurrent claim skips the rows this one holds
+    /// and, after its commit, no longer finds them stale, so the claims are disjoint; an
+    /// order being changed by a worker at that instant is skipped this time. Status,
+    /// lease and `updated_at` are left alone. `limit` 0 claims nothing without a query.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the database failed; the transaction was rolled back and
+    /// nothing was claimed.
+    async fn claim_stranded(
+        &self,
+        query: StrandedQuery,
+        now: Timestamp,
+    ) -> Result<Vec<OrderId>, RepositoryError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.retrying("claim_stranded", || self.claim_stranded_once(query, now))
+            .await
     }
 
     /// # Errors

@@ -125,7 +125,9 @@ pub struct QueueSettings {
     /// How long a reserved job stays invisible before it is delivered again (default
     /// 30 s).
     pub visibility_timeout: Duration,
-    /// Deliveries before a job goes to the dead letter (default 5).
+    /// Deliveries before a job goes to the dead letter (default 8: the retry budget
+    /// `retry_backoff · (1 + 2 + … + 64)` = 127 s at the default backoff outlives the
+    /// service's default 30 s processing lease, which the service requires).
     pub max_attempts: u32,
     /// Delay before the first retry after a nack; doubles with every further attempt
     /// (`retry_backoff · 2^(attempt-1)`, default 1 s).
@@ -141,6 +143,15 @@ pub struct QueueSettings {
     /// Dedicated connections for `XREADGROUP … BLOCK`, so blocking reads never stall
     /// the shared pool; concurrent `reserve` calls beyond this share them (default 2).
     pub blocking_connections: usize,
+    /// A consumer name of the group that has no pending entries and has not touched the
+    /// group for this long is deleted (`XGROUP DELCONSUMER`) by the housekeeping step of
+    /// `reserve`, which runs at most once per `min(this, 1 min)` per queue. Every process
+    /// start adds a name, so without this the group's consumer list grows forever. A
+    /// consumer that still holds pending entries is never deleted (that would drop its
+    /// reservations), and neither is this process's own name. A live consumer touches
+    /// the group at least every `poll_interval`, so it is never idle this long; must be
+    /// at least twice `poll_interval`. Default 1 h.
+    pub idle_consumer_timeout: Duration,
 }
 
 impl Default for QueueSettings {
@@ -150,11 +161,12 @@ impl Default for QueueSettings {
             group: "workers".to_owned(),
             consumer: default_consumer_name(),
             visibility_timeout: Duration::from_secs(30),
-            max_attempts: 5,
+            max_attempts: 8,
             retry_backoff: Duration::from_secs(1),
             max_len: 1_000_000,
             poll_interval: Duration::from_millis(500),
             blocking_connections: 2,
+            idle_consumer_timeout: Duration::from_secs(3600),
         }
     }
 }

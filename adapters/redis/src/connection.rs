@@ -4,11 +4,14 @@
 //! fred types stay inside this crate: the public surface is [`RedisConnection`] and
 //! [`ConnectError`]; every port error is built from [`Failure`].
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand};
 use order_core::ports::{LockError, PublishError, QueueError};
+use tokio::sync::watch;
 
 use crate::config::RedisConfig;
 
@@ -18,7 +21,9 @@ pub enum ConnectError {
     /// The settings are unusable (bad URL, zero pool size…).
     #[error("invalid Redis settings: {0}")]
     InvalidConfig(String),
-    /// The server could not be reached within the connect timeout.
+    /// The server could not be reached in time (only [`RedisConnection::ping`],
+    /// [`RedisConnection::wait_connected`] and the event subscriber report this: the
+    /// pool and the lock and queue adapters are built without a server).
     #[error("Redis unavailable: {0}")]
     Unavailable(String),
     /// The server answered with an unexpected error.
@@ -26,16 +31,22 @@ pub enum ConnectError {
     Unexpected(String),
 }
 
-/// A connected pool of Redis connections (cheap to clone), with the settings the
-/// adapters built from it share.
+/// A pool of Redis connections (cheap to clone), with the settings the adapters built
+/// from it share.
 ///
-/// The pool reconnects on its own (exponential backoff from 100 ms up to
-/// [`RedisConfig::reconnect_max_delay`], forever); while it is disconnected every
-/// command fails with the port's `Unavailable` after [`RedisConfig::command_timeout`].
+/// It is built without a server: [`connect`](Self::connect) only checks the settings and
+/// starts connecting in the background, so a process starts while Redis is down. The
+/// pool keeps trying, the first connection included (exponential backoff from 100 ms up
+/// to [`RedisConfig::reconnect_max_delay`], forever), and reconnects the same way after
+/// a loss; while it is disconnected every command fails with the port's `Unavailable`
+/// after [`RedisConfig::command_timeout`]. Once connected the first time it reads the
+/// server's `maxmemory-policy` and logs a warning when the server may evict keys.
 #[derive(Clone)]
 pub struct RedisConnection {
     pub(crate) pool: Pool,
     pub(crate) config: RedisConfig,
+    /// Set by [`close`](Self::close): stops the background policy check.
+    closed: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -48,25 +59,43 @@ impl std::fmt::Debug for RedisConnection {
 }
 
 impl RedisConnection {
-    /// Connects a pool of [`RedisConfig::pool_size`] connections to
-    /// [`RedisConfig::url`].
+    /// Builds a pool of [`RedisConfig::pool_size`] connections to [`RedisConfig::url`]
+    /// and starts connecting it in the background; returns at once, whether or not the
+    /// server is up. Must be called inside a tokio runtime. Use
+    /// [`wait_connected`](Self::wait_connected) to wait for the server.
     ///
     /// # Errors
-    /// [`ConnectError::InvalidConfig`] for an unparsable URL or a zero pool size;
-    /// [`ConnectError::Unavailable`] when the server cannot be reached within
-    /// [`RedisConfig::connect_timeout`].
+    /// [`ConnectError::InvalidConfig`] for an unparsable URL, a zero pool size or zero
+    /// timeouts; never for an unreachable server.
     pub async fn connect(config: RedisConfig) -> Result<Self, ConnectError> {
         if config.pool_size == 0 {
             return Err(ConnectError::InvalidConfig(
                 "pool_size must be at least 1".into(),
             ));
         }
+        if config.command_timeout.is_zero() || config.connect_timeout.is_zero() {
+            return Err(ConnectError::InvalidConfig(
+                "command_timeout and connect_timeout must not be zero".into(),
+            ));
+        }
         let builder = builder(&config, None)?;
         let pool = builder
             .build_pool(config.pool_size)
             .map_err(|e| ConnectError::InvalidConfig(e.to_string()))?;
-        init(&pool, config.connect_timeout).await?;
-        Ok(Self { pool, config })
+        // The connection tasks run until `close`; their handles are not needed (errors
+        // reach the callers of each command).
+        drop(pool.connect());
+        let (closed, closed_rx) = watch::channel(false);
+        tokio::spawn(warn_if_the_server_evicts(
+            pool.clone(),
+            redact(&config.url),
+            closed_rx,
+        ));
+        Ok(Self {
+            pool,
+            config,
+            closed,
+        })
     }
 
     /// The settings this pool was built with.
@@ -77,7 +106,8 @@ impl RedisConnection {
     /// Round-trips a `PING` (for health checks).
     ///
     /// # Errors
-    /// [`ConnectError::Unavailable`] when the server does not answer in time.
+    /// [`ConnectError::Unavailable`] when the server does not answer within
+    /// [`RedisConfig::command_timeout`].
     pub async fn ping(&self) -> Result<(), ConnectError> {
         let _: String = self
             .pool
@@ -87,22 +117,106 @@ impl RedisConnection {
         Ok(())
     }
 
-    /// Closes every connection of the pool. Adapters built from this connection fail
-    /// with `Unavailable` afterwards.
+    /// Waits until the server answers a `PING`, at most `timeout`. Optional: the
+    /// adapters work without it (their calls fail with `Unavailable` until the server is
+    /// up); it is for a process that prefers to wait for Redis at start-up.
+    ///
+    /// # Errors
+    /// [`ConnectError::Unavailable`] when no `PING` succeeded within `timeout`.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ConnectError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // Dropping a PING on the timeout is harmless: it changes nothing.
+            let last = match tokio::time::timeout(remaining, self.ping()).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer".to_owned(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ConnectError::Unavailable(format!(
+                    "Redis did not answer within {timeout:?}: {last}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50).min(remaining)).await;
+        }
+    }
+
+    /// Closes every connection of the pool and stops reconnecting. Adapters built from
+    /// this connection fail with `Unavailable` afterwards.
     pub async fn close(&self) {
+        self.closed.send_replace(true);
         // QUIT on a pool only fails when already closed, which is what we want anyway.
         let _ = self.pool.quit().await;
     }
 }
 
+/// Reads `maxmemory-policy` once the pool can reach the server (retrying while it
+/// cannot, until `closed`) and warns when it lets Redis evict keys: an evicted stream
+/// entry is a lost job (the reconciler recovers the order, late) and an evicted lock lets
+/// two workers contend on the database. Servers that refuse `CONFIG` (managed services
+/// often do) are tolerated with a debug line.
+async fn warn_if_the_server_evicts(pool: Pool, url: String, mut closed: watch::Receiver<bool>) {
+    let command = CustomCommand::new_static("CONFIG", ClusterHash::Random, false);
+    loop {
+        if *closed.borrow() {
+            return;
+        }
+        let reply: Result<HashMap<String, String>, Error> = pool
+            .custom(command.clone(), vec!["GET", "maxmemory-policy"])
+            .await;
+        match reply {
+            Ok(values) => {
+                let policy = values
+                    .get("maxmemory-policy")
+                    .map_or("", String::as_str)
+                    .to_owned();
+                if maxmemory_policy_evicts(&policy) {
+                    tracing::warn!(%url, policy = %policy,
+                        "Redis may evict keys under memory pressure (maxmemory-policy is not \
+                         noeviction): queued jobs and held locks can silently disappear; \
+                         set maxmemory-policy noeviction");
+                } else {
+                    tracing::debug!(%url, "Redis maxmemory-policy is noeviction");
+                }
+                return;
+            }
+            Err(e) if matches!(Failure::from(e.clone()), Failure::Unavailable(_)) => {
+                // Not connected yet (or the reply was lost): look again shortly.
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = closed.changed() => return,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%url, error = %e,
+                    "cannot read Redis maxmemory-policy (CONFIG refused?); not checked");
+                return;
+            }
+        }
+    }
+}
+
+/// Whether a `maxmemory-policy` value lets Redis delete keys on its own when memory runs
+/// out: everything but `noeviction` does (`volatile-*` evicts keys with a TTL, such as
+/// locks; `allkeys-*` evicts anything, queued jobs included). An empty or unknown value
+/// counts as evicting, so the operator hears about it.
+pub(crate) fn maxmemory_policy_evicts(policy: &str) -> bool {
+    !policy.trim().eq_ignore_ascii_case("noeviction")
+}
+
 /// A fred builder with our timeouts, reconnect policy and broadcast buffer applied.
 /// `broadcast_capacity` overrides the notification buffer (the subscriber needs a big one).
+///
+/// `fail_fast` is off: fred then applies the reconnect policy (forever) to the very first
+/// connection too, instead of giving up when the server is down at start-up.
 pub(crate) fn builder(
     config: &RedisConfig,
     broadcast_capacity: Option<usize>,
 ) -> Result<Builder, ConnectError> {
-    let fred_config =
+    let mut fred_config =
         Config::from_url(&config.url).map_err(|e| ConnectError::InvalidConfig(e.to_string()))?;
+    fred_config.fail_fast = false;
     let mut builder = Builder::from_config(fred_config);
     let command_timeout = config.command_timeout;
     let connect_timeout = config.connect_timeout;
@@ -126,7 +240,8 @@ pub(crate) fn builder(
     Ok(builder)
 }
 
-/// Connects `client` (fail fast on the first attempt), bounded by `within`.
+/// Connects `client` and waits for the connection, bounded by `within` (for the event
+/// subscriber, which must confirm its subscription before it returns).
 pub(crate) async fn init<C: ClientLike>(client: &C, within: Duration) -> Result<(), ConnectError> {
     match tokio::time::timeout(within, client.init()).await {
         Ok(Ok(_connection_task)) => Ok(()),
@@ -270,9 +385,10 @@ pub(crate) fn is_nogroup(e: &Error) -> bool {
 // Lua scripts
 // ---------------------------------------------------------------------------------------
 
-/// A Lua script run by SHA. It is loaded when an adapter is built; if the server has
-/// forgotten it since (restart, `SCRIPT FLUSH`, failover) the `NOSCRIPT` reply makes us
-/// load it again and retry once, so no caller ever sees that error.
+/// A Lua script run by SHA. Nothing is loaded up front (adapters are built without a
+/// server): the first `EVALSHA` on a server that does not know the script (first use,
+/// restart, `SCRIPT FLUSH`, failover) answers `NOSCRIPT`, which makes us load it and
+/// retry once, so no caller ever sees that error.
 #[derive(Debug, Clone)]
 pub(crate) struct LuaScript {
     script: Script,
@@ -327,6 +443,25 @@ mod tests {
             "redis://user:***@host:6379/1"
         );
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn only_noeviction_keeps_every_key() {
+        assert!(!maxmemory_policy_evicts("noeviction"));
+        assert!(!maxmemory_policy_evicts("NoEviction"));
+        for evicting in [
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+            "",
+            "something-new",
+        ] {
+            assert!(maxmemory_policy_evicts(evicting), "{evicting:?} evicts");
+        }
     }
 
     #[test]

@@ -10,11 +10,32 @@
 //! (how many attempts were made before this entry was written: 0 for a fresh job, the
 //! failed attempt's number for a retry). The attempt of a delivery is `base` plus the
 //! entry's delivery count in the consumer group, which Redis keeps across redeliveries.
+//! A receipt names one delivery, `<entry id>/<attempt>`: the scripts that act on a
+//! receipt (ack, nack, defer) first check that the entry is still pending with exactly
+//! that delivery ([`HELD`]), so a stale receipt never touches the live redelivery.
 
 /// Compare-and-delete. KEYS: lock key. ARGV: token. Returns 1 when deleted, else 0.
 pub(crate) const RELEASE_LOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Takes a lock, idempotently per token: the holder's own token restarts the TTL, a
+/// free key is taken with `SET NX PX`. KEYS: lock key. ARGV: token, ttl_ms. Returns 1
+/// when `token` holds the lock now, else 0.
+///
+/// Why a script rather than a bare `SET NX`: fred re-sends in-flight commands after a
+/// reconnect, and a re-sent `SET NX` whose first copy did run answers "busy" for a lock
+/// this very token holds, blocking the key for the whole TTL.
+pub(crate) const ACQUIRE_LOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
 end
 return 0
 ";
@@ -43,6 +64,25 @@ local function read_entry(stream, id)
     elseif fields[i] == 'base' then base = tonumber(fields[i + 1]) or 0 end
   end
   return {job, base}
+end
+";
+
+/// Shared Lua helper (needs [`READ_ENTRY`]): whether entry `id` is still pending in
+/// `group` with exactly the delivery `attempt` names (`base + delivery count ==
+/// attempt`). Returns `{job, base}`, or nil and a code: -2 when the entry is no longer
+/// pending (acked, dead-lettered, given back, lost; a pending entry deleted under us is
+/// dropped from the pending list on the way), -3 when it was delivered again since.
+const HELD: &str = r"
+local function held(stream, group, id, attempt)
+  local p = redis.call('XPENDING', stream, group, id, id, 1)
+  if #p == 0 then return nil, -2 end
+  local entry = read_entry(stream, id)
+  if entry == nil then
+    redis.call('XACK', stream, group, id)
+    return nil, -2
+  end
+  if entry[2] + tonumber(p[1][4]) ~= attempt then return nil, -3 end
+  return entry, 0
 end
 ";
 
@@ -106,13 +146,22 @@ if wait < 0 then wait = 0 end
 return wait
 ";
 
-/// Acknowledges entry `id`: drops it from the pending list and from the stream.
-/// KEYS: stream. ARGV: group, id. Returns how many pending entries were acknowledged.
-pub(crate) const ACK: &str = r"
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+/// Acknowledges one delivery: drops entry `id` from the pending list and the stream,
+/// only if it is still pending with the delivery `attempt` names. KEYS: stream.
+/// ARGV: group, id, attempt. Returns 1 when acknowledged, -2 or -3 (see [`HELD`]) when
+/// the receipt is stale and nothing changed.
+pub(crate) fn ack() -> String {
+    format!(
+        "{READ_ENTRY}{HELD}{}",
+        r"
+local entry, code = held(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]))
+if entry == nil then return code end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-return acked
-";
+return 1
+"
+    )
+}
 
 /// Gives a delivery back. KEYS: stream, retry, dead. ARGV: group, id, attempt,
 /// max_attempts, delay_ms, error, dead_max_len.
@@ -123,17 +172,11 @@ return acked
 /// redelivered since (a stale receipt).
 pub(crate) fn nack() -> String {
     format!(
-        "{READ_ENTRY}{}",
+        "{READ_ENTRY}{HELD}{}",
         r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #p == 0 then return -2 end
-local entry = read_entry(KEYS[1], ARGV[2])
-if entry == nil then
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-  return -2
-end
 local attempt = tonumber(ARGV[3])
-if entry[2] + tonumber(p[1][4]) ~= attempt then return -3 end
+local entry, code = held(KEYS[1], ARGV[1], ARGV[2], attempt)
+if entry == nil then return code end
 if attempt >= tonumber(ARGV[4]) then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*',
     'job', entry[1], 'attempts', attempt, 'entry', ARGV[2], 'error', ARGV[6])
@@ -145,6 +188,37 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local delay = tonumber(ARGV[5])
 redis.call('ZADD', KEYS[2], now + delay, ARGV[2] .. '|' .. attempt .. '|' .. entry[1])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return delay
+"
+    )
+}
+
+/// Gives a delivery back WITHOUT using an attempt: the job is written again with `base =
+/// attempt - 1`, so its next delivery carries the same attempt number; never
+/// dead-letters. With a zero delay the new entry goes straight into the stream (waking
+/// blocked readers at once: this is also how a `reserve` whose caller has gone hands its
+/// delivery back), otherwise into the retry set, due after the delay. KEYS: stream,
+/// retry. ARGV: group, id, attempt, delay_ms. Only acts when entry `id` is still pending
+/// with exactly this delivery. Returns the delay in ms (≥ 0), or -2 / -3 (see [`HELD`]).
+pub(crate) fn defer() -> String {
+    format!(
+        "{READ_ENTRY}{HELD}{}",
+        r"
+local attempt = tonumber(ARGV[3])
+local entry, code = held(KEYS[1], ARGV[1], ARGV[2], attempt)
+if entry == nil then return code end
+local base = attempt - 1
+if base < 0 then base = 0 end
+local delay = tonumber(ARGV[4])
+if delay <= 0 then
+  redis.call('XADD', KEYS[1], '*', 'job', entry[1], 'base', base)
+else
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[2], now + delay, ARGV[2] .. '|' .. base .. '|' .. entry[1])
+end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return delay
@@ -173,4 +247,29 @@ end
 local ready = len - pending
 if ready < 0 then ready = 0 end
 return {ready + redis.call('ZCARD', KEYS[2]), pending, redis.call('XLEN', KEYS[3])}
+";
+
+/// Deletes the group's consumers that hold no pending entries and have been idle
+/// (`XINFO CONSUMERS` `idle`: since their last interaction with the group) at least
+/// `idle_ms`, except `keep` (the caller's own name). KEYS: stream. ARGV: group, keep,
+/// idle_ms. Returns how many were deleted. The check and the delete are one atomic
+/// step, so a consumer that received an entry in between is never deleted with it
+/// (`XGROUP DELCONSUMER` would drop its pending entries, and with them its jobs).
+pub(crate) const PRUNE_CONSUMERS: &str = r"
+local deleted = 0
+local consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+for _, c in ipairs(consumers) do
+  local name, pending, idle = nil, nil, nil
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1]
+    elseif c[i] == 'pending' then pending = tonumber(c[i + 1])
+    elseif c[i] == 'idle' then idle = tonumber(c[i + 1]) end
+  end
+  if name ~= nil and name ~= ARGV[2] and pending == 0 and idle ~= nil
+      and idle >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    deleted = deleted + 1
+  end
+end
+return deleted
 ";

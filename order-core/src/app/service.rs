@@ -19,9 +19,8 @@ use crate::domain::{
 };
 use crate::ports::{
     Clock, Delivery, DistributedLock, EventPublisher, Job, JobQueue, ListFilter, LockError,
-    LockToken, NackOutcome, OrderEvent, OrderEventKind, OrderPage, OrderRepository,
-    PaymentError, PaymentGateway, PaymentOutcome, PlaceOutcome, RandomSource, StrandedQuery,
-    TransitionOutcome,
+    LockToken, NackOutcome, OrderEvent, OrderEventKind, OrderPage, OrderRepository, PaymentError,
+    PaymentGateway, PaymentOutcome, PlaceOutcome, RandomSource, StrandedQuery, TransitionOutcome,
 };
 
 /// The most lines one create request may send (counted before merging duplicates): the
@@ -569,7 +568,12 @@ impl OrderService {
             }
         };
         let now = self.ports.clock.now();
-        match self.ports.repository.transition(id, completion, now).await? {
+        match self
+            .ports
+            .repository
+            .transition(id, completion, now)
+            .await?
+        {
             TransitionOutcome::Applied(done) => {
                 let kind = match (done.status(), done.failure_reason()) {
                     (OrderStatus::Paid, _) => {
@@ -790,7 +794,10 @@ impl OrderService {
                 match self.reconcile().await {
                     Ok(report) => {
                         if report.enqueued > 0 {
-                            info!(requeued = report.enqueued, "reconciler re-enqueued stranded orders");
+                            info!(
+                                requeued = report.enqueued,
+                                "reconciler re-enqueued stranded orders"
+                            );
                         }
                         report.enqueued
                     }

@@ -561,10 +561,7 @@ async fn a_fenced_completion_writes_nothing_and_is_reported() {
     let svc = m.service();
     let out = svc.process_order(order.id()).await.unwrap();
     // The new holder owns the order now; the job waits for its lease, never acked.
-    assert!(
-        matches!(out, ProcessOutcome::LeaseHeld { .. }),
-        "{out:?}"
-    );
+    assert!(matches!(out, ProcessOutcome::LeaseHeld { .. }), "{out:?}");
     assert_eq!(svc.stats().fenced_writes, 1);
     assert_eq!(svc.stats().paid, 0);
 }

@@ -856,10 +856,7 @@ mod draft_tests {
         );
         assert_eq!(
             err.err(),
-            Some(DraftError::TooManyLines {
-                max: 50,
-                got: 51
-            })
+            Some(DraftError::TooManyLines { max: 50, got: 51 })
         );
     }
 }

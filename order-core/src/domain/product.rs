@@ -28,9 +28,7 @@ pub enum RestockError {
     #[error("product {0} does not exist")]
     UnknownProduct(ProductId),
     /// Stock plus reserved units plus the restock would exceed [`MAX_STOCK`].
-    #[error(
-        "restocking product {product} would take its stock and reservations above {max} units"
-    )]
+    #[error("restocking product {product} would take its stock and reservations above {max} units")]
     AboveMaximum {
         /// The product.
         product: ProductId,

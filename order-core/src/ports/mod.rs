@@ -556,8 +556,7 @@ pub trait JobQueue: Send + Sync {
     ///
     /// # Errors
     /// [`QueueError::Unavailable`] when unreachable.
-    async fn defer(&self, delivery: &Delivery, delay: Duration)
-    -> Result<NackOutcome, QueueError>;
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<NackOutcome, QueueError>;
 
     /// The timings this queue runs on.
     fn timings(&self) -> QueueTimings;

@@ -471,9 +471,7 @@ pub async fn a_stale_ack_leaves_the_live_delivery_in_flight<F: QueueFixture + ?S
 
 /// `defer` hands a delivery back for exactly `delay`, reports it, and the next delivery
 /// carries the same attempt number; a stale receipt's defer changes nothing.
-pub async fn defer_redelivers_after_the_delay_without_using_an_attempt<
-    F: QueueFixture + ?Sized,
->(
+pub async fn defer_redelivers_after_the_delay_without_using_an_attempt<F: QueueFixture + ?Sized>(
     f: &F,
 ) {
     let config = f.config();
@@ -493,10 +491,9 @@ pub async fn defer_redelivers_after_the_delay_without_using_an_attempt<
             d
         };
         match f.queue().defer(&d, delay).await {
-            Ok(NackOutcome::Retried(reported)) => assert_eq!(
-                reported, delay,
-                "defer must report the delay it was given"
-            ),
+            Ok(NackOutcome::Retried(reported)) => {
+                assert_eq!(reported, delay, "defer must report the delay it was given")
+            }
             Ok(other) => panic!("defer of a live delivery must be Retried, got {other:?}"),
             Err(e) => panic!("defer failed: {e}"),
         }

@@ -26,12 +26,10 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 use crate::domain::{
-    FailureReason, IdempotencyKey, Lease, LeaseToken, MAX_STOCK, Money, Order, OrderDraft,
-    OrderId, OrderStatus, ProductId, Quantity, RestockError, StatusChange, Timestamp, UserId,
+    FailureReason, IdempotencyKey, Lease, LeaseToken, MAX_STOCK, Money, Order, OrderDraft, OrderId,
+    OrderStatus, ProductId, Quantity, RestockError, StatusChange, Timestamp, UserId,
 };
-use crate::ports::{
-    ListFilter, OrderRepository, PlaceOutcome, StrandedQuery, TransitionOutcome,
-};
+use crate::ports::{ListFilter, OrderRepository, PlaceOutcome, StrandedQuery, TransitionOutcome};
 
 /// What a repository check needs from the adapter under test.
 #[async_trait]
@@ -1160,7 +1158,12 @@ pub async fn release_expires_the_holders_lease_at_once(f: &dyn RepositoryFixture
     .await;
 }
 
-async fn claim(f: &dyn RepositoryFixture, stale_after: u64, limit: u32, now: Timestamp) -> Vec<OrderId> {
+async fn claim(
+    f: &dyn RepositoryFixture,
+    stale_after: u64,
+    limit: u32,
+    now: Timestamp,
+) -> Vec<OrderId> {
     let query = StrandedQuery {
         stale_after: Duration::from_millis(stale_after),
         limit,
@@ -1174,9 +1177,7 @@ async fn claim(f: &dyn RepositoryFixture, stale_after: u64, limit: u32, now: Tim
 /// A Pending order is claimed once it has gone `stale_after` without a hand-out
 /// (placement counts as one), oldest first, at most `limit` per call; a claim counts as
 /// a hand-out, so the same order comes back only after another `stale_after`.
-pub async fn claim_stranded_hands_each_order_out_once_per_stale_after(
-    f: &dyn RepositoryFixture,
-) {
+pub async fn claim_stranded_hands_each_order_out_once_per_stale_after(f: &dyn RepositoryFixture) {
     let user = f.add_user().await;
     let a = f.add_product(price("1.00"), 10).await;
     let first = placed(f, draft(user, "a", &[(a, 1)]), at(0)).await;
