@@ -19,34 +19,13 @@ use order_core::domain::{
     UserId,
 };
 use order_core::ports::{
-    Clock, Delivery, Job, JobQueue, NackOutcome, OrderRepository, PaymentError, PaymentGateway,
-    PaymentOutcome, QueueError, QueueStats, QueueTimings, RepositoryError, StrandedQuery,
-    TransitionOutcome,
+    Clock, Delivery, Job, JobQueue, NackOutcome, OrderRepository, QueueError, QueueStats,
+    QueueTimings, RepositoryError, StrandedQuery, TransitionOutcome,
 };
 use order_core::testing::scripted::ScriptedGateway;
+
+use crate::support::Outage;
 use order_memory::{ManualClock, MemoryAdapters, QueueConfig};
-
-/// A provider that can be switched off: then every charge and void is unanswered.
-struct Outage {
-    down: AtomicBool,
-    inner: ScriptedGateway,
-}
-
-#[async_trait]
-impl PaymentGateway for Outage {
-    async fn charge(&self, key: OrderId, amount: Money) -> Result<PaymentOutcome, PaymentError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(PaymentError::Transient("provider unreachable".into()));
-        }
-        self.inner.charge(key, amount).await
-    }
-    async fn void(&self, key: OrderId) -> Result<PaymentOutcome, PaymentError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(PaymentError::Transient("provider unreachable".into()));
-        }
-        self.inner.void(key).await
-    }
-}
 
 /// A repository whose next `fail_completions` Pay/Fail transitions fail, and whose
 /// next Start first lets a rival worker's Start commit (the rival then vanishes).

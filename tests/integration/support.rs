@@ -3,13 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_trait::async_trait;
 use order_core::app::{
     CreateOrderError, CreateOrderRequest, CreatedOrder, OrderService, Ports, SeededRandom,
     ServiceConfig,
 };
-use order_core::domain::{ProductId, Timestamp, UserId};
-use order_core::ports::{Clock, PaymentGateway};
+use order_core::domain::{Money, OrderId, ProductId, Timestamp, UserId};
+use order_core::ports::{Clock, PaymentError, PaymentGateway, PaymentOutcome};
 use order_core::testing::model::{Command, ModelConfig, RunReport, World, run_commands};
 use order_core::testing::scripted::ScriptedGateway;
 use order_memory::{ManualClock, MemoryAdapters, QueueConfig};
@@ -101,3 +103,36 @@ pub async fn all_at_once(
     }
     results
 }
+
+/// A provider that can be switched off: then every charge and void is unanswered.
+pub struct Outage {
+    pub down: AtomicBool,
+    pub inner: ScriptedGateway,
+}
+
+impl Outage {
+    /// A provider that is up and approves everything.
+    pub fn up() -> Self {
+        Self {
+            down: AtomicBool::new(false),
+            inner: ScriptedGateway::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for Outage {
+    async fn charge(&self, key: OrderId, amount: Money) -> Result<PaymentOutcome, PaymentError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(PaymentError::Transient("provider unreachable".into()));
+        }
+        self.inner.charge(key, amount).await
+    }
+    async fn void(&self, key: OrderId) -> Result<PaymentOutcome, PaymentError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(PaymentError::Transient("provider unreachable".into()));
+        }
+        self.inner.void(key).await
+    }
+}
+

@@ -705,6 +705,72 @@ mod tests {
         assert_eq!(stats(&q).await, (0, 0, 0));
     }
 
+    #[tokio::test]
+    async fn the_dead_letter_keeps_only_the_newest_letters_up_to_its_capacity() {
+        let config = QueueConfig {
+            max_attempts: 1,
+            dead_letter_capacity: 3,
+            ..QueueConfig::default()
+        };
+        let (_clock, q) = setup(config);
+        for n in 1..=5 {
+            q.enqueue(job(n)).await.unwrap();
+            let d = reserve_now(&q).await.unwrap();
+            assert_eq!(q.nack(&d, "poison").await.unwrap(), NackOutcome::DeadLettered);
+        }
+        let kept: Vec<Job> = q.dead_letters().iter().map(|l| l.job).collect();
+        assert_eq!(kept, vec![job(3), job(4), job(5)]);
+        assert_eq!(stats(&q).await, (0, 0, 3));
+    }
+
+    #[test]
+    fn zero_timings_are_refused_at_construction() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_millis(0)));
+        for (config, field) in [
+            (
+                QueueConfig {
+                    max_attempts: 0,
+                    ..QueueConfig::default()
+                },
+                "max_attempts",
+            ),
+            (
+                QueueConfig {
+                    retry_backoff: Duration::ZERO,
+                    ..QueueConfig::default()
+                },
+                "retry_backoff",
+            ),
+            (
+                QueueConfig {
+                    visibility_timeout: Duration::ZERO,
+                    ..QueueConfig::default()
+                },
+                "visibility_timeout",
+            ),
+        ] {
+            assert_eq!(
+                MemoryQueue::new(clock.clone(), config).err(),
+                Some(QueueTimingsError::Zero(field))
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deferred_job_comes_back_with_the_same_attempt_and_wakes_a_waiting_worker() {
+        let (clock, q) = setup(QueueConfig::default());
+        q.enqueue(job(1)).await.unwrap();
+        let d = reserve_now(&q).await.unwrap();
+        assert_eq!(
+            q.defer(&d, Duration::from_secs(3)).await.unwrap(),
+            NackOutcome::Retried(Duration::from_secs(3))
+        );
+        clock.advance(Duration::from_secs(3));
+        let again = reserve_now(&q).await.unwrap();
+        assert_eq!((again.job, again.attempt), (job(1), 1));
+        assert_ne!(again.receipt, d.receipt, "a new delivery, a new receipt");
+    }
+
     #[test]
     fn backoff_doubles_per_attempt_and_saturates() {
         let c = QueueConfig::default();
