@@ -17,24 +17,30 @@
 -- range `open_hand_out_at <= cutoff`), so the claim
 --   SELECT id … WHERE open_hand_out_at <= ? AND (status = 'PENDING' OR lease_until <= ?)
 --   ORDER BY open_hand_out_at, id LIMIT ? FOR UPDATE SKIP LOCKED
--- reads the index in order, without a filesort, and stops at the LIMIT: it examines (and
--- locks) the rows it claims plus the PROCESSING rows with a live lease among them, and
--- nothing else. The entry moves only when an order is claimed, placed, or becomes
--- terminal — not on Start or TakeOver, which keep the status open and do not touch the
--- hand-out — which is cheaper for the write paths than the two indexes it replaces:
--- (status, updated_at) and (status, lease_until) changed on every transition, and
--- served scans that are gone.
+-- reads the index in order, without a filesort, and stops at the LIMIT: it examines the
+-- rows it claims plus the PROCESSING rows with a live lease among them, and nothing else
+-- (it runs at READ COMMITTED, so the locks on those rejected rows go at once, and no gap
+-- locks stand in the way of new orders). The entry moves only when an order is placed,
+-- claimed, or becomes terminal — not on Start, TakeOver or Release, which keep the
+-- status open and leave the hand-out alone — which is cheaper for the write paths than
+-- the two indexes it replaces, (status, updated_at) and (status, lease_until), one of
+-- which changed on every transition; the scans they served are gone.
+--
+-- This file also corrects the tour: 0001 counts four migrations, and 0003 still
+-- describes the two reconciler indexes dropped here. Applied migrations are never
+-- edited (sqlx refuses a database whose applied migration no longer matches its
+-- checksum), so the correction lives here.
 --
 -- Two statements: the generated column refers to `dispatched_at`, so that column exists
--- first (adding a nullable column is an instant change on both servers).
+-- before the expression naming it is checked.
 ALTER TABLE orders
-    ADD COLUMN dispatched_at DATETIME(3) NULL AFTER cancelled_at;
+    ADD COLUMN dispatched_at DATETIME(3) NULL;
 
 ALTER TABLE orders
     ADD COLUMN open_hand_out_at DATETIME(3)
         GENERATED ALWAYS AS (
             IF(status IN ('PENDING', 'PROCESSING'), COALESCE(dispatched_at, created_at), NULL)
-        ) STORED AFTER dispatched_at,
+        ) STORED,
     ADD KEY orders_open_hand_out (open_hand_out_at, id),
     DROP KEY orders_status_updated,
     DROP KEY orders_status_lease;

@@ -424,8 +424,10 @@ pub struct QueryPlan {
 ///
 /// **Batches** (`place` with several drafts): one plain read per draft answers replays
 /// and unknown users without locks; then ONE transaction locks every product row any of
-/// the remaining drafts needs, once, in ascending id order, and decides the drafts in
-/// arrival order against the locked stock (a later draft sees what earlier ones took),
+/// the remaining drafts needs, once, in ascending id order (at most 10 000 ids per
+/// statement, so no batch exceeds the 65 535 placeholders one statement may bind), and
+/// decides the drafts in arrival order against the locked stock (a later draft sees what
+/// earlier ones took),
 /// writing order, lines and stock decrement for each draft that can be placed; a second
 /// draft with a key claimed earlier in the batch replays it. It commits if anything was
 /// written, else rolls back. There is no savepoint per draft, deliberately: every
@@ -434,8 +436,10 @@ pub struct QueryPlan {
 /// INTO orders` refused by the unique key or the user's foreign key), and InnoDB rolls a
 /// failed statement back on its own. Anything failing after that first write is not a
 /// business outcome: the whole transaction is rolled back and the call fails, having
-/// written nothing. A batch of one is the same path: one read, then `BEGIN`, lock,
-/// insert order, insert lines, update stock, `COMMIT`.
+/// written nothing. A single draft first tries a shorter fast path (`BEGIN`, conditional
+/// decrement, insert order, insert lines, `COMMIT`), and falls back to this one whenever
+/// that path cannot decide exactly (a missing or short product, a changed price, a total
+/// too large).
 ///
 /// Instants are stored as UTC `DATETIME(3)`, exact to the millisecond; the pool's
 /// connections must run with `time_zone = '+00:00'` (sqlx's default, and what
@@ -792,8 +796,8 @@ impl MySqlOrderRepository {
     /// The one-draft fast path — the common case — holding the hot product rows for no
     /// longer than a hand-rolled transaction would: prices are read before the
     /// transaction (without locks), and the transaction opens with a conditional
-    /// decrement that locks the rows (ascending) and checks the stock in one statement,
-    /// followed by the two inserts and the commit. The general path instead runs a replay
+    /// decrement that locks the rows (ascending) and checks stock and price in one
+    /// statement, followed by the two inserts and the commit. The general path instead runs a replay
     /// pre-check, then locks with `SELECT … FOR UPDATE` and decrements later: one more
     /// round trip under the hot row lock and one more before it.
     ///
@@ -812,8 +816,8 @@ impl MySqlOrderRepository {
     ///
     /// Returns `None` — nothing written — for every draft whose outcome needs the general
     /// path to be decided exactly as the contract says (a missing product, a short one, a
-    /// total too large): those are rare, and the general path answers them under row
-    /// locks with the first offending product in ascending order.
+    /// changed price, a total too large): those are rare, and the general path answers
+    /// them under row locks with the first offending product in ascending order.
     async fn place_one_fast(
         &self,
         draft: &OrderDraft,

@@ -9,13 +9,17 @@
 //!   and against the memory adapter (the reference);
 //! - [`ledger`]: the payment-ledger contract against both ledgers;
 //! - [`concurrency`]: oversell, lock ordering, deadlock and lock-wait retries under load;
-//! - [`inspection`]: connect/migrate, the seeding helpers and the reconciler scans;
+//! - [`claims`]: the reconciler's claims of stranded orders and the lease release;
+//! - [`inspection`]: connect/migrate and the seeding helpers;
+//! - [`regressions`]: defects that were fixed, each named after its scenario;
 //! - [`explain`]: the indexes of the migrations serve the adapter's read queries.
 
 // Test code: a failed setup step should panic right there, with its message. Clippy's
 // `allow-expect-in-tests` covers `#[test]` bodies only, not the helpers they share.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "contract/claims.rs"]
+mod claims;
 #[path = "contract/concurrency.rs"]
 mod concurrency;
 #[path = "contract/explain.rs"]
@@ -24,6 +28,8 @@ mod explain;
 mod inspection;
 #[path = "contract/ledger.rs"]
 mod ledger;
+#[path = "contract/regressions.rs"]
+mod regressions;
 #[path = "contract/repository.rs"]
 mod repository;
 #[path = "contract/support.rs"]

@@ -25,8 +25,12 @@ fn placed(outcomes: &[PlaceOutcome]) -> Vec<Order> {
 }
 
 /// Waits until a transaction on this test's database is blocked on a row lock.
+///
+/// InnoDB serves `information_schema.innodb_trx` from a cache that is not refreshed
+/// while it is read more often than every 100 ms, hence the slower poll.
 async fn until_a_transaction_waits_for_a_lock(pool: &MySqlPool) {
-    for _ in 0..400 {
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
         let waiting: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.innodb_trx t \
              JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id \
@@ -38,7 +42,6 @@ async fn until_a_transaction_waits_for_a_lock(pool: &MySqlPool) {
         if waiting > 0 {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("place never waited for the row lock");
 }
@@ -178,7 +181,10 @@ async fn a_restock_up_to_the_maximum_leaves_room_to_cancel_and_fail_the_open_ord
         .transition(processing.id(), StatusChange::Start { lease }, at(2))
         .await
         .expect("start");
-    assert!(matches!(started, TransitionOutcome::Applied(_)), "{started:?}");
+    assert!(
+        matches!(started, TransitionOutcome::Applied(_)),
+        "{started:?}"
+    );
     // A paid order's units are gone for good: they do not count.
     let paid = place_one(&repo, draft(user, "paid", &[(p, 2)]), 3).await;
     let paid_lease = Lease {
@@ -210,15 +216,23 @@ async fn a_restock_up_to_the_maximum_leaves_room_to_cancel_and_fail_the_open_ord
         ),
         "{refused:?}"
     );
-    assert_eq!(repo.stock(p).await.expect("stock"), Some(1), "nothing changed");
+    assert_eq!(
+        repo.stock(p).await.expect("stock"),
+        Some(1),
+        "nothing changed"
+    );
 
-    repo.restock(p, room).await.expect("up to the limit exactly");
+    repo.restock(p, room)
+        .await
+        .expect("up to the limit exactly");
     assert_eq!(repo.stock(p).await.expect("stock"), Some(MAX_STOCK - 7));
     let one_more = repo.restock(p, 1).await;
     assert!(
         matches!(
             one_more,
-            Err(MySqlRestockError::Refused(RestockError::AboveMaximum { .. }))
+            Err(MySqlRestockError::Refused(
+                RestockError::AboveMaximum { .. }
+            ))
         ),
         "{one_more:?}"
     );
@@ -248,7 +262,9 @@ async fn a_restock_up_to_the_maximum_leaves_room_to_cancel_and_fail_the_open_ord
         "{failed:?}"
     );
     assert_eq!(repo.stock(p).await.expect("stock"), Some(MAX_STOCK));
-    repo.restock(p, 0).await.expect("a zero restock at the limit");
+    repo.restock(p, 0)
+        .await
+        .expect("a zero restock at the limit");
     let ghost = ProductId::new(p.get() + 1).expect("id");
     let unknown = repo.restock(ghost, 0).await;
     assert!(
@@ -283,7 +299,10 @@ async fn equal_fingerprints_with_other_lines_are_a_reused_key_not_a_replay(pool:
         .expect("collide");
 
     // Fast path (one draft): the insert hits the unique key, the stored order is read.
-    let fast = repo.place(&[other_lines.clone()], at(1)).await.expect("fast");
+    let fast = repo
+        .place(std::slice::from_ref(&other_lines), at(1))
+        .await
+        .expect("fast");
     assert_eq!(
         fast,
         vec![PlaceOutcome::KeyReused {

@@ -58,4 +58,8 @@ contract_suite!(
     list_by_user_is_newest_first_filtered_and_paged,
     products_are_listed_ascending_with_current_stock,
     find_by_key_is_scoped_to_the_user,
+    release_expires_the_holders_lease_at_once,
+    claim_stranded_hands_each_order_out_once_per_stale_after,
+    claim_stranded_skips_live_leases_and_terminal_orders,
+    restock_is_bounded_by_max_stock,
 );

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use order_core::domain::OrderDraft;
+use order_core::domain::{OrderDraft, RestockError};
 use order_core::ports::OrderRepository;
 use order_core::testing::contract::repository::RepositoryFixture;
 use order_core::{IdempotencyKey, Money, ProductId, Quantity, Timestamp, UserId};
 use order_memory::MemoryOrderRepository;
-use order_mysql::{MySqlOrderRepository, MySqlPool};
+use order_mysql::{MySqlOrderRepository, MySqlPool, MySqlRestockError};
 
 /// The MySQL repository over a fresh test database.
 pub struct MySqlFixture {
@@ -63,6 +63,14 @@ impl RepositoryFixture for MySqlFixture {
             .expect("stock")
             .unwrap_or_else(|| panic!("product {product} does not exist"))
     }
+
+    async fn restock(&self, product: ProductId, units: u64) -> Result<(), RestockError> {
+        match self.repo.restock(product, units).await {
+            Ok(()) => Ok(()),
+            Err(MySqlRestockError::Refused(refused)) => Err(refused),
+            Err(MySqlRestockError::Store(e)) => panic!("restock: store failed: {e}"),
+        }
+    }
 }
 
 /// The memory repository: the reference the MySQL adapter is held to.
@@ -96,6 +104,10 @@ impl RepositoryFixture for MemoryFixture {
         self.repo
             .stock(product)
             .unwrap_or_else(|| panic!("product {product} does not exist"))
+    }
+
+    async fn restock(&self, product: ProductId, units: u64) -> Result<(), RestockError> {
+        self.repo.restock(product, units)
     }
 }
 
