@@ -116,3 +116,65 @@ async fn a_job_whose_worker_died_is_redelivered_and_finished_by_another() {
     queue.ack(&lost).await.unwrap();
     assert_eq!(queue.stats().await.unwrap().in_flight, 0);
 }
+
+/// A provider that never answers (in real time).
+struct Silent;
+
+#[async_trait::async_trait]
+impl order_core::ports::PaymentGateway for Silent {
+    async fn charge(
+        &self,
+        _key: order_core::domain::OrderId,
+        _amount: Money,
+    ) -> Result<order_core::ports::PaymentOutcome, order_core::ports::PaymentError> {
+        std::future::pending().await
+    }
+    async fn void(
+        &self,
+        _key: order_core::domain::OrderId,
+    ) -> Result<order_core::ports::PaymentOutcome, order_core::ports::PaymentError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_workers_has_a_deadline_and_aborts_a_stuck_job_which_is_redelivered() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let adapters = order_memory::MemoryAdapters::new(clock, QueueConfig::default()).unwrap();
+    let ports = adapters.ports(
+        Arc::new(Silent),
+        Arc::new(order_core::app::SeededRandom::new(3)),
+    );
+    let service = Arc::new(order_core::OrderService::new(ports, ServiceConfig::default()).unwrap());
+    let user = adapters.repository.add_user();
+    let product = adapters
+        .repository
+        .add_product("p", Money::parse("5.00").unwrap(), 10);
+    service
+        .create_order(CreateOrderRequest::new(user, [(product, 1)], "stuck"))
+        .await
+        .unwrap();
+    let workers = Workers::spawn_with_reconciler(&service, 2);
+    // Wait until a worker holds the job (it then waits on the silent provider for 5 s).
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while adapters.queue.stats().await.unwrap().in_flight == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("a worker reserves the job");
+    let started = std::time::Instant::now();
+    let report = workers.stop(Duration::from_millis(300)).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "stop kept its deadline: {took:?}"
+    );
+    assert_eq!(
+        report.aborted, 1,
+        "the stuck worker was aborted: {report:?}"
+    );
+    // Its delivery was neither acked nor nacked: it is still the queue's, in flight, and
+    // comes back after the visibility timeout.
+    assert_eq!(adapters.queue.stats().await.unwrap().in_flight, 1);
+}
