@@ -21,10 +21,13 @@ pub struct RedisConfig {
     /// Bound on one command, including time spent waiting for a reconnection; past it
     /// the call fails as `Unavailable` (default 2 s).
     pub command_timeout: Duration,
-    /// Bound on establishing the first connection (default 5 s).
+    /// Bound on one connection attempt (default 5 s). A failed attempt is retried with
+    /// backoff, the first one included: a server that is down at start-up is waited for
+    /// in the background, never reported as a construction error.
     pub connect_timeout: Duration,
-    /// Longest pause between two reconnection attempts; attempts never stop and back off
-    /// exponentially from 100 ms up to this (default 5 s).
+    /// Longest pause between two connection attempts; attempts never stop and back off
+    /// exponentially from 100 ms (plus up to 100 ms of jitter, which fred also waits
+    /// before the very first attempt) up to this (default 5 s).
     pub reconnect_max_delay: Duration,
     /// Lock settings.
     pub lock: LockSettings,
@@ -120,7 +123,9 @@ pub struct QueueSettings {
     pub group: String,
     /// This process's consumer name in the group. Must be unique per live process; the
     /// default is derived from the process id and the start time. Pending entries of a
-    /// consumer that died are reclaimed by the others after the visibility timeout.
+    /// consumer that died are reclaimed by the others after the visibility timeout, and
+    /// its name is deleted once it is idle and holds nothing (see
+    /// [`idle_consumer_timeout`](Self::idle_consumer_timeout)).
     pub consumer: String,
     /// How long a reserved job stays invisible before it is delivered again (default
     /// 30 s).

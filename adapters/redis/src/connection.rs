@@ -142,13 +142,25 @@ impl RedisConnection {
         }
     }
 
-    /// Closes every connection of the pool and stops reconnecting. Adapters built from
-    /// this connection fail with `Unavailable` afterwards.
+    /// Closes every connection of the pool and stops reconnecting, waiting at most
+    /// 250 ms for the server's goodbye. Adapters built from this connection fail
+    /// with `Unavailable` afterwards.
     pub async fn close(&self) {
         self.closed.send_replace(true);
-        // QUIT on a pool only fails when already closed, which is what we want anyway.
-        let _ = self.pool.quit().await;
+        quit(&self.pool).await;
     }
+}
+
+/// How long closing waits for `QUIT` to be answered.
+pub(crate) const QUIT_WAIT: Duration = Duration::from_millis(250);
+
+/// `QUIT`, waiting at most [`QUIT_WAIT`]. Closing also interrupts the reconnect loop at
+/// once, but a client that has not connected yet (fred waits one reconnect delay before
+/// its first attempt) never answers the `QUIT`, which would otherwise hold the caller for
+/// a whole command timeout. Giving up on the answer is harmless: the client stops
+/// either way. An error only means it was closed already.
+pub(crate) async fn quit<C: ClientLike>(client: &C) {
+    let _ = tokio::time::timeout(QUIT_WAIT, client.quit()).await;
 }
 
 /// Reads `maxmemory-policy` once the pool can reach the server (retrying while it
@@ -246,11 +258,11 @@ pub(crate) async fn init<C: ClientLike>(client: &C, within: Duration) -> Result<
     match tokio::time::timeout(within, client.init()).await {
         Ok(Ok(_connection_task)) => Ok(()),
         Ok(Err(e)) => {
-            let _ = client.quit().await;
+            quit(client).await;
             Err(ConnectError::Unavailable(e.to_string()))
         }
         Err(_) => {
-            let _ = client.quit().await;
+            quit(client).await;
             Err(ConnectError::Unavailable(format!(
                 "no connection within {within:?}"
             )))

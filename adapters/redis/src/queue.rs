@@ -179,7 +179,8 @@ impl RedisQueue {
     /// Closes the dedicated blocking connections (the shared pool belongs to the
     /// [`RedisConnection`]). `reserve` fails with `Unavailable` afterwards.
     pub async fn close(&self) {
-        let _ = self.inner.blocking.quit().await;
+        // The same bounded wait as `RedisConnection::close`, for the same reason.
+        let _ = tokio::time::timeout(connection::QUIT_WAIT, self.inner.blocking.quit()).await;
     }
 }
 
@@ -240,11 +241,13 @@ impl Inner {
             if caller.is_closed() {
                 return Ok(None);
             }
-            self.housekeeping_if_due().await;
             if let Some(delivery) = self.reclaim().await? {
                 return Ok(Some(delivery));
             }
             let next_retry = self.promote().await?;
+            // After the first commands answered: while Redis is down, reserve fails
+            // after one command timeout, not two.
+            self.housekeeping_if_due().await;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let mut block = remaining.min(self.settings.poll_interval);
             if let Some(due) = next_retry {

@@ -6,7 +6,9 @@
 //!
 //! Needs a Redis server: `REDIS_URL` (default `redis://127.0.0.1:6379`). When it is
 //! unreachable the Redis tests FAIL, they never skip. Every test works under a unique key
-//! prefix and channel, so tests run in parallel and never see each other's data. The one
+//! prefix and channel, so tests run in parallel and never see each other's data, and
+//! deletes every key under its prefix when it ends, passing or failing ([`Cleanup`]):
+//! the shared server is left as it was found. The one
 //! test that wipes data uses `FLUSHDB` on a separate logical database (`REDIS_FLUSH_DB`,
 //! default 9) rather than `FLUSHALL`, which would wipe the keys of every test running
 //! beside it; it also runs `SCRIPT FLUSH`, which is server-wide like a restart — harmless
@@ -46,6 +48,91 @@ use tokio::sync::{Mutex, broadcast};
 // Helpers
 // ---------------------------------------------------------------------------------------
 
+/// Deletes every key under a test's prefix when dropped: at the end of the test, and
+/// also while a failing test unwinds, so no run leaves keys on the shared server. The
+/// deletion runs on its own thread and runtime because `Drop` cannot await.
+struct Cleanup {
+    url: String,
+    prefix: String,
+}
+
+impl Cleanup {
+    fn new(config: &RedisConfig) -> Cleanup {
+        Cleanup {
+            url: config.url.clone(),
+            prefix: config.prefix.clone(),
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        let outcome = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime
+                .block_on(delete_prefix(&url, &prefix))
+                .map_err(|e| e.to_string())
+        })
+        .join();
+        let failure = match outcome {
+            Ok(Ok(_deleted)) => return,
+            Ok(Err(e)) => e,
+            Err(_) => "the cleanup thread panicked".to_owned(),
+        };
+        // Panicking again while a failed test unwinds would abort the whole binary.
+        if !std::thread::panicking() {
+            panic!("cannot delete the keys under {:?}: {failure}", self.prefix);
+        }
+    }
+}
+
+/// `SCAN MATCH {prefix}*` + `UNLINK` until the cursor comes back to 0; returns how many
+/// keys were deleted.
+async fn delete_prefix(url: &str, prefix: &str) -> Result<u64, Error> {
+    let client = Builder::from_config(Config::from_url(url)?).build()?;
+    client.init().await?;
+    let scan =
+        fred::types::CustomCommand::new_static("SCAN", fred::types::ClusterHash::Random, false);
+    let pattern = format!("{prefix}*");
+    let mut cursor = "0".to_owned();
+    let mut deleted = 0;
+    loop {
+        let reply: Value = client
+            .custom(
+                scan.clone(),
+                vec![cursor.as_str(), "MATCH", pattern.as_str(), "COUNT", "1000"],
+            )
+            .await?;
+        let Value::Array(mut parts) = reply else {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "SCAN reply is not an array",
+            ));
+        };
+        let keys: Vec<String> = match parts.pop() {
+            Some(Value::Array(keys)) => keys.iter().filter_map(Value::as_string).collect(),
+            _ => Vec::new(),
+        };
+        cursor = parts
+            .pop()
+            .and_then(|c| c.as_string())
+            .unwrap_or_else(|| "0".to_owned());
+        if !keys.is_empty() {
+            let n: u64 = client.unlink(keys).await?;
+            deleted += n;
+        }
+        if cursor == "0" {
+            break;
+        }
+    }
+    let _ = client.quit().await;
+    Ok(deleted)
+}
+
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
@@ -78,6 +165,13 @@ fn test_config(url: String, test: &str) -> RedisConfig {
     config.queue.max_len = 16;
     config.queue.poll_interval = Duration::from_millis(50);
     config.queue.blocking_connections = 1;
+    config
+}
+
+/// A test's settings for another consumer of the same queue (same prefix).
+fn as_consumer(config: &RedisConfig, consumer: &str) -> RedisConfig {
+    let mut config = config.clone();
+    config.queue.consumer = consumer.to_owned();
     config
 }
 
@@ -147,14 +241,21 @@ trait Teardown {
 struct RedisLockFixture {
     connection: RedisConnection,
     lock: RedisLock,
+    _cleanup: Cleanup,
 }
 
 async fn redis_lock_fixture() -> RedisLockFixture {
-    let connection = connect(test_config(redis_url(), "lock")).await;
+    let config = test_config(redis_url(), "lock");
+    let cleanup = Cleanup::new(&config);
+    let connection = connect(config).await;
     let lock = RedisLock::new(&connection)
         .await
         .expect("lock setup failed");
-    RedisLockFixture { connection, lock }
+    RedisLockFixture {
+        connection,
+        lock,
+        _cleanup: cleanup,
+    }
 }
 
 #[async_trait]
@@ -183,14 +284,21 @@ impl Teardown for RedisLockFixture {
 struct RedisQueueFixture {
     connection: RedisConnection,
     queue: RedisQueue,
+    _cleanup: Cleanup,
 }
 
 async fn redis_queue_fixture() -> RedisQueueFixture {
-    let connection = connect(test_config(redis_url(), "queue")).await;
+    let config = test_config(redis_url(), "queue");
+    let cleanup = Cleanup::new(&config);
+    let connection = connect(config).await;
     let queue = RedisQueue::new(&connection)
         .await
         .expect("queue setup failed");
-    RedisQueueFixture { connection, queue }
+    RedisQueueFixture {
+        connection,
+        queue,
+        _cleanup: cleanup,
+    }
 }
 
 #[async_trait]
@@ -220,22 +328,10 @@ impl QueueFixture for RedisQueueFixture {
 
 #[async_trait]
 impl Teardown for RedisQueueFixture {
+    /// Closes the connections; the keys go with the fixture's [`Cleanup`].
     async fn teardown(&self) {
-        let keys = self.queue.keys().clone();
-        let _: i64 = self
-            .connection_raw()
-            .await
-            .del(vec![keys.stream, keys.retry, keys.dead])
-            .await
-            .expect("cleanup failed");
         self.queue.close().await;
         self.connection.close().await;
-    }
-}
-
-impl RedisQueueFixture {
-    async fn connection_raw(&self) -> Client {
-        raw_client(&self.connection.config().url).await
     }
 }
 
@@ -324,6 +420,7 @@ const MEMORY_QUEUE: QueueConfig = QueueConfig {
     max_attempts: 3,
     retry_backoff: Duration::from_secs(1),
     capacity: 16,
+    dead_letter_capacity: 16,
 };
 
 struct MemoryQueueFixture {
@@ -334,7 +431,7 @@ struct MemoryQueueFixture {
 async fn memory_queue_fixture() -> MemoryQueueFixture {
     let clock = manual_clock();
     MemoryQueueFixture {
-        queue: MemoryQueue::new(clock.clone(), MEMORY_QUEUE),
+        queue: MemoryQueue::new(clock.clone(), MEMORY_QUEUE).unwrap(),
         clock,
     }
 }
@@ -429,6 +526,7 @@ macro_rules! lock_checks {
                 release_refuses_a_foreign_token,
                 lock_is_held_until_its_ttl,
                 expired_lock_can_be_taken_and_the_old_release_is_refused,
+                a_resent_acquire_with_the_same_token_succeeds,
             ]
         );
     };
@@ -450,6 +548,9 @@ macro_rules! queue_checks {
                 stale_receipts_are_harmless,
                 stats_count_waiting_in_flight_and_dead,
                 enqueue_beyond_capacity_is_refused,
+                a_stale_ack_leaves_the_live_delivery_in_flight,
+                defer_redelivers_after_the_delay_without_using_an_attempt,
+                timings_report_the_configured_settings,
             ]
         );
     };
@@ -506,19 +607,342 @@ fn every_contract_check_runs_against_both_adapters() {
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_server_fails_fast_as_unavailable() {
-    let mut config = RedisConfig::new("redis://127.0.0.1:1");
-    config.connect_timeout = Duration::from_secs(2);
+async fn an_unreachable_server_still_builds_the_adapters_and_their_calls_fail_as_unavailable_in_time()
+ {
+    let mut config = test_config("redis://127.0.0.1:1".to_owned(), "unreachable");
+    config.command_timeout = Duration::from_millis(500);
+    config.reconnect_max_delay = Duration::from_millis(200);
+    let connection = RedisConnection::connect(config)
+        .await
+        .expect("building the pool needs no server");
+    let lock = RedisLock::new(&connection)
+        .await
+        .expect("building the lock needs no server");
+    let queue = RedisQueue::new(&connection)
+        .await
+        .expect("building the queue needs no server");
+    // Each call gives up within the command timeout (plus scheduling slack).
+    let bound = Duration::from_millis(500 + 700);
+
     let started = std::time::Instant::now();
-    let result = RedisConnection::connect(config).await;
+    let pinged = connection.ping().await;
     assert!(
-        matches!(result, Err(order_redis::ConnectError::Unavailable(_))),
-        "connecting to a closed port must be Unavailable, got {result:?}"
+        matches!(pinged, Err(order_redis::ConnectError::Unavailable(_))),
+        "{pinged:?}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "connecting must give up within the connect timeout"
+        started.elapsed() < bound,
+        "ping took {:?}",
+        started.elapsed()
     );
+
+    let started = std::time::Instant::now();
+    let acquired = lock
+        .try_acquire("p:1", &LockToken::new("t"), Duration::from_secs(1))
+        .await;
+    assert!(
+        matches!(acquired, Err(order_core::ports::LockError::Unavailable(_))),
+        "{acquired:?}"
+    );
+    assert!(
+        started.elapsed() < bound,
+        "acquire took {:?}",
+        started.elapsed()
+    );
+
+    let started = std::time::Instant::now();
+    let enqueued = queue.enqueue(job(1)).await;
+    assert!(
+        matches!(enqueued, Err(order_core::ports::QueueError::Unavailable(_))),
+        "{enqueued:?}"
+    );
+    assert!(
+        started.elapsed() < bound,
+        "enqueue took {:?}",
+        started.elapsed()
+    );
+
+    let started = std::time::Instant::now();
+    let reserved = queue.reserve(Duration::from_secs(5)).await;
+    assert!(
+        matches!(reserved, Err(order_core::ports::QueueError::Unavailable(_))),
+        "{reserved:?}"
+    );
+    assert!(
+        started.elapsed() < bound,
+        "reserve took {:?}",
+        started.elapsed()
+    );
+
+    let waited = connection.wait_connected(Duration::from_millis(300)).await;
+    assert!(
+        matches!(waited, Err(order_redis::ConnectError::Unavailable(_))),
+        "{waited:?}"
+    );
+    queue.close().await;
+    connection.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_timings_refused_by_the_port_rule_are_invalid_config() {
+    for broken in ["visibility_timeout", "max_attempts", "retry_backoff"] {
+        let mut config = test_config(redis_url(), "timings");
+        match broken {
+            "visibility_timeout" => config.queue.visibility_timeout = Duration::ZERO,
+            "max_attempts" => config.queue.max_attempts = 0,
+            _ => config.queue.retry_backoff = Duration::ZERO,
+        }
+        let connection = connect(config).await;
+        let built = RedisQueue::new(&connection).await;
+        assert!(
+            matches!(&built, Err(order_redis::ConnectError::InvalidConfig(m)) if m.contains(broken)),
+            "a zero {broken} must be refused as invalid settings, got {:?}",
+            built.map(|_| ())
+        );
+        connection.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_queue_settings_allow_eight_attempts() {
+    let config = RedisConfig::new(redis_url());
+    assert_eq!(config.queue.max_attempts, 8);
+    let connection = connect(config.with_prefix(unique_prefix("defaults"))).await;
+    let queue = RedisQueue::new(&connection).await.expect("setup");
+    let timings = queue.timings();
+    assert_eq!(timings.max_attempts, 8);
+    assert_eq!(timings.retry_budget(), Duration::from_secs(127));
+    assert!(timings.retry_budget() > timings.visibility_timeout);
+    queue.close().await;
+    connection.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_acquire_with_the_same_token_succeeds_and_another_token_is_refused() {
+    let config = test_config(redis_url(), "resent-acquire");
+    let _cleanup = Cleanup::new(&config);
+    let connection = connect(config).await;
+    let lock = RedisLock::new(&connection).await.expect("lock setup");
+    let (mine, theirs) = (LockToken::new("mine"), LockToken::new("theirs"));
+    let ttl = Duration::from_secs(10);
+    assert!(
+        lock.try_acquire("product:7", &mine, ttl)
+            .await
+            .expect("acquire")
+    );
+    // The same command again, as fred re-sends it after a reconnect.
+    assert!(
+        lock.try_acquire("product:7", &mine, ttl)
+            .await
+            .expect("re-sent acquire"),
+        "a re-sent acquire must find its own token and succeed"
+    );
+    assert!(
+        !lock
+            .try_acquire("product:7", &theirs, ttl)
+            .await
+            .expect("acquire"),
+        "another token must still be refused"
+    );
+    assert!(lock.release("product:7", &mine).await.expect("release"));
+    assert!(
+        lock.try_acquire("product:7", &theirs, ttl)
+            .await
+            .expect("acquire"),
+        "one release frees the key"
+    );
+    assert!(lock.release("product:7", &theirs).await.expect("release"));
+    connection.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_ack_by_a_stalled_worker_leaves_the_redelivery_in_flight_and_it_is_redelivered() {
+    let config = test_config(redis_url(), "stale-ack");
+    let _cleanup = Cleanup::new(&config);
+    let visibility = config.queue.visibility_timeout;
+    let a_connection = connect(as_consumer(&config, "worker-a")).await;
+    let a = RedisQueue::new(&a_connection).await.expect("setup");
+    let b_connection = connect(as_consumer(&config, "worker-b")).await;
+    let b = RedisQueue::new(&b_connection).await.expect("setup");
+
+    a.enqueue(job(7)).await.expect("enqueue");
+    let stalled = a
+        .reserve(Duration::from_secs(2))
+        .await
+        .expect("reserve")
+        .expect("A gets the job");
+    assert_eq!(stalled.attempt, 1);
+    // A stalls past its visibility timeout; B receives the redelivery (same entry id).
+    tokio::time::sleep(visibility + Duration::from_millis(150)).await;
+    let live = b
+        .reserve(Duration::from_secs(2))
+        .await
+        .expect("reserve")
+        .expect("B gets the redelivery");
+    assert_eq!((live.job, live.attempt), (job(7), 2));
+    assert_ne!(stalled.receipt, live.receipt, "receipts name deliveries");
+
+    // A wakes up and acks its stale receipt: B's delivery must survive it.
+    a.ack(&stalled).await.expect("a stale ack is harmless");
+    assert_eq!(
+        b.stats().await.expect("stats"),
+        stats(0, 1, 0),
+        "the stale ack must leave B's delivery in flight"
+    );
+    // B dies without acking: the job comes back as attempt 3.
+    tokio::time::sleep(visibility + Duration::from_millis(150)).await;
+    let third = a
+        .reserve(Duration::from_secs(2))
+        .await
+        .expect("reserve")
+        .expect("B's delivery must be redelivered after its visibility timeout");
+    assert_eq!((third.job, third.attempt), (job(7), 3));
+    a.ack(&third).await.expect("ack");
+    assert_eq!(a.stats().await.expect("stats"), stats(0, 0, 0));
+    for (queue, connection) in [(&a, &a_connection), (&b, &b_connection)] {
+        queue.close().await;
+        connection.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_reserve_leaves_the_next_job_to_another_consumer_at_once_on_attempt_1() {
+    let mut config = test_config(redis_url(), "dropped-reserve");
+    // A long poll interval: the dropped reserve's XREADGROUP blocks on the server for
+    // the whole 5 s, so it is still there when the job arrives.
+    config.queue.poll_interval = Duration::from_secs(5);
+    let _cleanup = Cleanup::new(&config);
+    let a_connection = connect(as_consumer(&config, "stopping-worker")).await;
+    let a = RedisQueue::new(&a_connection).await.expect("setup");
+    let b_connection = connect(as_consumer(&config, "other-worker")).await;
+    let b = RedisQueue::new(&b_connection).await.expect("setup");
+    // Both consumers exist before the drop (the group is created on first use).
+    assert_eq!(b.reserve(Duration::ZERO).await.expect("reserve"), None);
+
+    // A worker loop that stops drops its pending reserve.
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(100),
+        a.reserve(Duration::from_secs(5)),
+    )
+    .await;
+    assert!(
+        dropped.is_err(),
+        "the reserve must still be waiting when dropped"
+    );
+    a.enqueue(job(9)).await.expect("enqueue");
+
+    let started = std::time::Instant::now();
+    let delivery = b
+        .reserve(Duration::from_secs(1))
+        .await
+        .expect("reserve")
+        .expect("the job must reach the other consumer within a second");
+    assert!(started.elapsed() < Duration::from_millis(1_200));
+    assert_eq!(
+        (delivery.job, delivery.attempt),
+        (job(9), 1),
+        "the dropped reserve must not use an attempt"
+    );
+    b.ack(&delivery).await.expect("ack");
+    assert_eq!(b.stats().await.expect("stats"), stats(0, 0, 0));
+    for (queue, connection) in [(&a, &a_connection), (&b, &b_connection)] {
+        queue.close().await;
+        connection.close().await;
+    }
+}
+
+/// The names of the consumers of `config`'s queue group (`XINFO CONSUMERS`).
+async fn consumer_names(raw: &Client, config: &RedisConfig) -> BTreeSet<String> {
+    let command =
+        fred::types::CustomCommand::new_static("XINFO", fred::types::ClusterHash::Random, false);
+    let stream = config.queue_keys().stream;
+    let reply: Value = raw
+        .custom(
+            command,
+            vec!["CONSUMERS", stream.as_str(), config.queue.group.as_str()],
+        )
+        .await
+        .expect("XINFO CONSUMERS");
+    let Value::Array(consumers) = reply else {
+        panic!("XINFO CONSUMERS returned {reply:?}");
+    };
+    consumers
+        .into_iter()
+        .filter_map(|consumer| match consumer {
+            Value::Array(fields) => fields
+                .chunks(2)
+                .find(|pair| pair[0].as_string().as_deref() == Some("name"))
+                .and_then(|pair| pair[1].as_string()),
+            Value::Map(map) => map
+                .inner()
+                .into_iter()
+                .find(|(k, _)| k.as_str() == Some("name"))
+                .and_then(|(_, v)| v.as_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_consumers_without_pending_entries_are_deleted_and_holders_are_kept() {
+    let mut config = test_config(redis_url(), "prune");
+    // Long enough that nobody's reservation is taken over during the test.
+    config.queue.visibility_timeout = Duration::from_secs(30);
+    config.queue.idle_consumer_timeout = Duration::from_millis(500);
+    let _cleanup = Cleanup::new(&config);
+    let mut queues = Vec::new();
+    for name in ["ghost", "holder", "live"] {
+        let connection = connect(as_consumer(&config, name)).await;
+        let queue = RedisQueue::new(&connection).await.expect("setup");
+        queues.push((connection, queue));
+    }
+    let (ghost, holder, live) = (&queues[0].1, &queues[1].1, &queues[2].1);
+
+    // The ghost finished a job and went away (Redis 7.0 only records a consumer that
+    // received something); the holder holds a job.
+    ghost.enqueue(job(4)).await.expect("enqueue");
+    let done = ghost
+        .reserve(Duration::from_secs(2))
+        .await
+        .expect("reserve")
+        .expect("the ghost gets a job");
+    ghost.ack(&done).await.expect("ack");
+    holder.enqueue(job(5)).await.expect("enqueue");
+    let held = holder
+        .reserve(Duration::from_secs(2))
+        .await
+        .expect("reserve")
+        .expect("the holder gets the job");
+    let raw = raw_client(&config.url).await;
+    let before = consumer_names(&raw, &config).await;
+    assert!(
+        before.contains("ghost") && before.contains("holder"),
+        "{before:?}"
+    );
+
+    // Both go idle past the bound; the live consumer's reserve runs the housekeeping.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(live.reserve(Duration::ZERO).await.expect("reserve"), None);
+    let after = consumer_names(&raw, &config).await;
+    assert!(
+        !after.contains("ghost"),
+        "an idle consumer without pending entries must be deleted: {after:?}"
+    );
+    assert!(
+        after.contains("holder"),
+        "a consumer with pending entries must never be deleted: {after:?}"
+    );
+    assert_eq!(
+        live.stats().await.expect("stats"),
+        stats(0, 1, 0),
+        "the holder's reservation must survive the housekeeping"
+    );
+    holder.ack(&held).await.expect("the holder can still ack");
+    let _ = raw.quit().await;
+    for (connection, queue) in &queues {
+        queue.close().await;
+        connection.close().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,7 +1006,9 @@ async fn a_burst_of_10_000_events_is_received_in_full() {
 async fn racing_tasks_never_hold_one_lock_together() {
     const TASKS: usize = 64;
     const ROUNDS: usize = 5;
-    let connection = connect(test_config(redis_url(), "race")).await;
+    let config = test_config(redis_url(), "race");
+    let _cleanup = Cleanup::new(&config);
+    let connection = connect(config).await;
     let lock = Arc::new(RedisLock::new(&connection).await.expect("lock setup"));
     let holders = Arc::new(AtomicUsize::new(0));
     let overlaps = Arc::new(AtomicUsize::new(0));
@@ -633,7 +1059,9 @@ async fn racing_tasks_never_hold_one_lock_together() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_and_locks_keep_working_after_the_data_is_flushed() {
     let url = flush_db_url();
-    let connection = connect(test_config(url.clone(), "flush")).await;
+    let config = test_config(url.clone(), "flush");
+    let _cleanup = Cleanup::new(&config);
+    let connection = connect(config).await;
     let lock = RedisLock::new(&connection).await.expect("lock setup");
     let queue = RedisQueue::new(&connection).await.expect("queue setup");
     let raw = raw_client(&url).await;
@@ -732,7 +1160,11 @@ async fn the_queue_and_locks_keep_working_after_the_data_is_flushed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_never_acked_by_a_dead_worker_is_redelivered_to_another() {
-    let config = test_config(redis_url(), "redeliver");
+    let mut config = test_config(redis_url(), "redeliver");
+    // Long enough that building the survivor's connections on a loaded machine stays
+    // well inside it.
+    config.queue.visibility_timeout = Duration::from_secs(1);
+    let _cleanup = Cleanup::new(&config);
     let mut crashed_config = config.clone();
     crashed_config.queue.consumer = "worker-that-dies".into();
     let mut survivor_config = config;
@@ -760,28 +1192,22 @@ async fn a_job_never_acked_by_a_dead_worker_is_redelivered_to_another() {
     );
     assert_eq!(survivor.stats().await.expect("stats"), stats(0, 1, 0));
     let again = survivor
-        .reserve(Duration::from_secs(2))
+        .reserve(Duration::from_secs(3))
         .await
         .expect("reserve")
         .expect("the dead worker's job must be redelivered after the visibility timeout");
     assert_eq!((again.job, again.attempt), (job(42), 2));
     survivor.ack(&again).await.expect("ack");
     assert_eq!(survivor.stats().await.expect("stats"), stats(0, 0, 0));
-
-    let keys = survivor.keys().clone();
-    let raw = raw_client(&survivor_connection.config().url).await;
-    let _: i64 = raw
-        .del(vec![keys.stream, keys.retry, keys.dead])
-        .await
-        .expect("cleanup");
-    let _ = raw.quit().await;
     survivor.close().await;
     survivor_connection.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_always_fails_lands_in_the_dead_letter_after_its_last_attempt() {
-    let connection = connect(test_config(redis_url(), "dead")).await;
+    let config = test_config(redis_url(), "dead");
+    let _cleanup = Cleanup::new(&config);
+    let connection = connect(config).await;
     let queue = RedisQueue::new(&connection).await.expect("setup");
     queue.enqueue(job(13)).await.expect("enqueue");
     queue.enqueue(job(14)).await.expect("enqueue");
@@ -845,10 +1271,6 @@ async fn a_job_that_always_fails_lands_in_the_dead_letter_after_its_last_attempt
         fields.get("error").map(String::as_str),
         Some("card processor on fire")
     );
-    let _: i64 = raw
-        .del(vec![keys.stream, keys.retry, keys.dead])
-        .await
-        .expect("cleanup");
     let _ = raw.quit().await;
     queue.close().await;
     connection.close().await;

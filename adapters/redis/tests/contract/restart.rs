@@ -1,8 +1,9 @@
-//! A real Redis restart and a real `FLUSHALL`, on a PRIVATE `redis-server` this test
-//! starts on a free port (the shared server serves the tests running in parallel, so it
-//! can be neither restarted nor flushed). The adapters are built once, before the
-//! restart, and must keep working after it without being rebuilt: the pool reconnects,
-//! the consumer group and the scripts are re-created on demand.
+//! A real Redis restart and a real `FLUSHALL`, and a process that starts while Redis is
+//! down, on a PRIVATE `redis-server` these tests start on a free port (the shared server
+//! serves the tests running in parallel, so it can be neither restarted nor flushed).
+//! The adapters are built once and must keep working without being rebuilt: the pool
+//! connects (or reconnects) in the background, the consumer group and the scripts are
+//! created on demand. A private server's data dies with it, so nothing is left behind.
 //!
 //! Needs the `redis-server` binary (`REDIS_SERVER_BIN`, default `redis-server` on PATH);
 //! without it this test FAILS with a message saying so.
@@ -11,8 +12,8 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use order_core::ports::{DistributedLock, JobQueue, LockToken};
-use order_redis::{RedisLock, RedisQueue};
+use order_core::ports::{DistributedLock, JobQueue, LockToken, QueueError};
+use order_redis::{RedisConnection, RedisLock, RedisQueue};
 
 use super::{connect, job, test_config};
 
@@ -181,6 +182,54 @@ async fn the_adapters_survive_a_real_restart_and_a_flushall_without_being_rebuil
             .expect("release after FLUSHALL"),
         "compare-and-delete works again"
     );
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adapters_start_while_redis_is_down_and_work_once_it_is_up() {
+    let port = free_port();
+    let mut config = test_config(format!("redis://127.0.0.1:{port}"), "start-down");
+    config.command_timeout = Duration::from_millis(500);
+    config.reconnect_max_delay = Duration::from_millis(200);
+
+    // Nothing listens on the port: the process still starts.
+    let connection = RedisConnection::connect(config)
+        .await
+        .expect("the pool must be built while Redis is down");
+    let lock = RedisLock::new(&connection)
+        .await
+        .expect("the lock must be built while Redis is down");
+    let queue = RedisQueue::new(&connection)
+        .await
+        .expect("the queue must be built while Redis is down");
+    let refused = queue.enqueue(job(1)).await;
+    assert!(
+        matches!(refused, Err(QueueError::Unavailable(_))),
+        "an enqueue while Redis is down must be Unavailable, got {refused:?}"
+    );
+
+    // Redis comes up on that port; nothing is rebuilt.
+    let server = PrivateRedis::start(port);
+    connection
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .expect("the pool must connect once Redis is up");
+    eventually("enqueue once Redis is up", Duration::from_secs(10), || {
+        queue.enqueue(job(2))
+    })
+    .await;
+    let delivery = reserve_job(&queue, "once Redis is up").await;
+    assert_eq!((delivery.job, delivery.attempt), (job(2), 1));
+    queue.ack(&delivery).await.expect("ack once Redis is up");
+    let token = LockToken::new("first-holder");
+    let acquired = eventually("lock once Redis is up", Duration::from_secs(10), || {
+        lock.try_acquire("p:1", &token, Duration::from_secs(30))
+    })
+    .await;
+    assert!(acquired, "the free lock must be taken");
+    assert!(lock.release("p:1", &token).await.expect("release"));
+    queue.close().await;
+    connection.close().await;
     drop(server);
 }
 
