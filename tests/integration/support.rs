@@ -135,4 +135,3 @@ impl PaymentGateway for Outage {
         self.inner.void(key).await
     }
 }
-

@@ -142,6 +142,60 @@ impl RedisConnection {
         }
     }
 
+    /// Deletes every key under [`RedisConfig::prefix`] (`SCAN MATCH prefix*` + `UNLINK`,
+    /// in batches) and returns how many were deleted: the teardown of a test run or of
+    /// a deployment's data. Never call it on a live deployment — it drops queued jobs
+    /// and held locks (the reconciler would re-enqueue the orders, but nothing else).
+    /// An empty prefix is refused, so it can never wipe a whole server.
+    ///
+    /// # Errors
+    /// [`ConnectError::InvalidConfig`] for an empty prefix;
+    /// [`ConnectError::Unavailable`] / [`ConnectError::Unexpected`] when a command
+    /// failed (keys deleted so far stay deleted).
+    pub async fn delete_prefix(&self) -> Result<u64, ConnectError> {
+        if self.config.prefix.is_empty() {
+            return Err(ConnectError::InvalidConfig(
+                "delete_prefix needs a non-empty key prefix".into(),
+            ));
+        }
+        let scan = CustomCommand::new_static("SCAN", ClusterHash::Random, false);
+        let pattern = format!("{}*", self.config.prefix);
+        let mut cursor = "0".to_owned();
+        let mut deleted = 0u64;
+        loop {
+            let reply: Value = self
+                .pool
+                .custom(
+                    scan.clone(),
+                    vec![cursor.as_str(), "MATCH", pattern.as_str(), "COUNT", "1000"],
+                )
+                .await
+                .map_err(|e| ConnectError::from(Failure::from(e)))?;
+            let Value::Array(mut parts) = reply else {
+                return Err(ConnectError::Unexpected(format!("SCAN replied {reply:?}")));
+            };
+            let keys: Vec<String> = match parts.pop() {
+                Some(Value::Array(keys)) => keys.iter().filter_map(Value::as_string).collect(),
+                _ => Vec::new(),
+            };
+            cursor = parts
+                .pop()
+                .and_then(|c| c.as_string())
+                .unwrap_or_else(|| "0".to_owned());
+            if !keys.is_empty() {
+                let n: u64 = self
+                    .pool
+                    .unlink(keys)
+                    .await
+                    .map_err(|e| ConnectError::from(Failure::from(e)))?;
+                deleted += n;
+            }
+            if cursor == "0" {
+                return Ok(deleted);
+            }
+        }
+    }
+
     /// Closes every connection of the pool and stops reconnecting, waiting at most
     /// 250 ms for the server's goodbye. Adapters built from this connection fail
     /// with `Unavailable` afterwards.

@@ -2,6 +2,7 @@
 //! connections, as two API processes would have — on the machine's real MariaDB/MySQL and
 //! Redis. Each test gets a fresh database (`#[sqlx::test]`) and a unique Redis key prefix.
 
+mod delivery;
 mod races;
 
 use std::sync::Arc;
@@ -35,10 +36,64 @@ pub fn unique_prefix(test: &str) -> String {
     )
 }
 
+/// Deletes every Redis key under `prefix` when dropped — when the test ends, passing or
+/// failing — so the shared server is left as it was found.
+pub struct Cleanup {
+    prefix: String,
+}
+
+impl Cleanup {
+    pub fn new(prefix: &str) -> Cleanup {
+        Cleanup {
+            prefix: prefix.to_owned(),
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let prefix = self.prefix.clone();
+        // Drop cannot await, and the test's runtime may be shutting down: use a thread
+        // with a runtime of its own.
+        let outcome = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let redis =
+                    RedisConnection::connect(RedisConfig::new(redis_url()).with_prefix(prefix))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                redis
+                    .wait_connected(Duration::from_secs(5))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let deleted = redis.delete_prefix().await.map_err(|e| e.to_string());
+                redis.close().await;
+                deleted
+            })
+        })
+        .join();
+        let failure = match outcome {
+            Ok(Ok(_deleted)) => return,
+            Ok(Err(e)) => e,
+            Err(_) => "the cleanup thread panicked".to_owned(),
+        };
+        if !std::thread::panicking() {
+            panic!(
+                "cannot delete the Redis keys under {:?}: {failure}",
+                self.prefix
+            );
+        }
+    }
+}
+
 /// One "process": its own pool and Redis connection, the shared database and prefix.
 pub struct Node {
     pub service: Arc<OrderService>,
     pub repository: Arc<MySqlOrderRepository>,
+    _cleanup: Cleanup,
 }
 
 impl Node {
@@ -69,6 +124,7 @@ impl Node {
         Node {
             service: engine.service,
             repository: engine.repository,
+            _cleanup: Cleanup::new(prefix),
         }
     }
 
