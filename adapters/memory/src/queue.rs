@@ -716,7 +716,10 @@ mod tests {
         for n in 1..=5 {
             q.enqueue(job(n)).await.unwrap();
             let d = reserve_now(&q).await.unwrap();
-            assert_eq!(q.nack(&d, "poison").await.unwrap(), NackOutcome::DeadLettered);
+            assert_eq!(
+                q.nack(&d, "poison").await.unwrap(),
+                NackOutcome::DeadLettered
+            );
         }
         let kept: Vec<Job> = q.dead_letters().iter().map(|l| l.job).collect();
         assert_eq!(kept, vec![job(3), job(4), job(5)]);
