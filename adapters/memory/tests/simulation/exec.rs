@@ -132,10 +132,6 @@ impl SimClock {
         }
         Some(now)
     }
-
-    pub fn timers(&self) -> usize {
-        lock(&self.state).timers.len()
-    }
 }
 
 fn millis_ceil(d: Duration) -> u64 {
