@@ -17,6 +17,16 @@ pub type BoxFut = Pin<Box<dyn Future<Output = ()>>>;
 /// A task spawned from inside a port (it must be `Send` to sit in a shared context).
 pub type SendFut = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+std::thread_local! {
+    /// The task the executor is polling right now (the simulation is single-threaded).
+    static CURRENT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// The id of the task being polled, if the caller runs inside the executor.
+pub fn current_task() -> Option<u64> {
+    CURRENT.with(std::cell::Cell::get)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -311,7 +321,10 @@ impl Executor {
         };
         let waker = task.waker.clone();
         let mut cx = Context::from_waker(&waker);
-        if task.fut.as_mut().poll(&mut cx).is_ready() {
+        let previous = CURRENT.with(|c| c.replace(Some(id)));
+        let ready = task.fut.as_mut().poll(&mut cx).is_ready();
+        CURRENT.with(|c| c.set(previous));
+        if ready {
             self.tasks.remove(&id);
             true
         } else {

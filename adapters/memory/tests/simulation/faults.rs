@@ -117,6 +117,12 @@ pub struct Ctx {
     rng: Mutex<Rng>,
     outages: Mutex<BTreeMap<Service, u64>>,
     spawned: Mutex<Vec<SendFut>>,
+    /// Tasks that met an injected fault (error, outage, stall, lost reply, payment
+    /// fault) since they last received a delivery.
+    provoked: Mutex<BTreeSet<u64>>,
+    /// Nacks no injected fault explains: the protocol gave up on a job for no reason
+    /// (e.g. a leased order nacked instead of deferred, burning its attempts).
+    unprovoked_nacks: Mutex<Vec<String>>,
 }
 
 impl Ctx {
@@ -142,6 +148,8 @@ impl Ctx {
             rng: Mutex::new(rng),
             outages: Mutex::default(),
             spawned: Mutex::default(),
+            provoked: Mutex::default(),
+            unprovoked_nacks: Mutex::default(),
         }
     }
 
@@ -164,9 +172,46 @@ impl Ctx {
         lock(&self.outages).clear();
     }
 
-    /// A fault roll: never fires outside the fault window.
+    /// A fault roll: never fires outside the fault window. A fault that fires is
+    /// charged to the task being polled.
     pub fn roll(&self, p: f64) -> bool {
-        self.faults_active() && lock(&self.rng).chance(p)
+        let fired = self.faults_active() && lock(&self.rng).chance(p);
+        if fired {
+            self.provoke();
+        }
+        fired
+    }
+
+    fn provoke(&self) {
+        if let Some(task) = crate::exec::current_task() {
+            lock(&self.provoked).insert(task);
+        }
+    }
+
+    /// The current task received a new delivery: its earlier faults explain nothing
+    /// about this one.
+    fn fresh_delivery(&self) {
+        if let Some(task) = crate::exec::current_task() {
+            lock(&self.provoked).remove(&task);
+        }
+    }
+
+    /// Records a nack that no fault met by the nacking task explains.
+    fn check_nack(&self, delivery: &Delivery, error: &str) {
+        let Some(task) = crate::exec::current_task() else {
+            return;
+        };
+        if !lock(&self.provoked).contains(&task) {
+            lock(&self.unprovoked_nacks).push(format!(
+                "{:?} attempt {} nacked with no injected fault: {error}",
+                delivery.job, delivery.attempt
+            ));
+        }
+    }
+
+    /// Every nack no injected fault explains.
+    pub fn unprovoked_nacks(&self) -> Vec<String> {
+        lock(&self.unprovoked_nacks).clone()
     }
 
     pub fn random(&self, lo: u64, hi: u64) -> u64 {
@@ -181,7 +226,11 @@ impl Ctx {
 
     pub fn is_down(&self, service: Service) -> bool {
         let now = self.clock.now_ms();
-        lock(&self.outages).get(&service).is_some_and(|&u| now < u)
+        let down = lock(&self.outages).get(&service).is_some_and(|&u| now < u);
+        if down {
+            self.provoke();
+        }
+        down
     }
 
     pub fn spawn(&self, fut: SendFut) {
@@ -457,10 +506,20 @@ pub struct SimQueue {
     pub wipes: Mutex<u32>,
     /// Orders whose job a service nack sent to the dead letter (a genuine last failure).
     nacked_dead: Mutex<BTreeSet<OrderId>>,
+    /// The store behind the repository wrapper, to see what an ack finishes.
+    orders: Arc<dyn OrderRepository>,
+    /// Acks of a job whose order was still open: the worker gave the job up while the
+    /// order still needed it (e.g. acked after losing a race to a worker that may die).
+    open_acks: Mutex<Vec<String>>,
 }
 
 impl SimQueue {
-    pub fn new(ctx: Arc<Ctx>, config: QueueConfig) -> Self {
+    /// Acks of jobs whose order was still Pending or Processing.
+    pub fn open_acks(&self) -> Vec<String> {
+        lock(&self.open_acks).clone()
+    }
+
+    pub fn new(ctx: Arc<Ctx>, config: QueueConfig, orders: Arc<dyn OrderRepository>) -> Self {
         let queue = MemoryQueue::new(ctx.clock.clone(), config).expect("valid queue config");
         Self {
             ctx,
@@ -470,6 +529,8 @@ impl SimQueue {
             doomed: Mutex::default(),
             wipes: Mutex::new(0),
             nacked_dead: Mutex::default(),
+            orders,
+            open_acks: Mutex::default(),
         }
     }
 
@@ -553,6 +614,7 @@ impl JobQueue for SimQueue {
                     .trace
                     .record(24, id.get() << 8 | u64::from(d.attempt));
                 lock(&self.latest).insert(d.job, d.clone());
+                self.ctx.fresh_delivery();
                 if self.ctx.after(23).await {
                     return Err(unavailable_queue());
                 }
@@ -571,6 +633,18 @@ impl JobQueue for SimQueue {
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        // A worker acks only a finished job: the order is terminal (absorbing) or gone.
+        let Job::ProcessOrder(order) = delivery.job;
+        if let Ok(Some(o)) = self.orders.get(order).await
+            && !o.status().is_terminal()
+        {
+            lock(&self.open_acks).push(format!(
+                "{:?} attempt {} acked while the order is {}",
+                delivery.job,
+                delivery.attempt,
+                o.status()
+            ));
+        }
         if self.ctx.before(25, Service::Queue).await {
             return Err(unavailable_queue());
         }
@@ -600,6 +674,7 @@ impl JobQueue for SimQueue {
     }
 
     async fn nack(&self, delivery: &Delivery, error: &str) -> Result<NackOutcome, QueueError> {
+        self.ctx.check_nack(delivery, error);
         if self.ctx.before(26, Service::Queue).await {
             return Err(unavailable_queue());
         }

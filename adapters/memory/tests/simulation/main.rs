@@ -36,6 +36,11 @@
 //! charge per order, PAID ⇔ exactly one approved charge, Failed/Cancelled never charged,
 //! a successful cancel ends Cancelled, each idempotency key names one order, and every
 //! transition applied through the repository legal (status histories are legal paths).
+//! Two checks of the delivery protocol itself, which the reconciler would otherwise
+//! mask by repairing the damage: every nack follows an injected fault that the nacking
+//! worker met while handling that delivery (a leased order must be deferred, not nacked
+//! to death), and every ack finishes a job whose order is terminal (a worker that loses
+//! a race to a live holder must not drop the job that holder's crash would need).
 //!
 //! # Running and replaying
 //!

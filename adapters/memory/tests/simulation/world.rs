@@ -213,7 +213,7 @@ pub fn run_seed(seed: u64, sabotage: Sabotage) -> Result<RunReport, String> {
 
     let world = World {
         repo: Arc::new(SimRepo::new(memory.clone(), ctx.clone())),
-        queue: Arc::new(SimQueue::new(ctx.clone(), qconfig)),
+        queue: Arc::new(SimQueue::new(ctx.clone(), qconfig, memory.clone())),
         payments: Arc::new(SimPayments::new(ctx.clone(), root.fork())),
         lock: Arc::new(SimLock::new(
             Arc::new(MemoryLock::new(clock.clone() as Arc<dyn Clock>)),
@@ -543,6 +543,11 @@ pub fn run_seed(seed: u64, sabotage: Sabotage) -> Result<RunReport, String> {
     let log = log.borrow();
     violations.extend(log.violations.iter().cloned());
     violations.extend(check(&world, &memory, &products, &log));
+    // Liveness of the protocol, not just its end state (the reconciler would repair a
+    // job nacked to death): every nack must follow a fault the nacking worker met while
+    // handling that delivery.
+    violations.extend(ctx.unprovoked_nacks().into_iter().take(3));
+    violations.extend(world.queue.open_acks().into_iter().take(3));
 
     let orders = memory.orders();
     for o in &orders {
