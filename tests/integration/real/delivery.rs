@@ -202,3 +202,114 @@ async fn redis_an_order_whose_job_was_lost_is_recovered_by_the_reconciler(pool: 
     assert_eq!(rig.status(id).await, OrderStatus::Paid);
     rig.finish().await;
 }
+
+/// A private `redis-server` on `port` (the shared server cannot be stopped), killed on
+/// drop. Needs the binary (`REDIS_SERVER_BIN`, default `redis-server`): `tests/run`
+/// checks it is installed.
+struct PrivateRedis(std::process::Child);
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let child = std::process::Command::new(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{bin}`: {e}"));
+        PrivateRedis(child)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[sqlx::test(migrator = "order_mysql::MIGRATOR")]
+async fn redis_down_while_orders_are_placed_then_back_the_reconciler_recovers_them(
+    pool: MySqlPool,
+) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis_config = RedisConfig::new(format!("redis://127.0.0.1:{port}"));
+    redis_config.command_timeout = Duration::from_millis(300);
+    redis_config.queue.visibility_timeout = Duration::from_secs(1);
+    redis_config.queue.poll_interval = Duration::from_millis(50);
+    // The process starts while nothing listens on the port.
+    let redis = RedisConnection::connect(redis_config).await.unwrap();
+    let config = ServiceConfig {
+        reconciler: ReconcilerConfig {
+            interval: Duration::from_millis(200),
+            stale_after: Duration::from_secs(1),
+            batch: 16,
+        },
+        ..ServiceConfig::default()
+    };
+    let sim = order_payment_sim::SimConfig {
+        min_delay: Duration::ZERO,
+        max_delay: Duration::from_millis(2),
+        ..order_payment_sim::SimConfig::default()
+    };
+    let engine = order_engine::Networked::new(pool, redis.clone(), config, sim)
+        .await
+        .expect("the engine starts while Redis is down");
+    let user = engine
+        .repository
+        .add_user("t", "t@example.test", "!")
+        .await
+        .unwrap();
+    let product = engine
+        .repository
+        .add_product("p", Money::from_cents(100).unwrap(), 10)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let request = CreateOrderRequest::new(user, [(product, 1)], format!("k{i}"));
+        let created = engine.service.create_order(request).await;
+        ids.push(
+            created
+                .expect("orders are taken while Redis is down")
+                .order
+                .id(),
+        );
+    }
+    let stats = engine.service.stats();
+    assert!(stats.lock_fail_open >= 3, "the lock failed open: {stats:?}");
+    assert_eq!(stats.enqueue_failures, 3, "no job could be enqueued");
+
+    // Redis comes back, empty; nothing is rebuilt.
+    let _server = PrivateRedis::start(port);
+    redis.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let workers = order_engine::Workers::spawn_with_reconciler(&engine.service, 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut open = 0;
+        for id in &ids {
+            let order = engine.repository.get(*id).await.unwrap().unwrap();
+            open += usize::from(!order.status().is_terminal());
+        }
+        if open == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} orders still open 20 s after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = workers.stop(Duration::from_secs(5)).await.unwrap();
+    // At least once each (again after `stale_after` if a machine under load was slow).
+    assert!(
+        report.requeued >= 3,
+        "the reconciler handed every order out: {report:?}"
+    );
+    redis.close().await;
+}
