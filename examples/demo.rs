@@ -86,6 +86,8 @@ struct Shop {
     /// Laptop, mouse, hub, keyboard.
     catalogue: [ProductId; 4],
     headphones: ProductId,
+    /// The Redis keys of this run, deleted when it ends (none for the embedded shop).
+    redis_run_keys: Option<order_redis::RedisConnection>,
 }
 
 fn simulation(seed: u64) -> SimConfig {
@@ -106,6 +108,7 @@ fn embedded(seed: u64, config: ServiceConfig) -> Result<Shop, AnyError> {
         users: [r.alice, r.bob, r.charlie],
         catalogue: [r.laptop, r.mouse, r.hub, r.keyboard],
         headphones: r.headphones,
+        redis_run_keys: None,
     })
 }
 
@@ -123,11 +126,17 @@ async fn real(
     }
     let pool = order_mysql::connect(database_url, 64).await?;
     order_mysql::migrate(&pool).await?;
-    let prefix = std::env::var("ORDERS_REDIS_PREFIX").unwrap_or_else(|_| "orders:".into());
-    let redis = RedisConnection::connect(RedisConfig::new(redis_url).with_prefix(prefix)).await?;
-    let engine = Networked::new(pool, redis, config, simulation(seed)).await?;
-    // A run tag keeps this run's users and products apart from earlier runs'.
+    // A run tag keeps this run's users, products and Redis keys apart from other runs'.
     let run = SystemClock::new().now().as_millis();
+    // Without ORDERS_REDIS_PREFIX the run works under a prefix of its own and deletes
+    // it at the end, so the shared server is left as it was found.
+    let (prefix, own_prefix) = match std::env::var("ORDERS_REDIS_PREFIX") {
+        Ok(prefix) => (prefix, false),
+        Err(_) => (format!("orders-demo:{run}:"), true),
+    };
+    let redis = RedisConnection::connect(RedisConfig::new(redis_url).with_prefix(prefix)).await?;
+    let redis_run_keys = own_prefix.then(|| redis.clone());
+    let engine = Networked::new(pool, redis, config, simulation(seed)).await?;
     let mut users = Vec::new();
     for name in ["Alice", "Bob", "Charlie"] {
         let email = format!("{}+demo{run}@example.com", name.to_lowercase());
@@ -146,6 +155,7 @@ async fn real(
         users: [users[0], users[1], users[2]],
         catalogue: [products[0], products[1], products[2], products[3]],
         headphones: products[4],
+        redis_run_keys,
     })
 }
 
@@ -304,6 +314,9 @@ async fn run(args: &Args, shop: Shop) -> Result<bool, AnyError> {
     }
     let total = started.elapsed();
     workers.stop(Duration::from_secs(10)).await?;
+    if let Some(redis) = &shop.redis_run_keys {
+        redis.delete_prefix().await?;
+    }
 
     let mut by_status: BTreeMap<OrderStatus, u64> = BTreeMap::new();
     for o in orders.values() {

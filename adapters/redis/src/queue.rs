@@ -253,7 +253,7 @@ impl Inner {
             if let Some(due) = next_retry {
                 block = block.min(due);
             }
-            if let Some(delivery) = self.read(block).await? {
+            if let Some(delivery) = self.read(block, caller).await? {
                 return Ok(Some(delivery));
             }
             if Instant::now() >= deadline {
@@ -355,8 +355,19 @@ impl Inner {
 
     /// Reads one new entry, blocking up to `block` on a dedicated connection
     /// (non-blocking on the shared pool when `block` is zero).
-    async fn read(&self, block: Duration) -> Result<Option<Delivery>, Failure> {
+    async fn read(
+        &self,
+        block: Duration,
+        caller: &oneshot::Sender<Result<Option<Handoff>, QueueError>>,
+    ) -> Result<Option<Delivery>, Failure> {
         let entry = match self.xreadgroup(block).await {
+            // The caller left while we blocked (a worker that stopped): write nothing
+            // more for it — re-creating a deleted stream now would resurrect keys a
+            // teardown (`delete_prefix`) has just removed.
+            Err(e) if caller.is_closed() => {
+                tracing::debug!(error = %e, "blocking read failed after its caller left");
+                return Ok(None);
+            }
             // NOGROUP: the group does not exist (first use, or Redis lost our data).
             // UNBLOCKED: the stream was deleted while we waited on it (Redis ≥ 7.0
             // unblocks readers with this error). Create the group and look again.
