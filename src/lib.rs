@@ -145,9 +145,13 @@ impl std::fmt::Debug for Networked {
 impl Networked {
     /// Wires the service over `pool` (already migrated) and `redis`, with the system
     /// clock, an entropy-seeded RNG and the simulated provider configured by `payment`.
+    /// It does not wait for Redis: a process starts while Redis is down (locks fail open
+    /// to the database guard, failed enqueues are recovered by the reconciler) and the
+    /// adapters reconnect by themselves.
     ///
     /// # Errors
-    /// [`EngineError`] when a configuration is invalid or Redis cannot be set up.
+    /// [`EngineError`] when a configuration is invalid (the service's, the payment
+    /// simulation's, or the Redis adapters').
     pub async fn new(
         pool: MySqlPool,
         redis: RedisConnection,
