@@ -90,47 +90,14 @@ impl Drop for Cleanup {
     }
 }
 
-/// `SCAN MATCH {prefix}*` + `UNLINK` until the cursor comes back to 0; returns how many
-/// keys were deleted.
-async fn delete_prefix(url: &str, prefix: &str) -> Result<u64, Error> {
-    let client = Builder::from_config(Config::from_url(url)?).build()?;
-    client.init().await?;
-    let scan =
-        fred::types::CustomCommand::new_static("SCAN", fred::types::ClusterHash::Random, false);
-    let pattern = format!("{prefix}*");
-    let mut cursor = "0".to_owned();
-    let mut deleted = 0;
-    loop {
-        let reply: Value = client
-            .custom(
-                scan.clone(),
-                vec![cursor.as_str(), "MATCH", pattern.as_str(), "COUNT", "1000"],
-            )
-            .await?;
-        let Value::Array(mut parts) = reply else {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                "SCAN reply is not an array",
-            ));
-        };
-        let keys: Vec<String> = match parts.pop() {
-            Some(Value::Array(keys)) => keys.iter().filter_map(Value::as_string).collect(),
-            _ => Vec::new(),
-        };
-        cursor = parts
-            .pop()
-            .and_then(|c| c.as_string())
-            .unwrap_or_else(|| "0".to_owned());
-        if !keys.is_empty() {
-            let n: u64 = client.unlink(keys).await?;
-            deleted += n;
-        }
-        if cursor == "0" {
-            break;
-        }
-    }
-    let _ = client.quit().await;
-    Ok(deleted)
+/// Deletes every key under `prefix` with the adapter's own
+/// [`RedisConnection::delete_prefix`]; returns how many were deleted.
+async fn delete_prefix(url: &str, prefix: &str) -> Result<u64, order_redis::ConnectError> {
+    let redis = RedisConnection::connect(RedisConfig::new(url).with_prefix(prefix)).await?;
+    redis.wait_connected(Duration::from_secs(5)).await?;
+    let deleted = redis.delete_prefix().await;
+    redis.close().await;
+    deleted
 }
 
 fn redis_url() -> String {
