@@ -756,7 +756,7 @@ impl OrderService {
     /// order was still unfinished.
     ///
     /// # Errors
-    /// [`ReconcileError`] when the store or the queue failed; orders claimed but not
+    /// [`ReconcileError`](super::ReconcileError) when the store or the queue failed; orders claimed but not
     /// enqueued are claimed again after `stale_after`.
     pub async fn reconcile(&self) -> Result<ReconcileReport, super::ReconcileError> {
         let settings = self.config.reconciler;
