@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use order_engine::Embedded;
+use order_engine::Engine;
 use order_engine::core::app::{CreateOrderRequest, LockMode, LockPolicy, ServiceConfig};
 use order_engine::core::domain::{IdempotencyKey, Money, OrderDraft, Quantity, Timestamp};
-use order_engine::core::ports::{Clock, OrderRepository};
-use order_engine::memory::{QueueConfig, SystemClock};
+use order_engine::core::ports::OrderRepository;
 use order_engine::payment_sim::SimConfig;
 
 fn bench(c: &mut Criterion) {
@@ -32,7 +31,6 @@ fn bench(c: &mut Criterion) {
         ("service_distributed_lock", LockMode::Distributed),
         ("service_no_lock", LockMode::None),
     ] {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
         let config = ServiceConfig {
             lock: LockPolicy {
                 mode,
@@ -40,38 +38,30 @@ fn bench(c: &mut Criterion) {
             },
             ..ServiceConfig::default()
         };
-        let engine =
-            Embedded::new(clock, config, SimConfig::default(), QueueConfig::default()).unwrap();
-        let user = engine.adapters.repository.add_user();
-        let product = engine.adapters.repository.add_product(
-            "hot",
-            Money::parse("9.99").unwrap(),
-            u64::MAX / 4,
-        );
+        let engine = rt
+            .block_on(
+                Engine::builder()
+                    .memory()
+                    .simulated_payments(SimConfig::default())
+                    .config(config)
+                    .build(),
+            )
+            .unwrap();
+        let repository = &engine.memory().unwrap().repository;
+        let user = repository.add_user();
+        let product = repository.add_product("hot", Money::parse("9.99").unwrap(), u64::MAX / 4);
         group.bench_function(name, |b| {
             b.iter(|| {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let request = CreateOrderRequest::new(user, [(product, 1)], format!("k{n}"));
-                rt.block_on(engine.service.create_order(request)).unwrap()
+                rt.block_on(engine.service().create_order(request)).unwrap()
             })
         });
     }
 
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let engine = Embedded::new(
-        clock.clone(),
-        ServiceConfig::default(),
-        SimConfig::default(),
-        QueueConfig::default(),
-    )
-    .unwrap();
-    let user = engine.adapters.repository.add_user();
-    let product =
-        engine
-            .adapters
-            .repository
-            .add_product("hot", Money::parse("9.99").unwrap(), u64::MAX / 4);
-    let repo = engine.adapters.repository.clone();
+    let repo = Arc::new(order_engine::memory::MemoryOrderRepository::new());
+    let user = repo.add_user();
+    let product = repo.add_product("hot", Money::parse("9.99").unwrap(), u64::MAX / 4);
     group.bench_function("raw_repository_place", |b| {
         b.iter(|| {
             let n = counter.fetch_add(1, Ordering::Relaxed);

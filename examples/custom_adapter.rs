@@ -2,7 +2,8 @@
 //!
 //! Here a user writes their own `PaymentGateway` — a card processor with a per-order
 //! spending limit and its own idempotency table — and their own `EventPublisher` that
-//! prints events, and wires them next to the memory adapters for everything else.
+//! prints events, and wires them with `Engine::builder()` next to the memory adapters
+//! for everything else.
 //!
 //! ```text
 //! cargo run --example custom_adapter
@@ -13,14 +14,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use order_engine::core::app::{
-    CreateOrderRequest, OrderService, ProcessOutcome, SeededRandom, ServiceConfig,
-};
+use order_engine::Engine;
+use order_engine::core::app::{CreateOrderRequest, ProcessOutcome};
 use order_engine::core::domain::{FailureReason, Money, OrderId};
 use order_engine::core::ports::{
-    Clock, EventPublisher, OrderEvent, PaymentError, PaymentGateway, PaymentOutcome, PublishError,
+    EventPublisher, OrderEvent, PaymentError, PaymentGateway, PaymentOutcome, PublishError,
 };
-use order_engine::memory::{MemoryAdapters, QueueConfig, SystemClock, seed_reference_data};
+use order_engine::memory::seed_reference_data;
 
 /// The user's own provider: declines any charge above a limit, and — as the port
 /// demands — answers a repeated key with the first outcome instead of charging again.
@@ -75,17 +75,20 @@ impl EventPublisher for PrintEvents {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let memory = MemoryAdapters::new(clock, QueueConfig::default())?;
-    let shop = seed_reference_data(&memory.repository);
-
     let gateway = Arc::new(LimitedCardProcessor {
         limit: Money::parse("500.00")?,
         seen: Mutex::new(HashMap::new()),
     });
-    let mut ports = memory.ports(gateway, Arc::new(SeededRandom::from_entropy()));
-    ports.events = Arc::new(PrintEvents);
-    let service = OrderService::new(ports, ServiceConfig::default())?;
+    // Our memory adapters for everything the user does not bring: a port set
+    // explicitly wins over `.memory()`, whatever the order of the calls.
+    let engine = Engine::builder()
+        .memory()
+        .payments(gateway)
+        .events(Arc::new(PrintEvents))
+        .build()
+        .await?;
+    let shop = seed_reference_data(&engine.memory().ok_or("built with .memory()")?.repository);
+    let service = engine.service();
 
     for (key, product, quantity) in [("cheap", shop.mouse, 2), ("pricey", shop.laptop, 1)] {
         let request = CreateOrderRequest::new(shop.alice, [(product, quantity)], key);

@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! cargo run --release --example demo -- [--orders N] [--workers N] [--seed S] [--lock redis|none]
-//! DATABASE_URL=mysql://… REDIS_URL=redis://… cargo run --release --example demo
+//! DATABASE_URL=mysql://… REDIS_URL=redis://… cargo run --release --example demo --features mysql,redis
 //! ```
 #![allow(clippy::print_stdout)]
 
@@ -23,58 +23,54 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::{Parser, ValueEnum};
 use order_engine::core::app::{
     CreateOrderError, CreateOrderRequest, LockMode, LockPolicy, OrderService, SeededRandom,
     ServiceConfig,
 };
-use order_engine::core::domain::{Money, Order, OrderId, OrderStatus, ProductId, UserId};
-use order_engine::core::ports::{Clock, PaymentOutcome, RandomSource};
-use order_engine::memory::{QueueConfig, ReferenceData, SystemClock, seed_reference_data};
+use order_engine::core::domain::{Order, OrderId, OrderStatus, ProductId, UserId};
+use order_engine::core::ports::{PaymentOutcome, RandomSource};
+use order_engine::memory::{ReferenceData, seed_reference_data};
 use order_engine::payment_sim::{PaymentLedger, SimConfig};
-use order_engine::{Embedded, Networked, Workers};
+use order_engine::{Engine, Workers};
 
 type AnyError = Box<dyn std::error::Error>;
 
+/// The reference shop under a burst of concurrent orders, with an invariant check.
+#[derive(Debug, Parser)]
+#[command(about, long_about = None)]
 struct Args {
+    /// Create requests in the burst.
+    #[arg(long, default_value_t = 1_000)]
     orders: usize,
-    workers: usize,
+    /// Worker tasks (plus one reconciler).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: u16,
+    /// Seed of the burst and of the payment simulation.
+    #[arg(long, default_value_t = 42)]
     seed: u64,
-    lock: LockMode,
+    /// How create_order reduces contention in front of the database.
+    #[arg(long, value_enum, default_value_t = Lock::Redis)]
+    lock: Lock,
+    /// MySQL/MariaDB URL: with --redis-url, run on the real adapters (needs the
+    /// `mysql` and `redis` features).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Redis URL: with --database-url, run on the real adapters.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Redis key prefix (default: one of the run's own, deleted when it ends).
+    #[arg(long, env = "ORDERS_REDIS_PREFIX")]
+    redis_prefix: Option<String>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        orders: 1_000,
-        workers: 128,
-        seed: 42,
-        lock: LockMode::Distributed,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        if flag == "--lock" {
-            args.lock = match value.as_str() {
-                "redis" => LockMode::Distributed,
-                "none" => LockMode::None,
-                _ => return Err(format!("--lock: {value:?} is not redis or none")),
-            };
-            continue;
-        }
-        let n: u64 = value
-            .parse()
-            .map_err(|_| format!("{flag}: {value:?} is not a number"))?;
-        match flag.as_str() {
-            "--orders" => args.orders = n as usize,
-            "--workers" => args.workers = (n as usize).max(1),
-            "--seed" => args.seed = n,
-            _ => {
-                return Err(format!(
-                    "unknown flag {flag} (use --orders, --workers, --seed, --lock)"
-                ));
-            }
-        }
-    }
-    Ok(args)
+/// `--lock`: the reference's per-product distributed locks, or the database alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Lock {
+    /// Per-product distributed locks (Redis in the real mode), as the reference does.
+    Redis,
+    /// The database's row locks only.
+    None,
 }
 
 /// The shop the demo drives, on whichever adapters.
@@ -87,7 +83,8 @@ struct Shop {
     catalogue: [ProductId; 4],
     headphones: ProductId,
     /// The Redis keys of this run, deleted when it ends (none for the embedded shop).
-    redis_run_keys: Option<order_redis::RedisConnection>,
+    #[cfg(feature = "redis")]
+    redis_run_keys: Option<order_engine::redis::RedisConnection>,
 }
 
 fn simulation(seed: u64) -> SimConfig {
@@ -97,61 +94,89 @@ fn simulation(seed: u64) -> SimConfig {
     }
 }
 
-fn embedded(seed: u64, config: ServiceConfig) -> Result<Shop, AnyError> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let engine = Embedded::new(clock, config, simulation(seed), QueueConfig::default())?;
-    let r: ReferenceData = seed_reference_data(&engine.adapters.repository);
+async fn embedded(seed: u64, config: ServiceConfig) -> Result<Shop, AnyError> {
+    let engine = Engine::builder()
+        .memory()
+        .simulated_payments(simulation(seed))
+        .rng(Arc::new(SeededRandom::new(seed)))
+        .config(config)
+        .build()
+        .await?;
+    let memory = engine.memory().ok_or("built with .memory()")?;
+    let r: ReferenceData = seed_reference_data(&memory.repository);
+    let ledger = engine
+        .simulated_payments()
+        .ok_or("built with .simulated_payments()")?
+        .ledger()
+        .clone();
     Ok(Shop {
         label: "embedded: memory adapters".into(),
-        service: engine.service.clone(),
-        ledger: engine.payments.ledger().clone(),
+        service: engine.service().clone(),
+        ledger,
         users: [r.alice, r.bob, r.charlie],
         catalogue: [r.laptop, r.mouse, r.hub, r.keyboard],
         headphones: r.headphones,
+        #[cfg(feature = "redis")]
         redis_run_keys: None,
     })
 }
 
+#[cfg(all(feature = "mysql", feature = "redis"))]
 async fn real(
+    args: &Args,
     database_url: &str,
     redis_url: &str,
-    seed: u64,
     config: ServiceConfig,
 ) -> Result<Shop, AnyError> {
-    use order_redis::{RedisConfig, RedisConnection};
+    use order_engine::core::domain::Money;
+    use order_engine::core::ports::Clock;
+    use order_engine::memory::SystemClock;
+    use order_engine::redis::{RedisConfig, RedisConnection};
     use sqlx::migrate::MigrateDatabase;
 
     if !sqlx::MySql::database_exists(database_url).await? {
         sqlx::MySql::create_database(database_url).await?;
     }
-    let pool = order_mysql::connect(database_url, 64).await?;
-    order_mysql::migrate(&pool).await?;
+    let pool = order_engine::mysql::connect(database_url, 64).await?;
+    order_engine::mysql::migrate(&pool).await?;
     // A run tag keeps this run's users, products and Redis keys apart from other runs'.
     let run = SystemClock::new().now().as_millis();
-    // Without ORDERS_REDIS_PREFIX the run works under a prefix of its own and deletes
-    // it at the end, so the shared server is left as it was found.
-    let (prefix, own_prefix) = match std::env::var("ORDERS_REDIS_PREFIX") {
-        Ok(prefix) => (prefix, false),
-        Err(_) => (format!("orders-demo:{run}:"), true),
+    // Without a prefix given, the run works under a prefix of its own and deletes it at
+    // the end, so the shared server is left as it was found.
+    let (prefix, own_prefix) = match &args.redis_prefix {
+        Some(prefix) => (prefix.clone(), false),
+        None => (format!("orders-demo:{run}:"), true),
     };
     let redis = RedisConnection::connect(RedisConfig::new(redis_url).with_prefix(prefix)).await?;
     let redis_run_keys = own_prefix.then(|| redis.clone());
-    let engine = Networked::new(pool, redis, config, simulation(seed)).await?;
+    let engine = Engine::builder()
+        .mysql(pool)
+        .redis(&redis)
+        .simulated_payments(simulation(args.seed))
+        .config(config)
+        .build()
+        .await?;
+    let repository = engine.mysql().ok_or("built with .mysql()")?;
     let mut users = Vec::new();
     for name in ["Alice", "Bob", "Charlie"] {
         let email = format!("{}+demo{run}@example.com", name.to_lowercase());
         // No login for demo users: the hash is not a valid argon2 string on purpose.
-        users.push(engine.repository.add_user(name, &email, "!demo").await?);
+        users.push(repository.add_user(name, &email, "!demo").await?);
     }
     let mut products = Vec::new();
     for (name, cents, stock) in ReferenceData::PRODUCTS {
         let price = Money::from_cents(cents)?;
-        products.push(engine.repository.add_product(name, price, stock).await?);
+        products.push(repository.add_product(name, price, stock).await?);
     }
+    let ledger = engine
+        .simulated_payments()
+        .ok_or("built with .simulated_payments()")?
+        .ledger()
+        .clone();
     Ok(Shop {
         label: "MySQL + Redis".into(),
-        service: engine.service,
-        ledger: engine.payments.ledger().clone(),
+        service: engine.service().clone(),
+        ledger,
         users: [users[0], users[1], users[2]],
         catalogue: [products[0], products[1], products[2], products[3]],
         headphones: products[4],
@@ -159,31 +184,35 @@ async fn real(
     })
 }
 
+#[cfg(not(all(feature = "mysql", feature = "redis")))]
+async fn real(_: &Args, _: &str, _: &str, _: ServiceConfig) -> Result<Shop, AnyError> {
+    Err("the real adapters need the `mysql` and `redis` features: \
+         cargo run --release --example demo --features mysql,redis"
+        .into())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("demo: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     let config = ServiceConfig {
         lock: LockPolicy {
-            mode: args.lock,
+            mode: match args.lock {
+                Lock::Redis => LockMode::Distributed,
+                Lock::None => LockMode::None,
+            },
             ..LockPolicy::default()
         },
         ..ServiceConfig::default()
     };
-    let shop = match (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL")) {
-        (Ok(db), Ok(redis)) => real(&db, &redis, args.seed, config).await,
-        (Ok(_), Err(_)) | (Err(_), Ok(_)) => {
+    let shop = match (&args.database_url, &args.redis_url) {
+        (Some(db), Some(redis)) => real(&args, db, redis, config).await,
+        (Some(_), None) | (None, Some(_)) => {
             eprintln!(
                 "demo: set both DATABASE_URL and REDIS_URL for the real adapters, or neither"
             );
             return ExitCode::from(2);
         }
-        (Err(_), Err(_)) => embedded(args.seed, config),
+        (None, None) => embedded(args.seed, config).await,
     };
     let result = match shop {
         Ok(shop) => run(&args, shop).await,
@@ -240,8 +269,8 @@ async fn run(args: &Args, shop: Shop) -> Result<bool, AnyError> {
     let racing = requests.iter().filter(|(h, _, _)| *h).count();
 
     let lock = match args.lock {
-        LockMode::Distributed => "per-product distributed locks",
-        LockMode::None => "database row locks only",
+        Lock::Redis => "per-product distributed locks",
+        Lock::None => "database row locks only",
     };
     println!(
         "order-engine demo ({}, {lock}; simulated payments 50-200 ms, 80 % approval)",
@@ -252,7 +281,7 @@ async fn run(args: &Args, shop: Shop) -> Result<bool, AnyError> {
         args.orders, args.workers, args.seed
     );
 
-    let workers = Workers::spawn_with_reconciler(&shop.service, args.workers);
+    let workers = Workers::spawn_with_reconciler(&shop.service, usize::from(args.workers));
 
     let started = Instant::now();
     let tasks: Vec<_> = requests
@@ -314,6 +343,7 @@ async fn run(args: &Args, shop: Shop) -> Result<bool, AnyError> {
     }
     let total = started.elapsed();
     workers.stop(Duration::from_secs(10)).await?;
+    #[cfg(feature = "redis")]
     if let Some(redis) = &shop.redis_run_keys {
         redis.delete_prefix().await?;
     }

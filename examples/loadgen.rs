@@ -17,6 +17,8 @@
 #![allow(clippy::print_stdout)]
 
 use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,53 +31,38 @@ use sqlx::migrate::MigrateDatabase;
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Measures `MySqlOrderRepository::place` against the raw database limit, same run.
+#[derive(Debug, Parser)]
+#[command(about, long_about = None)]
 struct Args {
-    concurrency: usize,
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Scenario::Place)]
+    scenario: Scenario,
+    /// Concurrent tasks per path.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Seconds per path and round.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
-    rounds: usize,
+    /// Rounds (the paths alternate; the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: u16,
+    /// A MySQL/MariaDB database the load generator may create and migrate.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        concurrency: 32,
-        seconds: 10,
-        rounds: 3,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--scenario" {
-            match it.next().as_deref() {
-                Some("place") => continue,
-                other => return Err(format!("unknown scenario {other:?} (available: place)")),
-            }
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let n: u64 = value
-            .parse()
-            .map_err(|_| format!("{flag}: {value:?} is not a number"))?;
-        match flag.as_str() {
-            "--concurrency" => args.concurrency = (n as usize).max(1),
-            "--seconds" => args.seconds = n.max(1),
-            "--rounds" => args.rounds = (n as usize).max(1),
-            _ => return Err(format!("unknown flag {flag}")),
-        }
-    }
-    Ok(args)
+/// `--scenario`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// One hot product: `place` vs the hand-rolled 3-statement transaction.
+    Place,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        eprintln!("loadgen: set DATABASE_URL (a MySQL/MariaDB database it may create and migrate)");
-        return ExitCode::from(2);
-    };
+    let args = Args::parse();
+    let url = args.database_url.clone();
     match run(&args, &url).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -127,7 +114,7 @@ async fn run(args: &Args, url: &str) -> Result<(), AnyError> {
     let mut adapter = Vec::new();
     for round in 0..args.rounds {
         for path in [Path::Raw, Path::Adapter] {
-            let (rate, p99) = measure(&shop, path, args, run_tag, round).await?;
+            let (rate, p99) = measure(&shop, path, args, run_tag, usize::from(round)).await?;
             let name = if path == Path::Raw {
                 "raw    "
             } else {

@@ -14,12 +14,15 @@
 //! - [`ports`]: every driven port (`OrderRepository`, `DistributedLock`,
 //!   `PaymentGateway`, `EventPublisher`, `JobQueue`, `Clock`, `RandomSource`);
 //! - [`app`]: `OrderService` and its use cases;
+//! - [`runtime`]: what the service needs from a runtime without depending on one —
+//!   [`SystemClock`], [`ManualClock`], [`SeededRandom`] and the retry schedule;
 //! - `testing` (feature `testing`): proptest strategies, the reference model and
 //!   scripted test doubles for property-testing your own wiring.
 
 pub mod app;
 pub mod domain;
 pub mod ports;
+pub mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -29,6 +32,7 @@ pub use app::{
     ProcessOutcome, RequestedItem, ServiceConfig, ServiceStats, StatsSnapshot, WorkerOutcome,
 };
 pub use domain::{
-    IdempotencyKey, Money, Order, OrderId, OrderLine, OrderStatus, Product, ProductId, Quantity,
-    Timestamp, UserId,
+    IdempotencyKey, Money, Order, OrderDraft, OrderId, OrderLine, OrderStatus, Product, ProductId,
+    Quantity, Timestamp, UserId,
 };
+pub use runtime::{ManualClock, SeededRandom, SystemClock};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use order_core::app::{CreateOrderRequest, ServiceConfig, WorkerOutcome};
 use order_core::domain::{Money, OrderStatus};
 use order_core::ports::{Clock, JobQueue};
-use order_engine::{Embedded, Workers};
+use order_engine::{Engine, Workers};
 use order_memory::{QueueConfig, SystemClock};
 use order_payment_sim::SimConfig;
 
@@ -14,22 +14,25 @@ use crate::support::ManualWorld;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_take_every_order_to_a_terminal_state_and_stop_on_shutdown() {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let sim = SimConfig {
         min_delay: Duration::ZERO,
         max_delay: Duration::from_millis(5),
         ..SimConfig::default()
     };
-    let engine =
-        Embedded::new(clock, ServiceConfig::default(), sim, QueueConfig::default()).unwrap();
-    let user = engine.adapters.repository.add_user();
-    let product = engine
-        .adapters
+    let engine = Engine::builder()
+        .memory()
+        .simulated_payments(sim)
+        .build()
+        .await
+        .unwrap();
+    let memory = engine.memory().unwrap();
+    let user = memory.repository.add_user();
+    let product = memory
         .repository
         .add_product("p", Money::parse("5.00").unwrap(), 1_000);
     for i in 0..100 {
         engine
-            .service
+            .service()
             .create_order(CreateOrderRequest::new(
                 user,
                 [(product, 1)],
@@ -38,10 +41,9 @@ async fn workers_take_every_order_to_a_terminal_state_and_stop_on_shutdown() {
             .await
             .unwrap();
     }
-    let workers = Workers::spawn(&engine.service, 8);
+    let workers = Workers::spawn(engine.service(), 8);
     tokio::time::timeout(Duration::from_secs(30), async {
-        while engine
-            .adapters
+        while memory
             .repository
             .orders()
             .iter()
@@ -55,9 +57,9 @@ async fn workers_take_every_order_to_a_terminal_state_and_stop_on_shutdown() {
     let report = workers.stop(Duration::from_secs(5)).await.unwrap();
     assert_eq!(report.aborted, 0, "every worker stops within 5 s");
     assert_eq!(report.handled, 100);
-    let stats = engine.adapters.queue.stats().await.unwrap();
+    let stats = memory.queue.stats().await.unwrap();
     assert_eq!((stats.waiting, stats.in_flight, stats.dead), (0, 0, 0));
-    let orders = engine.adapters.repository.orders();
+    let orders = memory.repository.orders();
     let paid = orders
         .iter()
         .filter(|o| o.status() == OrderStatus::Paid)
@@ -68,11 +70,18 @@ async fn workers_take_every_order_to_a_terminal_state_and_stop_on_shutdown() {
         .count() as u64;
     assert_eq!(paid + failed, 100);
     // Failed orders gave their stock back; paid ones keep it.
+    assert_eq!(memory.repository.stock(product), Some(1_000 - paid));
     assert_eq!(
-        engine.adapters.repository.stock(product),
-        Some(1_000 - paid)
+        engine
+            .simulated_payments()
+            .unwrap()
+            .ledger()
+            .entries()
+            .await
+            .unwrap()
+            .len(),
+        100
     );
-    assert_eq!(engine.payments.ledger().entries().await.unwrap().len(), 100);
 }
 
 #[tokio::test]

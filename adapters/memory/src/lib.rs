@@ -11,7 +11,7 @@
 //! | [`MemoryLock`] | [`DistributedLock`](order_core::ports::DistributedLock) | Redis `SET NX PX` + compare-and-delete |
 //! | [`MemoryQueue`] | [`JobQueue`](order_core::ports::JobQueue) | the Redis queue: visibility timeout, retries with backoff, dead letter |
 //! | [`MemoryEventBus`] | [`EventPublisher`](order_core::ports::EventPublisher) | Redis pub/sub |
-//! | [`SystemClock`], [`ManualClock`] | [`Clock`] | time, real or driven by a test |
+//! | [`SystemClock`], [`ManualClock`] (re-exported from `order_core::runtime`) | [`Clock`] | time, real or driven by a test |
 //!
 //! [`seed_reference_data`] loads the reference system's demo users and products, and
 //! [`MemoryAdapters`] wires everything into [`order_core::app::Ports`] on one clock.

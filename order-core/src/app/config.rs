@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::ports::{QueueTimings, QueueTimingsError, RandomSource};
+use crate::runtime::exponential_backoff;
 
 /// How create_order reduces contention in front of the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,14 +46,6 @@ impl Default for LockPolicy {
             min_backoff: Duration::from_millis(10),
         }
     }
-}
-
-/// `base · 2^(attempt-1)` for a 1-based `attempt`, saturating. The exponent stops
-/// growing at 20 (a million times the base), so no attempt count overflows it. Every
-/// exponential schedule of the engine — lock retries, payment retries, queue retries,
-/// the adapters' own — is this one.
-pub fn exponential_backoff(base: Duration, attempt: u32) -> Duration {
-    base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
 }
 
 impl LockPolicy {
@@ -260,7 +253,7 @@ impl ServiceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::SeededRandom;
+    use crate::runtime::SeededRandom;
 
     #[test]
     fn backoff_doubles_within_jitter_and_respects_the_floor() {

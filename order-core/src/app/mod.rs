@@ -1,32 +1,35 @@
 //! The use cases: one [`OrderService`] holding every driven port, with methods for
-//! creating, processing, cancelling and reading orders, and a worker loop.
+//! creating, processing, cancelling and reading orders, a worker loop and a reconciler.
+//! Each use case is an `impl OrderService` block in a file of its own (`create_order`,
+//! `process_order`, `reconcile`, `queries`); `service` holds the struct they share.
 //!
 //! Nothing here performs I/O itself or spawns tasks: the service only awaits its ports,
-//! so it runs on whatever executor the embedder chooses.
+//! so it runs on whatever executor the embedder chooses. Clocks, the random source and
+//! the backoff schedule live in [`crate::runtime`]; they are re-exported here under their
+//! old paths.
 
-mod clock;
 mod config;
+mod create_order;
 mod errors;
-mod future;
-mod rng;
+mod process_order;
+mod queries;
+mod reconcile;
 mod service;
 mod stats;
 
-pub use clock::ManualClock;
-pub use config::{
-    ConfigError, LockMode, LockPolicy, ReconcilerConfig, ServiceConfig, exponential_backoff,
-};
+pub use config::{ConfigError, LockMode, LockPolicy, ReconcilerConfig, ServiceConfig};
+pub use create_order::{CreateOrderRequest, CreatedOrder, MAX_LINES, RequestedItem};
 pub use errors::{
     CancelOrderError, CreateOrderError, GetOrderError, ListOrdersError, ProcessOrderError,
     ReconcileError, ValidationErrors,
 };
-pub use future::{Either, race, with_timeout};
-pub use rng::SeededRandom;
-pub use service::{
-    CreateOrderRequest, CreatedOrder, MAX_LINES, OrderQuery, OrderService, Ports, ProcessOutcome,
-    ReconcileReport, RequestedItem, WorkerOutcome,
-};
+pub use process_order::{ProcessOutcome, WorkerOutcome};
+pub use queries::OrderQuery;
+pub use reconcile::ReconcileReport;
+pub use service::{OrderService, Ports};
 pub use stats::{ServiceStats, StatsSnapshot};
+
+pub use crate::runtime::{ManualClock, SeededRandom, exponential_backoff};
 
 #[cfg(test)]
 mod tests;

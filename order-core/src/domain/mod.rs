@@ -2,6 +2,7 @@
 //! the `Order` entity. Pure code: no I/O, no serde, no database types. Adapters own their
 //! rows and DTOs and convert through the constructors here.
 
+mod draft;
 mod ids;
 mod money;
 mod order;
@@ -9,11 +10,12 @@ mod product;
 mod time;
 mod values;
 
+pub use draft::{DraftError, OrderDraft};
 pub use ids::{IdError, OrderId, ProductId, UserId};
 pub use money::{Money, MoneyError};
 pub use order::{
-    DraftError, FailureReason, Lease, LeaseToken, Order, OrderDataError, OrderDraft, OrderLine,
-    OrderParts, OrderStatus, StatusChange, StatusParseError, TransitionError,
+    FailureReason, Lease, LeaseToken, Order, OrderDataError, OrderLine, OrderParts, OrderStatus,
+    StatusChange, StatusParseError, TransitionError,
 };
 pub use product::{MAX_STOCK, Product, RestockError};
 pub use time::Timestamp;

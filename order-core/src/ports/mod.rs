@@ -468,7 +468,7 @@ impl QueueTimings {
     /// fails at once is dead-lettered after this long.
     pub fn retry_budget(&self) -> Duration {
         (1..self.max_attempts).fold(Duration::ZERO, |acc, n| {
-            acc.saturating_add(crate::app::exponential_backoff(self.retry_backoff, n))
+            acc.saturating_add(crate::runtime::exponential_backoff(self.retry_backoff, n))
         })
     }
 

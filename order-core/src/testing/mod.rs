@@ -1,7 +1,9 @@
 //! Test support for embedders (feature `testing`).
 //!
 //! - [`contract`]: one suite per driven port, generic over the adapter, so any adapter
-//!   (ours or yours) can be held to the port's promises;
+//!   (ours or yours) can be held to the port's promises — in one line per suite with
+//!   [`repository_contract!`], [`lock_contract!`], [`queue_contract!`] and
+//!   [`events_contract!`];
 //! - [`strategies`]: proptest strategies for domain values and command sequences;
 //! - [`model`]: the reference model of the order state machine and [`model::run_commands`],
 //!   which drives a real `OrderService` with generated commands and checks it against
@@ -14,3 +16,6 @@ pub mod contract;
 pub mod model;
 pub mod scripted;
 pub mod strategies;
+
+/// The contract macros, also at the crate root (where `#[macro_export]` puts them).
+pub use crate::{events_contract, lock_contract, queue_contract, repository_contract};

@@ -257,23 +257,27 @@ async fn redis_down_while_orders_are_placed_then_back_the_reconciler_recovers_th
         max_delay: Duration::from_millis(2),
         ..order_payment_sim::SimConfig::default()
     };
-    let engine = order_engine::Networked::new(pool, redis.clone(), config, sim)
+    let engine = order_engine::Engine::builder()
+        .mysql(pool)
+        .redis(&redis)
+        .simulated_payments(sim)
+        .config(config)
+        .build()
         .await
         .expect("the engine starts while Redis is down");
-    let user = engine
-        .repository
+    let repository = engine.mysql().unwrap().clone();
+    let user = repository
         .add_user("t", "t@example.test", "!")
         .await
         .unwrap();
-    let product = engine
-        .repository
+    let product = repository
         .add_product("p", Money::from_cents(100).unwrap(), 10)
         .await
         .unwrap();
     let mut ids = Vec::new();
     for i in 0..3 {
         let request = CreateOrderRequest::new(user, [(product, 1)], format!("k{i}"));
-        let created = engine.service.create_order(request).await;
+        let created = engine.service().create_order(request).await;
         ids.push(
             created
                 .expect("orders are taken while Redis is down")
@@ -281,19 +285,19 @@ async fn redis_down_while_orders_are_placed_then_back_the_reconciler_recovers_th
                 .id(),
         );
     }
-    let stats = engine.service.stats();
+    let stats = engine.service().stats();
     assert!(stats.lock_fail_open >= 3, "the lock failed open: {stats:?}");
     assert_eq!(stats.enqueue_failures, 3, "no job could be enqueued");
 
     // Redis comes back, empty; nothing is rebuilt.
     let _server = PrivateRedis::start(port);
     redis.wait_connected(Duration::from_secs(10)).await.unwrap();
-    let workers = order_engine::Workers::spawn_with_reconciler(&engine.service, 2);
+    let workers = order_engine::Workers::spawn_with_reconciler(engine.service(), 2);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let mut open = 0;
         for id in &ids {
-            let order = engine.repository.get(*id).await.unwrap().unwrap();
+            let order = repository.get(*id).await.unwrap().unwrap();
             open += usize::from(!order.status().is_terminal());
         }
         if open == 0 {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use order_core::app::{LockMode, LockPolicy, OrderService, ServiceConfig};
 use order_core::domain::{Money, ProductId, UserId};
-use order_engine::Networked;
+use order_engine::Engine;
 use order_mysql::MySqlOrderRepository;
 use order_payment_sim::SimConfig;
 use order_redis::{RedisConfig, RedisConnection};
@@ -120,10 +120,17 @@ impl Node {
             },
             ..ServiceConfig::default()
         };
-        let engine = Networked::new(pool, redis, config, sim).await.unwrap();
+        let engine = Engine::builder()
+            .mysql(pool)
+            .redis(&redis)
+            .simulated_payments(sim)
+            .config(config)
+            .build()
+            .await
+            .unwrap();
         Node {
-            service: engine.service,
-            repository: engine.repository,
+            service: engine.service().clone(),
+            repository: engine.mysql().unwrap().clone(),
             _cleanup: Cleanup::new(prefix),
         }
     }

@@ -1,5 +1,5 @@
-//! Fixtures: the repository contract's [`RepositoryFixture`] for MySQL and for memory,
-//! and small helpers shared by the suites.
+//! The repository contract's [`RepositoryFixture`] for MySQL, and small helpers shared
+//! by the suites.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +9,6 @@ use order_core::domain::{OrderDraft, RestockError};
 use order_core::ports::OrderRepository;
 use order_core::testing::contract::repository::RepositoryFixture;
 use order_core::{IdempotencyKey, Money, ProductId, Quantity, Timestamp, UserId};
-use order_memory::MemoryOrderRepository;
 use order_mysql::{MySqlOrderRepository, MySqlPool, MySqlRestockError};
 
 /// The MySQL repository over a fresh test database.
@@ -70,44 +69,6 @@ impl RepositoryFixture for MySqlFixture {
             Err(MySqlRestockError::Refused(refused)) => Err(refused),
             Err(MySqlRestockError::Store(e)) => panic!("restock: store failed: {e}"),
         }
-    }
-}
-
-/// The memory repository: the reference the MySQL adapter is held to.
-pub struct MemoryFixture {
-    repo: Arc<MemoryOrderRepository>,
-}
-
-impl MemoryFixture {
-    pub fn new() -> Self {
-        Self {
-            repo: Arc::new(MemoryOrderRepository::new()),
-        }
-    }
-}
-
-#[async_trait]
-impl RepositoryFixture for MemoryFixture {
-    fn repository(&self) -> Arc<dyn OrderRepository> {
-        self.repo.clone()
-    }
-
-    async fn add_user(&self) -> UserId {
-        self.repo.add_user()
-    }
-
-    async fn add_product(&self, price: Money, stock: u64) -> ProductId {
-        self.repo.add_product("Contract product", price, stock)
-    }
-
-    async fn stock(&self, product: ProductId) -> u64 {
-        self.repo
-            .stock(product)
-            .unwrap_or_else(|| panic!("product {product} does not exist"))
-    }
-
-    async fn restock(&self, product: ProductId, units: u64) -> Result<(), RestockError> {
-        self.repo.restock(product, units)
     }
 }
 

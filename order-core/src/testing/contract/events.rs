@@ -2,7 +2,8 @@
 //! events were published receives every one, in publish order, with every field intact.
 //!
 //! Each check takes a fresh [`EventsFixture`] whose subscriber is already listening,
-//! and panics with a message naming the broken promise. Run every check in [`CHECKS`].
+//! and panics with a message naming the broken promise. Run every check in [`CHECKS`],
+//! one test per check, with [`events_contract!`](crate::events_contract).
 
 use std::time::Duration;
 
@@ -20,13 +21,57 @@ pub trait EventsFixture: Send + Sync {
     /// The next event the fixture's subscriber (listening since the fixture was built)
     /// received, or `None` if none arrives within `timeout`.
     async fn next_event(&self, timeout: Duration) -> Option<OrderEvent>;
+
+    /// Releases what the fixture holds (connections, server-side state) once a check
+    /// passed: [`events_contract!`](crate::events_contract) awaits it after every check. A
+    /// no-op unless overridden. A failing check panics before it, so clean-up that must
+    /// happen then too belongs in a `Drop` of the fixture.
+    async fn teardown(&self) {}
 }
 
-/// The names of every check, in the order they are meant to run.
-pub const CHECKS: &[&str] = &[
-    "every_kind_arrives_with_every_field_intact",
-    "events_arrive_in_publish_order_exactly_once",
-];
+/// The names of every check, in the order they are meant to run (from the suite's one
+/// list, like the tests [`events_contract!`](crate::events_contract) writes).
+pub const CHECKS: &[&str] = crate::__events_checks! { [crate::__contract_check_names] };
+
+/// THE list of this suite's checks, in the order they are meant to run: every check
+/// function must be here (order-core's tests fail otherwise), and nowhere else.
+/// `__events_checks! { [callback] args.. }` expands to `callback! { [checks..] args.. }`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __events_checks {
+    ([$($callback:tt)*] $($args:tt)*) => {
+        $($callback)*! {
+            [
+            every_kind_arrives_with_every_field_intact,
+            events_arrive_in_publish_order_exactly_once,
+            ]
+            $($args)*
+        }
+    };
+}
+
+/// One test per check of the [`EventPublisher`](crate::ports::EventPublisher) contract
+/// ([`testing::contract::events`](crate::testing::contract::events)), each on a fresh
+/// [`EventsFixture`](crate::testing::contract::events::EventsFixture), torn down after its check
+/// passed.
+///
+/// The input is an optional test attribute and a fixture: `path::to::async_fn`,
+/// `|| expression` or `|arg: Type, ..| expression` (see the [module
+/// docs](crate::testing::contract#in-one-line)). Without an attribute the tests are
+/// `#[tokio::test]`: the calling crate needs `tokio` as a dev-dependency with the
+/// `macros` and `rt` features. The tests are named after the checks and written where
+/// the macro is invoked.
+///
+/// ```ignore
+/// // The fixture made by an expression; it may `.await`.
+/// order_core::events_contract!(|| MyEventsFixture::subscribed().await);
+/// ```
+#[macro_export]
+macro_rules! events_contract {
+    ($($fixture:tt)+) => {
+        $crate::__contract_parse! { __events_checks, events, EventsFixture; $($fixture)+ }
+    };
+}
 
 /// How long a check waits for an event it expects.
 const EXPECT: Duration = Duration::from_secs(5);

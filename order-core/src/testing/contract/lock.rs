@@ -2,8 +2,8 @@
 //! compare-and-delete release.
 //!
 //! Each check takes a fresh [`LockFixture`] and panics with a message naming the broken
-//! promise. Run every check in [`CHECKS`] against your adapter, e.g. one `#[tokio::test]`
-//! per check.
+//! promise. Run every check in [`CHECKS`] against your adapter, one test per check, with
+//! [`lock_contract!`](crate::lock_contract).
 
 use std::time::Duration;
 
@@ -28,16 +28,63 @@ pub trait LockFixture: Send + Sync {
 
     /// Lets `d` pass on the adapter's clock: advance a manual clock, or really sleep.
     async fn advance(&self, d: Duration);
+
+    /// Releases what the fixture holds (connections, server-side state) once a check
+    /// passed: [`lock_contract!`](crate::lock_contract) awaits it after every check. A
+    /// no-op unless overridden. A failing check panics before it, so clean-up that must
+    /// happen then too belongs in a `Drop` of the fixture.
+    async fn teardown(&self) {}
 }
 
-/// The names of every check, in the order they are meant to run.
-pub const CHECKS: &[&str] = &[
-    "acquire_contend_release",
-    "release_refuses_a_foreign_token",
-    "lock_is_held_until_its_ttl",
-    "expired_lock_can_be_taken_and_the_old_release_is_refused",
-    "a_resent_acquire_with_the_same_token_succeeds",
-];
+/// The names of every check, in the order they are meant to run (from the suite's one
+/// list, like the tests [`lock_contract!`](crate::lock_contract) writes).
+pub const CHECKS: &[&str] = crate::__lock_checks! { [crate::__contract_check_names] };
+
+/// THE list of this suite's checks, in the order they are meant to run: every check
+/// function must be here (order-core's tests fail otherwise), and nowhere else.
+/// `__lock_checks! { [callback] args.. }` expands to `callback! { [checks..] args.. }`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __lock_checks {
+    ([$($callback:tt)*] $($args:tt)*) => {
+        $($callback)*! {
+            [
+            acquire_contend_release,
+            release_refuses_a_foreign_token,
+            lock_is_held_until_its_ttl,
+            expired_lock_can_be_taken_and_the_old_release_is_refused,
+            a_resent_acquire_with_the_same_token_succeeds,
+            ]
+            $($args)*
+        }
+    };
+}
+
+/// One test per check of the [`DistributedLock`](crate::ports::DistributedLock) contract
+/// ([`testing::contract::lock`](crate::testing::contract::lock)), each on a fresh
+/// [`LockFixture`](crate::testing::contract::lock::LockFixture), torn down after its check
+/// passed.
+///
+/// The input is an optional test attribute and a fixture: `path::to::async_fn`,
+/// `|| expression` or `|arg: Type, ..| expression` (see the [module
+/// docs](crate::testing::contract#in-one-line)). Without an attribute the tests are
+/// `#[tokio::test]`: the calling crate needs `tokio` as a dev-dependency with the
+/// `macros` and `rt` features. The tests are named after the checks and written where
+/// the macro is invoked.
+///
+/// ```ignore
+/// async fn my_lock() -> MyLockFixture {
+///     MyLockFixture::new().await
+/// }
+///
+/// order_core::lock_contract!(my_lock);
+/// ```
+#[macro_export]
+macro_rules! lock_contract {
+    ($($fixture:tt)+) => {
+        $crate::__contract_parse! { __lock_checks, lock, LockFixture; $($fixture)+ }
+    };
+}
 
 fn token(name: &str) -> LockToken {
     LockToken::new(format!("contract-token-{name}"))

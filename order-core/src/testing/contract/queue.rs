@@ -3,7 +3,8 @@
 //! receipts, honest counts and a bound.
 //!
 //! Each check takes a fresh, empty [`QueueFixture`] and panics with a message naming the
-//! broken promise. Run every check in [`CHECKS`] against your adapter.
+//! broken promise. Run every check in [`CHECKS`] against your adapter, one test per
+//! check, with [`queue_contract!`](crate::queue_contract).
 
 use std::time::Duration;
 
@@ -44,23 +45,74 @@ pub trait QueueFixture: Send + Sync {
 
     /// Lets `d` pass on the adapter's clock: advance a manual clock, or really sleep.
     async fn advance(&self, d: Duration);
+
+    /// Releases what the fixture holds (connections, server-side state) once a check
+    /// passed: [`queue_contract!`](crate::queue_contract) awaits it after every check. A
+    /// no-op unless overridden. A failing check panics before it, so clean-up that must
+    /// happen then too belongs in a `Drop` of the fixture.
+    async fn teardown(&self) {}
 }
 
-/// The names of every check, in the order they are meant to run.
-pub const CHECKS: &[&str] = &[
-    "delivers_enqueued_jobs_in_order",
-    "ack_removes_the_job",
-    "unacked_job_is_redelivered_after_the_visibility_timeout",
-    "nack_retries_after_the_backoff",
-    "dead_letters_after_max_attempts_via_nack",
-    "dead_letters_after_max_attempts_via_visibility_timeout",
-    "stale_receipts_are_harmless",
-    "stats_count_waiting_in_flight_and_dead",
-    "enqueue_beyond_capacity_is_refused",
-    "a_stale_ack_leaves_the_live_delivery_in_flight",
-    "defer_redelivers_after_the_delay_without_using_an_attempt",
-    "timings_report_the_configured_settings",
-];
+/// The names of every check, in the order they are meant to run (from the suite's one
+/// list, like the tests [`queue_contract!`](crate::queue_contract) writes).
+pub const CHECKS: &[&str] = crate::__queue_checks! { [crate::__contract_check_names] };
+
+/// THE list of this suite's checks, in the order they are meant to run: every check
+/// function must be here (order-core's tests fail otherwise), and nowhere else.
+/// `__queue_checks! { [callback] args.. }` expands to `callback! { [checks..] args.. }`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __queue_checks {
+    ([$($callback:tt)*] $($args:tt)*) => {
+        $($callback)*! {
+            [
+            delivers_enqueued_jobs_in_order,
+            ack_removes_the_job,
+            unacked_job_is_redelivered_after_the_visibility_timeout,
+            nack_retries_after_the_backoff,
+            dead_letters_after_max_attempts_via_nack,
+            dead_letters_after_max_attempts_via_visibility_timeout,
+            stale_receipts_are_harmless,
+            stats_count_waiting_in_flight_and_dead,
+            enqueue_beyond_capacity_is_refused,
+            a_stale_ack_leaves_the_live_delivery_in_flight,
+            defer_redelivers_after_the_delay_without_using_an_attempt,
+            timings_report_the_configured_settings,
+            ]
+            $($args)*
+        }
+    };
+}
+
+/// One test per check of the [`JobQueue`](crate::ports::JobQueue) contract
+/// ([`testing::contract::queue`](crate::testing::contract::queue)), each on a fresh
+/// [`QueueFixture`](crate::testing::contract::queue::QueueFixture), torn down after its check
+/// passed.
+///
+/// The input is an optional test attribute and a fixture: `path::to::async_fn`,
+/// `|| expression` or `|arg: Type, ..| expression` (see the [module
+/// docs](crate::testing::contract#in-one-line)). Without an attribute the tests are
+/// `#[tokio::test]`: the calling crate needs `tokio` as a dev-dependency with the
+/// `macros` and `rt` features. The tests are named after the checks and written where
+/// the macro is invoked.
+///
+/// ```ignore
+/// async fn my_queue() -> MyQueueFixture {
+///     MyQueueFixture::empty().await
+/// }
+///
+/// // Real sleeps against a server: a multi-threaded runtime (tokio `rt-multi-thread`).
+/// order_core::queue_contract!(
+///     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+///     my_queue
+/// );
+/// ```
+#[macro_export]
+macro_rules! queue_contract {
+    ($($fixture:tt)+) => {
+        $crate::__contract_parse! { __queue_checks, queue, QueueFixture; $($fixture)+ }
+    };
+}
 
 /// The job for order `n`.
 fn job(n: u64) -> Job {

@@ -6,7 +6,7 @@
 //! fail ("DATABASE_URL must be set"); they never skip.
 //!
 //! - [`repository`]: order-core's repository contract suite, every check against MySQL
-//!   and against the memory adapter (the reference);
+//!   (the memory adapter, the reference, runs the same suite in `order-memory`'s tests);
 //! - [`ledger`]: the payment-ledger contract against both ledgers;
 //! - [`concurrency`]: oversell, lock ordering, deadlock and lock-wait retries under load;
 //! - [`claims`]: the reconciler's claims of stranded orders and the lease release;
@@ -18,19 +18,11 @@
 // `allow-expect-in-tests` covers `#[test]` bodies only, not the helpers they share.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "contract/claims.rs"]
 mod claims;
-#[path = "contract/concurrency.rs"]
 mod concurrency;
-#[path = "contract/explain.rs"]
 mod explain;
-#[path = "contract/inspection.rs"]
 mod inspection;
-#[path = "contract/ledger.rs"]
 mod ledger;
-#[path = "contract/regressions.rs"]
 mod regressions;
-#[path = "contract/repository.rs"]
 mod repository;
-#[path = "contract/support.rs"]
 mod support;

@@ -70,7 +70,7 @@ mod tests {
     use std::future::pending;
 
     use super::*;
-    use crate::app::with_timeout;
+    use crate::runtime::with_timeout;
 
     #[tokio::test]
     async fn a_manual_sleep_advances_the_clock_and_returns_at_once() {

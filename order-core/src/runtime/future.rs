@@ -1,5 +1,6 @@
 //! Executor-free future combinators: racing two futures and bounding one by a timeout on
-//! the injected clock. They exist so the core needs no async runtime crate.
+//! the injected clock. They exist so the core needs no async runtime crate. They are the
+//! service's own plumbing, not part of the API: an embedder has its runtime's versions.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -10,7 +11,7 @@ use crate::ports::Clock;
 
 /// Which of two raced futures finished first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Either<A, B> {
+pub(crate) enum Either<A, B> {
     /// The first future finished first (or both were ready and the first is preferred).
     Left(A),
     /// The second future finished first.
@@ -19,7 +20,7 @@ pub enum Either<A, B> {
 
 /// Polls both futures until one completes; the other is dropped. `a` is polled first, so
 /// it wins ties.
-pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
+pub(crate) async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
     let mut a = pin!(a);
     let mut b = pin!(b);
     poll_fn(|cx| {
@@ -35,7 +36,7 @@ pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Outp
 }
 
 /// Runs `f` for at most `limit` on `clock`; `None` when the time ran out first.
-pub async fn with_timeout<F: Future>(
+pub(crate) async fn with_timeout<F: Future>(
     clock: &dyn Clock,
     limit: Duration,
     f: F,

@@ -1,0 +1,332 @@
+//! The contract suite as a user of `order-core` meets it: a repository written from
+//! scratch against the public API only (not `order-memory`'s; a few `Vec`s behind one
+//! mutex, every method a linear scan), held to every repository check by one line:
+//!
+//! ```ignore
+//! order_core::repository_contract!(fixture);
+//! ```
+//!
+//! It proves the macro works from outside the workspace's adapters, and that the port's
+//! promises can be kept by a store that shares no code with ours.
+
+// A test binary reports failure by panicking, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use order_core::domain::{MAX_STOCK, OrderDraft, RestockError, StatusChange};
+use order_core::ports::{
+    ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, StrandedQuery,
+    TransitionOutcome,
+};
+use order_core::testing::contract::repository::RepositoryFixture;
+use order_core::{
+    IdempotencyKey, Money, Order, OrderId, OrderStatus, Product, ProductId, Timestamp, UserId,
+};
+
+order_core::repository_contract!(fixture);
+
+async fn fixture() -> VecFixture {
+    VecFixture {
+        repo: Arc::new(VecRepository::default()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The repository
+// ---------------------------------------------------------------------------------------
+
+/// Orders and stock in plain vectors behind one mutex: every call is one atomic step.
+#[derive(Default)]
+struct VecRepository {
+    store: Mutex<Store>,
+}
+
+#[derive(Default)]
+struct Store {
+    users: Vec<UserId>,
+    /// Ascending by id: ids are handed out in order and appended.
+    products: Vec<Product>,
+    /// Ascending by id, as above.
+    orders: Vec<Order>,
+    /// `(order, when the reconciler last claimed it)`.
+    claims: Vec<(OrderId, Timestamp)>,
+}
+
+fn is_open(order: &Order) -> bool {
+    matches!(
+        order.status(),
+        OrderStatus::Pending | OrderStatus::Processing
+    )
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl VecRepository {
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // No critical section below panics half-way through a write.
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add_user(&self) -> UserId {
+        let mut store = self.store();
+        let id = UserId::new(store.users.len() as u64 + 1).expect("user id");
+        store.users.push(id);
+        id
+    }
+
+    fn add_product(&self, price: Money, stock: u64) -> ProductId {
+        let mut store = self.store();
+        let id = ProductId::new(store.products.len() as u64 + 1).expect("product id");
+        store.products.push(Product {
+            id,
+            name: format!("Product {id}"),
+            price,
+            stock,
+        });
+        id
+    }
+
+    fn stock(&self, product: ProductId) -> Option<u64> {
+        self.store().product(product).map(|p| p.stock)
+    }
+
+    /// Stock plus the units reserved by open orders plus `units` stays within
+    /// [`MAX_STOCK`], or nothing changes.
+    fn restock(&self, product: ProductId, units: u64) -> Result<(), RestockError> {
+        let mut store = self.store();
+        let reserved: u64 = store
+            .orders
+            .iter()
+            .filter(|o| is_open(o))
+            .flat_map(Order::lines)
+            .filter(|l| l.product == product)
+            .map(|l| u64::from(l.quantity.get()))
+            .sum();
+        let p = store
+            .product_mut(product)
+            .ok_or(RestockError::UnknownProduct(product))?;
+        match p
+            .stock
+            .checked_add(reserved)
+            .and_then(|t| t.checked_add(units))
+        {
+            Some(total) if total <= MAX_STOCK => {
+                p.stock += units;
+                Ok(())
+            }
+            _ => Err(RestockError::AboveMaximum {
+                product,
+                max: MAX_STOCK,
+            }),
+        }
+    }
+}
+
+impl Store {
+    fn product(&self, id: ProductId) -> Option<&Product> {
+        self.products.iter().find(|p| p.id == id)
+    }
+
+    fn product_mut(&mut self, id: ProductId) -> Option<&mut Product> {
+        self.products.iter_mut().find(|p| p.id == id)
+    }
+
+    fn order_by_key(&self, user: UserId, key: &IdempotencyKey) -> Option<&Order> {
+        self.orders
+            .iter()
+            .find(|o| o.user() == user && o.idempotency_key() == key)
+    }
+
+    /// One draft, decided and written in one step.
+    fn place_one(&mut self, draft: &OrderDraft, now: Timestamp) -> PlaceOutcome {
+        if let Some(existing) = self.order_by_key(draft.user(), draft.idempotency_key()) {
+            return if draft.same_lines_as(existing) {
+                PlaceOutcome::Replayed(existing.clone())
+            } else {
+                PlaceOutcome::KeyReused {
+                    existing: existing.id(),
+                }
+            };
+        }
+        if !self.users.contains(&draft.user()) {
+            return PlaceOutcome::UnknownUser(draft.user());
+        }
+        // The draft keeps its products ascending by id: the first missing or short one
+        // decides.
+        let mut prices = Vec::new();
+        for (product, quantity) in draft.items() {
+            let Some(p) = self.product(*product) else {
+                return PlaceOutcome::UnknownProduct(*product);
+            };
+            if u64::from(quantity.get()) > p.stock {
+                return PlaceOutcome::InsufficientStock {
+                    product: *product,
+                    requested: quantity.get(),
+                    available: p.stock,
+                };
+            }
+            prices.push(p.price);
+        }
+        let id = OrderId::new(self.orders.len() as u64 + 1).expect("order id");
+        let Ok(order) = Order::place(id, draft, &prices, now) else {
+            return PlaceOutcome::TotalTooLarge;
+        };
+        for (product, quantity) in draft.items() {
+            if let Some(p) = self.product_mut(*product) {
+                p.stock -= u64::from(quantity.get());
+            }
+        }
+        self.orders.push(order.clone());
+        PlaceOutcome::Placed(order)
+    }
+}
+
+#[async_trait]
+impl OrderRepository for VecRepository {
+    async fn place(
+        &self,
+        drafts: &[OrderDraft],
+        now: Timestamp,
+    ) -> Result<Vec<PlaceOutcome>, RepositoryError> {
+        let mut store = self.store();
+        Ok(drafts.iter().map(|d| store.place_one(d, now)).collect())
+    }
+
+    async fn transition(
+        &self,
+        id: OrderId,
+        change: StatusChange,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, RepositoryError> {
+        let mut store = self.store();
+        let Some(current) = store.orders.iter().find(|o| o.id() == id).cloned() else {
+            return Ok(TransitionOutcome::NotFound);
+        };
+        let mut updated = current.clone();
+        if updated.apply(&change, now).is_err() {
+            return Ok(TransitionOutcome::LostRace(current));
+        }
+        if change.returns_stock() {
+            for line in updated.lines() {
+                if let Some(p) = store.product_mut(line.product) {
+                    p.stock += u64::from(line.quantity.get());
+                }
+            }
+        }
+        if let Some(slot) = store.orders.iter_mut().find(|o| o.id() == id) {
+            *slot = updated.clone();
+        }
+        Ok(TransitionOutcome::Applied(updated))
+    }
+
+    async fn get(&self, id: OrderId) -> Result<Option<Order>, RepositoryError> {
+        Ok(self.store().orders.iter().find(|o| o.id() == id).cloned())
+    }
+
+    async fn find_by_key(
+        &self,
+        user: UserId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Order>, RepositoryError> {
+        Ok(self.store().order_by_key(user, key).cloned())
+    }
+
+    async fn list_by_user(
+        &self,
+        user: UserId,
+        filter: ListFilter,
+    ) -> Result<OrderPage, RepositoryError> {
+        let store = self.store();
+        let mut mine: Vec<&Order> = store
+            .orders
+            .iter()
+            .filter(|o| o.user() == user && filter.status.is_none_or(|s| o.status() == s))
+            .collect();
+        mine.sort_by_key(|o| std::cmp::Reverse((o.created_at(), o.id())));
+        let per_page = filter.per_page as usize;
+        let skip = (filter.page.max(1) as usize - 1).saturating_mul(per_page);
+        Ok(OrderPage {
+            total: mine.len() as u64,
+            orders: mine
+                .into_iter()
+                .skip(skip)
+                .take(per_page)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    async fn products(&self) -> Result<Vec<Product>, RepositoryError> {
+        Ok(self.store().products.clone())
+    }
+
+    async fn claim_stranded(
+        &self,
+        query: StrandedQuery,
+        now: Timestamp,
+    ) -> Result<Vec<OrderId>, RepositoryError> {
+        let mut store = self.store();
+        let cutoff = now.as_millis().saturating_sub(millis(query.stale_after));
+        let mut stranded: Vec<(Timestamp, OrderId)> = store
+            .orders
+            .iter()
+            .filter(|o| match o.status() {
+                OrderStatus::Pending => true,
+                OrderStatus::Processing => o.lease().is_none_or(|l| l.until <= now),
+                OrderStatus::Paid | OrderStatus::Failed | OrderStatus::Cancelled => false,
+            })
+            .map(|o| {
+                let last = store
+                    .claims
+                    .iter()
+                    .find(|(id, _)| *id == o.id())
+                    .map_or(o.created_at(), |(_, at)| *at);
+                (last, o.id())
+            })
+            .filter(|(last, _)| last.as_millis() <= cutoff)
+            .collect();
+        stranded.sort();
+        stranded.truncate(query.limit as usize);
+        let claimed: Vec<OrderId> = stranded.into_iter().map(|(_, id)| id).collect();
+        store.claims.retain(|(id, _)| !claimed.contains(id));
+        store.claims.extend(claimed.iter().map(|id| (*id, now)));
+        Ok(claimed)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The fixture
+// ---------------------------------------------------------------------------------------
+
+struct VecFixture {
+    repo: Arc<VecRepository>,
+}
+
+#[async_trait]
+impl RepositoryFixture for VecFixture {
+    fn repository(&self) -> Arc<dyn OrderRepository> {
+        self.repo.clone()
+    }
+
+    async fn add_user(&self) -> UserId {
+        self.repo.add_user()
+    }
+
+    async fn add_product(&self, price: Money, stock: u64) -> ProductId {
+        self.repo.add_product(price, stock)
+    }
+
+    async fn stock(&self, product: ProductId) -> u64 {
+        self.repo
+            .stock(product)
+            .unwrap_or_else(|| panic!("product {product} does not exist"))
+    }
+
+    async fn restock(&self, product: ProductId, units: u64) -> Result<(), RestockError> {
+        self.repo.restock(product, units)
+    }
+}

@@ -1,0 +1,309 @@
+//! [`MySqlOrderRepository`]: the [`OrderRepository`] port on MySQL/MariaDB, plus its
+//! seeding, inspection and reconciler queries.
+//!
+//! How each promise of the port is kept is documented on the type (it is the public
+//! face of this module). Rows become domain values only through [`Order::from_parts`] and
+//! the value-object constructors; a row that fails them is reported as `Unexpected`. No
+//! sqlx error leaves this module: every driver failure is converted by [`DbError`].
+//!
+//! The module is cut along the seams of the work it does, so each file can be read on its
+//! own: [`sql`] holds every statement's text, [`rows`] the row types and their checked
+//! conversion to domain values (and the reads built on them), `place` and `transition`
+//! the two write paths of the port, and `admin` the operator API that is not part of the
+//! port (seeding, restocking, inspection, `EXPLAIN`). This file keeps the type, its
+//! constructor, the retry wrapper every transaction runs under, and the port
+//! implementation, which delegates to those modules.
+
+mod admin;
+mod place;
+mod rows;
+mod sql;
+mod transition;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use order_core::domain::{OrderDraft, StatusChange};
+use order_core::ports::{
+    ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, StrandedQuery,
+    TransitionOutcome,
+};
+use order_core::{IdempotencyKey, Order, OrderId, Product, Timestamp, UserId};
+use sqlx::MySqlPool;
+
+use crate::error::{Context, DbError};
+use crate::retry::RetryPolicy;
+
+pub use admin::QueryPlan;
+
+use rows::{ProductRow, Read, load_order, load_order_by_key, load_page};
+use sql::PRODUCTS;
+
+/// Orders and stock in MySQL/MariaDB, changed atomically.
+///
+/// The database is the correctness guard, so every promise of the port is kept by the
+/// server itself:
+///
+/// - **No oversell.** `place` locks the product rows it needs with `SELECT … WHERE id IN
+///   (…) ORDER BY id FOR UPDATE` (ascending ids, so orders for {A, B} and {B, A} queue
+///   instead of deadlocking), checks the stock it read under that lock and decrements it
+///   in the same transaction. `stock` is `INT UNSIGNED`, so the server refuses a negative
+///   value even from a buggy writer.
+/// - **Idempotency.** The unique (user_id, idempotency_key) index is the idempotency
+///   record. A replay is recognised by a plain read before any lock is taken; a
+///   concurrent twin that slips past that read loses on the index (error 1062) and reads
+///   the winner back (a locking read, which sees the latest committed row). A twin that
+///   finds the stock gone because the winner took it also checks the key before
+///   reporting a shortage, so it replays instead.
+/// - **Compare-and-set transitions.** `transition` is one `UPDATE … WHERE id = ? AND
+///   status = ? AND <fence>` mirroring [`Order::apply`] arm by arm; when the change
+///   returns stock (Cancel, Fail) the quantities go back, ascending by product id, in the
+///   same transaction, so they are returned exactly once. The order is re-read in that
+///   transaction and returned as `Applied`; a 0-row update rolls back and re-reads:
+///   `NotFound` or `LostRace(current)`.
+/// - **Prices.** Every line carries the price its product has when its stock is taken,
+///   under the same row lock: the general path reads price and stock with its `FOR
+///   UPDATE`; the one-draft fast path's conditional decrement matches a row only if its
+///   price is still the one read before the transaction, and otherwise leaves the draft
+///   to the general path.
+/// - **Reconciler claims.** [`claim_stranded`](OrderRepository::claim_stranded) selects
+///   the stranded orders with `FOR UPDATE SKIP LOCKED` and stamps them
+///   (`dispatched_at`) in the same transaction, so concurrent reconcilers get disjoint
+///   orders; see migration 0005 for the index behind it.
+/// - **Deadlocks (1213) and lock-wait timeouts (1205)** are rolled back explicitly and
+///   the whole transaction is retried under a [`RetryPolicy`]; only then do they surface
+///   as [`RepositoryError::Unavailable`]. [`retry_count`](Self::retry_count) counts them.
+///
+/// **Batches** (`place` with several drafts): one plain read per draft answers replays
+/// and unknown users without locks; then ONE transaction locks every product row any of
+/// the remaining drafts needs, once, in ascending id order (at most 10 000 ids per
+/// statement, so no batch exceeds the 65 535 placeholders one statement may bind), and
+/// decides the drafts in arrival order against the locked stock (a later draft sees what
+/// earlier ones took),
+/// writing order, lines and stock decrement for each draft that can be placed; a second
+/// draft with a key claimed earlier in the batch replays it. It commits if anything was
+/// written, else rolls back. There is no savepoint per draft, deliberately: every
+/// business failure is decided before the draft's first write (unknown or short
+/// product, key claimed earlier in the batch) or by that first write itself (`INSERT
+/// INTO orders` refused by the unique key or the user's foreign key), and InnoDB rolls a
+/// failed statement back on its own. Anything failing after that first write is not a
+/// business outcome: the whole transaction is rolled back and the call fails, having
+/// written nothing. A single draft first tries a shorter fast path (`BEGIN`, conditional
+/// decrement, insert order, insert lines, `COMMIT`), and falls back to this one whenever
+/// that path cannot decide exactly (a missing or short product, a changed price, a total
+/// too large).
+///
+/// Instants are stored as UTC `DATETIME(3)`, exact to the millisecond; the pool's
+/// connections must run with `time_zone = '+00:00'` (sqlx's default, and what
+/// [`connect`](crate::connect) sets). Cheap to clone: the pool and the retry counter are
+/// shared.
+#[derive(Debug, Clone)]
+pub struct MySqlOrderRepository {
+    pool: MySqlPool,
+    retry: RetryPolicy,
+    retries: Arc<AtomicU64>,
+}
+
+impl MySqlOrderRepository {
+    /// A repository over `pool`, whose database has been migrated with
+    /// [`migrate`](crate::migrate), retrying deadlocks with [`RetryPolicy::default`].
+    ///
+    /// The pool's connections must run with `time_zone = '+00:00'` (sqlx's default, and
+    /// what [`connect`](crate::connect) sets).
+    pub fn new(pool: MySqlPool) -> Self {
+        Self::with_retry_policy(pool, RetryPolicy::default())
+    }
+
+    /// A repository over `pool` retrying deadlocks and lock-wait timeouts under `retry`.
+    pub fn with_retry_policy(pool: MySqlPool, retry: RetryPolicy) -> Self {
+        Self {
+            pool,
+            retry: RetryPolicy {
+                max_attempts: retry.max_attempts.max(1),
+                ..retry
+            },
+            retries: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The pool the repository runs on.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// How many times a transaction was rolled back and run again after a deadlock or a
+    /// lock-wait timeout, since this repository (or the one it was cloned from) was made.
+    /// A metric: a rising count means hot rows.
+    pub fn retry_count(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    // -- plumbing -------------------------------------------------------------------------
+
+    /// Runs `attempt` until it succeeds, fails for good, or has deadlocked / timed out on
+    /// a lock `max_attempts` times. Each attempt is a whole transaction that has already
+    /// been rolled back when it returns an error.
+    async fn retrying<T, F, Fut>(
+        &self,
+        op: &'static str,
+        mut attempt: F,
+    ) -> Result<T, RepositoryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, DbError>>,
+    {
+        let mut n = 1;
+        loop {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(e) if e.is_retryable() && n < self.retry.max_attempts => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    let pause = self.retry.delay(n);
+                    tracing::debug!(op, attempt = n, ?pause, error = %e, "retrying after a lock conflict");
+                    tokio::time::sleep(pause).await;
+                    n += 1;
+                }
+                Err(e) => return Err(e.into_repository()),
+            }
+        }
+    }
+
+    async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::MySql>, DbError> {
+        self.pool.acquire().await.ctx("acquiring a connection")
+    }
+}
+
+#[async_trait]
+impl OrderRepository for MySqlOrderRepository {
+    /// Places each draft in arrival order, in one transaction; see
+    /// [`MySqlOrderRepository`] for the layout. A second draft with the same (user, key)
+    /// in one call replays (or refuses) the first.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`] when the database cannot be reached or a
+    /// deadlock / lock-wait timeout persisted through every retry;
+    /// [`RepositoryError::Unexpected`] for anything else, including a draft whose total
+    /// would exceed [`Money::max`]. Nothing was written — with one exception no database
+    /// client can rule out: if the connection breaks while `COMMIT` is in flight, the
+    /// commit may have happened. Placing the same drafts again is then safe: the
+    /// idempotency keys turn it into replays.
+    ///
+    /// [`Money::max`]: order_core::Money::max
+    async fn place(
+        &self,
+        drafts: &[OrderDraft],
+        now: Timestamp,
+    ) -> Result<Vec<PlaceOutcome>, RepositoryError> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.retrying("place", || self.place_once(drafts, now))
+            .await
+    }
+
+    /// Compare-and-set exactly as [`Order::apply`], stock returned in the same
+    /// transaction for Cancel and Fail.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`] when the database cannot be reached or a
+    /// deadlock persisted through every retry; [`RepositoryError::Unexpected`] otherwise
+    /// (e.g. a row that fails the domain checks, or — only if stock was raised outside
+    /// [`restock`](MySqlOrderRepository::restock) and [`MAX_STOCK`] — returned stock
+    /// exceeding `INT UNSIGNED`). Nothing was written.
+    ///
+    /// [`MAX_STOCK`]: order_core::domain::MAX_STOCK
+    async fn transition(
+        &self,
+        id: OrderId,
+        change: StatusChange,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, RepositoryError> {
+        self.retrying("transition", || self.transition_once(id, &change, now))
+            .await
+    }
+
+    /// # Errors
+    /// [`RepositoryError`] when the database failed or the row is not a valid order.
+    async fn get(&self, id: OrderId) -> Result<Option<Order>, RepositoryError> {
+        async {
+            let mut conn = self.acquire().await?;
+            load_order(&mut conn, id.get()).await
+        }
+        .await
+        .map_err(DbError::into_repository)
+    }
+
+    /// # Errors
+    /// [`RepositoryError`] when the database failed or the row is not a valid order.
+    async fn find_by_key(
+        &self,
+        user: UserId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Order>, RepositoryError> {
+        async {
+            let mut conn = self.acquire().await?;
+            load_order_by_key(&mut conn, user, key, Read::Plain).await
+        }
+        .await
+        .map_err(DbError::into_repository)
+    }
+
+    /// Newest first (`created_at DESC, id DESC`), `LIMIT`/`OFFSET` paging, the total from
+    /// `COUNT(*)`. Page 0 reads as page 1; `per_page` 0 gives an empty page with the
+    /// right total. The page and the count are two statements, so under concurrent
+    /// inserts the total may be a moment newer than the page.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the database failed or a row is not a valid order.
+    async fn list_by_user(
+        &self,
+        user: UserId,
+        filter: ListFilter,
+    ) -> Result<OrderPage, RepositoryError> {
+        async {
+            let mut conn = self.acquire().await?;
+            load_page(&mut conn, user, filter).await
+        }
+        .await
+        .map_err(DbError::into_repository)
+    }
+
+    /// One transaction at READ COMMITTED: `SELECT id … FOR UPDATE SKIP LOCKED` over the
+    /// `orders_open_hand_out` index (open orders handed out at or before `now -
+    /// stale_after`, PENDING or with a lease expired at or before `now`, oldest hand-out
+    /// then id first, at most `limit`), then `UPDATE orders SET dispatched_at = now` for
+    /// exactly those ids, then `COMMIT`. A concurrent claim skips the rows this one holds
+    /// and, after its commit, no longer finds them stale, so the claims are disjoint; an
+    /// order being changed by a worker at that instant is skipped this time. Status,
+    /// lease and `updated_at` are left alone. `limit` 0 claims nothing without a query.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the database failed; the transaction was rolled back and
+    /// nothing was claimed.
+    async fn claim_stranded(
+        &self,
+        query: StrandedQuery,
+        now: Timestamp,
+    ) -> Result<Vec<OrderId>, RepositoryError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.retrying("claim_stranded", || self.claim_stranded_once(query, now))
+            .await
+    }
+
+    /// # Errors
+    /// [`RepositoryError`] when the database failed or a row is not a valid product.
+    async fn products(&self) -> Result<Vec<Product>, RepositoryError> {
+        let rows = sqlx::query_as::<_, ProductRow>(PRODUCTS)
+            .fetch_all(&self.pool)
+            .await
+            .ctx("listing products")
+            .map_err(DbError::into_repository)?;
+        rows.into_iter()
+            .map(|row| row.into_product().map_err(DbError::into_repository))
+            .collect()
+    }
+}

@@ -1,0 +1,142 @@
+//! SQL. Static text wherever possible; the few statements with a variable number of rows
+//! are built from these pieces and placeholders only (never from data), see
+//! [`repeat_sql`].
+//!
+//! Kept apart from the code that runs the statements so the whole of what the adapter
+//! asks of the server can be reviewed in one place (and against the migrations' indexes).
+
+use crate::time::ms;
+
+/// The columns of an order row, instants as epoch milliseconds (see
+/// [`OrderRow`](super::rows::OrderRow)).
+macro_rules! order_select {
+    () => {
+        concat!(
+            "SELECT id, user_id, status, total_amount, idempotency_key, request_fingerprint, ",
+            "lease_token, ",
+            ms!("lease_until"),
+            " AS lease_until_ms, attempts, failure_reason, ",
+            ms!("cancelled_at"),
+            " AS cancelled_at_ms, ",
+            ms!("created_at"),
+            " AS created_at_ms, ",
+            ms!("updated_at"),
+            " AS updated_at_ms FROM orders"
+        )
+    };
+}
+
+pub(super) const ORDER_BY_ID: &str = concat!(order_select!(), " WHERE id = ?");
+pub(super) const ORDER_BY_KEY: &str = concat!(
+    order_select!(),
+    " WHERE user_id = ? AND idempotency_key = ?"
+);
+/// A locking read: sees the latest committed row (not the transaction's snapshot) and
+/// keeps it from changing until commit. `LOCK IN SHARE MODE` because MariaDB 10.11 has
+/// no `FOR SHARE`.
+pub(super) const ORDER_BY_KEY_LOCKED: &str = concat!(
+    order_select!(),
+    " WHERE user_id = ? AND idempotency_key = ? LOCK IN SHARE MODE"
+);
+pub(super) const ITEMS_OF_ORDER: &str = "SELECT order_id, product_id, quantity, unit_price \
+     FROM order_items WHERE order_id = ? ORDER BY product_id";
+pub(super) const ITEMS_OF_ORDER_LOCKED: &str = "SELECT order_id, product_id, quantity, unit_price \
+     FROM order_items WHERE order_id = ? ORDER BY product_id LOCK IN SHARE MODE";
+
+/// The replay pre-check: does the user exist, and does it already own the key? One row
+/// per existing user (the order columns NULL when the key is free), none otherwise.
+pub(super) const USER_AND_KEY: &str = "SELECT u.id AS user_id, o.id AS order_id, \
+     o.request_fingerprint AS fingerprint \
+     FROM users u LEFT JOIN orders o ON o.user_id = u.id AND o.idempotency_key = ? \
+     WHERE u.id = ?";
+
+pub(super) const INSERT_ORDER: &str = "INSERT INTO orders (user_id, status, total_amount, \
+     idempotency_key, request_fingerprint, attempts, created_at, updated_at) \
+     VALUES (?, 'PENDING', ?, ?, ?, 0, ?, ?)";
+
+// Served by `orders_user_created` / `orders_user_status_created` (checked by EXPLAIN in
+// `explain_reads` and the crate's tests).
+pub(super) const LIST_BY_USER: &str = concat!(
+    order_select!(),
+    " WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+);
+pub(super) const LIST_BY_USER_STATUS: &str = concat!(
+    order_select!(),
+    " WHERE user_id = ? AND status = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+);
+pub(super) const COUNT_BY_USER: &str = "SELECT COUNT(*) FROM orders WHERE user_id = ?";
+pub(super) const COUNT_BY_USER_STATUS: &str =
+    "SELECT COUNT(*) FROM orders WHERE user_id = ? AND status = ?";
+
+/// The reconciler's scan (parameters: the hand-out cutoff, `now`, the limit): open orders
+/// handed out at or before the cutoff that are PENDING, or PROCESSING with an expired
+/// lease, oldest hand-out first. Served by `orders_open_hand_out` in index order (see
+/// migration 0005), so the scan stops at the limit.
+macro_rules! claim_scan {
+    () => {
+        "SELECT id FROM orders WHERE open_hand_out_at <= ? \
+         AND (status = 'PENDING' OR lease_until <= ?) \
+         ORDER BY open_hand_out_at, id LIMIT ?"
+    };
+}
+pub(super) const CLAIM_SCAN: &str = claim_scan!();
+/// The scan as `claim_stranded` runs it: locking what it returns, skipping rows another
+/// transaction holds (a concurrent reconciler's claim, a worker's transition).
+pub(super) const CLAIM_SCAN_LOCKED: &str = concat!(claim_scan!(), " FOR UPDATE SKIP LOCKED");
+/// `claim_stranded`'s transaction runs at READ COMMITTED: no gap locks (new orders are
+/// inserted into the index while it runs), and the locks on rows the WHERE clause
+/// rejects — PROCESSING orders with a live lease — are released at once. One round trip:
+/// the characteristic applies to the transaction the `BEGIN` then starts, and only to it.
+pub(super) const BEGIN_READ_COMMITTED: &str =
+    "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; BEGIN";
+
+/// The most values bound to one `IN (…)` list: far below the protocol's 65 535
+/// placeholders per statement, whatever else the statement binds.
+pub(super) const IN_LIST_CHUNK: usize = 10_000;
+
+// The compare-and-set statements, one per `StatusChange`, each the SQL twin of the
+// matching arm of `Order::apply`: the WHERE clause is `apply`'s precondition (status and
+// fence), the SET clause its effect. `attempts` saturates like `u32::saturating_add`.
+pub(super) const CAS_START: &str = "UPDATE orders SET status = 'PROCESSING', lease_token = ?, \
+     lease_until = ?, attempts = LEAST(attempts + 1, 4294967295), updated_at = ? \
+     WHERE id = ? AND status = 'PENDING'";
+pub(super) const CAS_TAKE_OVER: &str = "UPDATE orders SET lease_token = ?, lease_until = ?, \
+     attempts = LEAST(attempts + 1, 4294967295), updated_at = ? \
+     WHERE id = ? AND status = 'PROCESSING' AND lease_token = ? AND lease_until <= ?";
+pub(super) const CAS_PAY: &str = "UPDATE orders SET status = 'PAID', lease_token = NULL, \
+     lease_until = NULL, updated_at = ? \
+     WHERE id = ? AND status = 'PROCESSING' AND lease_token = ?";
+pub(super) const CAS_FAIL: &str = "UPDATE orders SET status = 'FAILED', lease_token = NULL, \
+     lease_until = NULL, failure_reason = ?, updated_at = ? \
+     WHERE id = ? AND status = 'PROCESSING' AND lease_token = ?";
+pub(super) const CAS_CANCEL: &str = "UPDATE orders SET status = 'CANCELLED', cancelled_at = ?, \
+     updated_at = ? WHERE id = ? AND status = 'PENDING'";
+/// The token stays (the table's CHECK wants one while PROCESSING); the lease expires at
+/// `now` unless it already had — `LEAST`, as `until.min(now)` in `Order::apply`.
+pub(super) const CAS_RELEASE: &str = "UPDATE orders SET lease_until = LEAST(lease_until, ?), \
+     updated_at = ? WHERE id = ? AND status = 'PROCESSING' AND lease_token = ?";
+
+pub(super) const PRODUCTS: &str = "SELECT id, name, price, stock FROM products ORDER BY id";
+
+/// Units of one product held by its PENDING and PROCESSING orders (what Cancel and Fail
+/// would put back), as BIGINT UNSIGNED.
+pub(super) const RESERVED_UNITS: &str = "SELECT CAST(COALESCE(SUM(i.quantity), 0) AS UNSIGNED) \
+     FROM order_items i JOIN orders o ON o.id = i.order_id \
+     WHERE i.product_id = ? AND o.status IN ('PENDING', 'PROCESSING')";
+
+/// `head` followed by `n` copies of `item` separated by `sep`, then `tail`.
+///
+/// Only ever called with static SQL fragments and placeholders, so the result is as safe
+/// as a literal: that is what the `AssertSqlSafe` around each use asserts.
+pub(super) fn repeat_sql(head: &str, item: &str, sep: &str, n: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(head.len() + n * (item.len() + sep.len()) + tail.len());
+    sql.push_str(head);
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(sep);
+        }
+        sql.push_str(item);
+    }
+    sql.push_str(tail);
+    sql
+}

@@ -1,0 +1,327 @@
+//! The processing use case: a worker takes a placed order through payment to Paid or
+//! Failed under a fenced lease, and settles each queue delivery (ack, defer or nack)
+//! according to what happened. `run_worker` is the loop around it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use super::errors::ProcessOrderError;
+use super::service::OrderService;
+use super::stats::ServiceStats;
+use crate::domain::{FailureReason, Lease, LeaseToken, Order, OrderId, OrderStatus, StatusChange};
+use crate::ports::{
+    Delivery, Job, NackOutcome, OrderEventKind, PaymentError, PaymentOutcome, TransitionOutcome,
+};
+use crate::runtime::{Either, exponential_backoff, race, with_timeout};
+
+/// Reason stored on orders failed because the provider never gave an answer.
+const PROVIDER_UNAVAILABLE: &str = "Payment provider unavailable.";
+
+/// Added to a lease's remaining time when a job is deferred behind it, so the
+/// redelivery finds the lease expired rather than a few milliseconds short of it.
+const DEFER_SLACK: Duration = Duration::from_millis(50);
+
+/// What [`OrderService::process_order`] did. Every variant but `LeaseHeld` means the job
+/// is finished and must be acknowledged; `LeaseHeld` means it must be deferred.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessOutcome {
+    /// No such order (acked and logged).
+    Missing,
+    /// The order was already terminal: an idempotent skip.
+    AlreadyTerminal(OrderStatus),
+    /// This call took the order to Paid or Failed.
+    Completed(Order),
+    /// A compare-and-set (start, take-over or completion) lost to a change that made
+    /// the order terminal: the job is finished.
+    LostRace(OrderStatus),
+    /// The order is Processing under a live lease — another delivery's, or this job's
+    /// own earlier attempt's: look again once it may have expired (the worker defers
+    /// the job, using no attempt).
+    LeaseHeld {
+        /// How long until the lease expires.
+        retry_after: Duration,
+    },
+}
+
+/// What the worker did with one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerOutcome {
+    /// Processed and acknowledged.
+    Acked(ProcessOutcome),
+    /// Handed back to be delivered again after this delay, using no attempt: the order
+    /// was held by a live lease.
+    Deferred(Duration),
+    /// Given back to the queue as a failed attempt (a retry, or the dead letter), with
+    /// the reason.
+    Released(String),
+}
+
+impl OrderService {
+    /// Takes a Pending order (or a Processing one whose lease expired) through payment to
+    /// Paid or Failed. Safe under at-least-once delivery: a terminal order is skipped, a
+    /// lost compare-and-set writes nothing, the charge is idempotent per order, and a
+    /// worker whose lease was taken over is fenced off.
+    ///
+    /// # Errors
+    /// [`ProcessOrderError`] when the store failed; the job should be retried.
+    #[tracing::instrument(skip_all, fields(order = %id))]
+    pub async fn process_order(&self, id: OrderId) -> Result<ProcessOutcome, ProcessOrderError> {
+        let repo = &self.ports.repository;
+        let Some(order) = repo.get(id).await? else {
+            warn!(order = %id, "job for a missing order; acknowledging");
+            return Ok(ProcessOutcome::Missing);
+        };
+        let now = self.ports.clock.now();
+        let lease = Lease {
+            token: LeaseToken::from_raw(self.ports.rng.next_u64()),
+            until: now.saturating_add(self.config.lease),
+        };
+        let change = match (order.status(), order.lease()) {
+            (OrderStatus::Pending, _) => StatusChange::Start { lease },
+            (OrderStatus::Processing, Some(current)) if current.until <= now => {
+                StatusChange::TakeOver {
+                    expired: current.token,
+                    lease,
+                }
+            }
+            (OrderStatus::Processing, Some(current)) => {
+                return Ok(ProcessOutcome::LeaseHeld {
+                    retry_after: current.until.saturating_since(now),
+                });
+            }
+            (OrderStatus::Processing, None) => {
+                return Err(ProcessOrderError::Unexpected(anyhow::anyhow!(
+                    "order {id} is Processing without a lease"
+                )));
+            }
+            (s @ (OrderStatus::Paid | OrderStatus::Failed | OrderStatus::Cancelled), _) => {
+                return Ok(ProcessOutcome::AlreadyTerminal(s));
+            }
+        };
+        let taking_over = matches!(change, StatusChange::TakeOver { .. });
+        let order = match repo.transition(id, change, now).await? {
+            TransitionOutcome::Applied(o) => o,
+            TransitionOutcome::LostRace(current) => return Ok(self.lost_to(&current)),
+            TransitionOutcome::NotFound => return Ok(ProcessOutcome::Missing),
+        };
+        if taking_over {
+            ServiceStats::bump(&self.stats.lease_takeovers);
+        }
+        self.publish(&order, OrderEventKind::Processing).await;
+
+        // From here the order is ours. Every way out but a completion gives the lease
+        // back, so the retry can take over at once instead of finding our live lease.
+        let result = self.complete(&order, lease.token).await;
+        if result.is_err() {
+            self.release_lease(id, lease.token).await;
+        }
+        result
+    }
+
+    /// What a lost compare-and-set means for the job: a terminal order is finished (ack);
+    /// an order some other delivery is processing must be looked at again when that
+    /// lease may have run out — acking would leave nobody to recover it if that holder
+    /// dies.
+    fn lost_to(&self, current: &Order) -> ProcessOutcome {
+        match (current.status(), current.lease()) {
+            (OrderStatus::Processing | OrderStatus::Pending, lease) => ProcessOutcome::LeaseHeld {
+                retry_after: lease.map_or(Duration::ZERO, |l| {
+                    l.until.saturating_since(self.ports.clock.now())
+                }),
+            },
+            (s @ (OrderStatus::Paid | OrderStatus::Failed | OrderStatus::Cancelled), _) => {
+                ProcessOutcome::LostRace(s)
+            }
+        }
+    }
+
+    /// Charges the order this worker holds under `lease` and moves it to Paid or Failed.
+    async fn complete(
+        &self,
+        order: &Order,
+        lease: LeaseToken,
+    ) -> Result<ProcessOutcome, ProcessOrderError> {
+        let id = order.id();
+        let completion = match self.charge(order).await {
+            Some(PaymentOutcome::Approved) => StatusChange::Pay { lease },
+            Some(PaymentOutcome::Declined(reason)) => StatusChange::Fail { lease, reason },
+            None => {
+                ServiceStats::bump(&self.stats.payments_unresolved);
+                return Err(ProcessOrderError::PaymentUnresolved(id));
+            }
+        };
+        let now = self.ports.clock.now();
+        match self
+            .ports
+            .repository
+            .transition(id, completion, now)
+            .await?
+        {
+            TransitionOutcome::Applied(done) => {
+                let kind = match (done.status(), done.failure_reason()) {
+                    (OrderStatus::Paid, _) => {
+                        ServiceStats::bump(&self.stats.paid);
+                        OrderEventKind::Paid
+                    }
+                    (_, reason) => {
+                        ServiceStats::bump(&self.stats.failed);
+                        OrderEventKind::Failed(
+                            reason
+                                .cloned()
+                                .unwrap_or_else(|| FailureReason::new("unknown")),
+                        )
+                    }
+                };
+                self.publish(&done, kind).await;
+                Ok(ProcessOutcome::Completed(done))
+            }
+            TransitionOutcome::LostRace(current) => {
+                ServiceStats::bump(&self.stats.fenced_writes);
+                debug!(order = %id, "lease was taken over; this worker writes nothing");
+                Ok(self.lost_to(&current))
+            }
+            TransitionOutcome::NotFound => Ok(ProcessOutcome::Missing),
+        }
+    }
+
+    /// Gives this worker's lease back (fenced by its token) after giving up on an order
+    /// it started. If even that fails, the lease runs out on its own and the retry is
+    /// deferred until then.
+    async fn release_lease(&self, id: OrderId, lease: LeaseToken) {
+        let now = self.ports.clock.now();
+        let release = StatusChange::Release { lease };
+        match self.ports.repository.transition(id, release, now).await {
+            Ok(TransitionOutcome::Applied(_)) => {
+                ServiceStats::bump(&self.stats.leases_released);
+                debug!(order = %id, "gave the processing lease back for the retry");
+            }
+            Ok(TransitionOutcome::LostRace(_) | TransitionOutcome::NotFound) => {
+                debug!(order = %id, "lease no longer ours; nothing to give back");
+            }
+            Err(e) => {
+                warn!(order = %id, error = %e,
+                    "could not give the processing lease back; the retry waits for it to expire");
+            }
+        }
+    }
+
+    /// Charges with a timeout per call and bounded retries. When every attempt leaves the
+    /// outcome unknown, the key is voided: the provider answers with the key's settled
+    /// outcome — a decline it now records, or `Approved` if a charge went through after
+    /// all — so no later charge for this order can succeed behind a Failed status.
+    /// `None` when even the void could not reach the provider: the outcome is unknown
+    /// and the order must stay Processing.
+    async fn charge(&self, order: &Order) -> Option<PaymentOutcome> {
+        let attempts = self.config.payment_attempts;
+        for attempt in 1..=attempts {
+            let call = self.ports.payments.charge(order.id(), order.total());
+            let error =
+                match with_timeout(&*self.ports.clock, self.config.payment_timeout, call).await {
+                    Some(Ok(outcome)) => return Some(outcome),
+                    Some(Err(PaymentError::Transient(e))) => e,
+                    Some(Err(PaymentError::Unexpected(e))) => format!("{e:#}"),
+                    None => "timed out".to_owned(),
+                };
+            warn!(order = %order.id(), attempt, error, "charge attempt failed");
+            if attempt < attempts {
+                ServiceStats::bump(&self.stats.payment_retries);
+                let wait = exponential_backoff(self.config.payment_backoff, attempt);
+                self.ports.clock.sleep(wait).await;
+            }
+        }
+        let void = self.ports.payments.void(order.id());
+        match with_timeout(&*self.ports.clock, self.config.payment_timeout, void).await {
+            Some(Ok(PaymentOutcome::Declined(_))) => Some(PaymentOutcome::Declined(
+                FailureReason::new(PROVIDER_UNAVAILABLE),
+            )),
+            Some(Ok(PaymentOutcome::Approved)) => Some(PaymentOutcome::Approved),
+            Some(Err(e)) => {
+                warn!(order = %order.id(), error = %e, "void failed; the payment outcome stays unknown");
+                None
+            }
+            None => {
+                warn!(order = %order.id(), "void timed out; the payment outcome stays unknown");
+                None
+            }
+        }
+    }
+
+    /// Processes one delivery, then settles it with the queue: acknowledged when the
+    /// job is finished; deferred (without using an attempt) until the lease may have
+    /// run out when the order is leased; given back as a failed attempt (retried, then
+    /// dead-lettered) on an error. Queue errors are logged: an unsettled job is
+    /// redelivered after the visibility timeout anyway.
+    pub async fn handle_delivery(&self, delivery: &Delivery) -> WorkerOutcome {
+        let Job::ProcessOrder(id) = delivery.job;
+        let queue = &self.ports.queue;
+        match self.process_order(id).await {
+            Ok(ProcessOutcome::LeaseHeld { retry_after }) => {
+                ServiceStats::bump(&self.stats.deferred);
+                let delay = retry_after.saturating_add(DEFER_SLACK);
+                debug!(order = %id, ?delay, attempt = delivery.attempt,
+                    "order held by a live processing lease; deferring the job");
+                if let Err(e) = queue.defer(delivery, delay).await {
+                    warn!(order = %id, error = %e, "defer failed; the job will be redelivered");
+                }
+                WorkerOutcome::Deferred(delay)
+            }
+            Ok(outcome) => {
+                if let Err(e) = queue.ack(delivery).await {
+                    warn!(order = %id, error = %e, "ack failed; the job will be redelivered");
+                }
+                WorkerOutcome::Acked(outcome)
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                match queue.nack(delivery, &reason).await {
+                    Ok(NackOutcome::DeadLettered) => {
+                        warn!(order = %id, attempt = delivery.attempt, error = %reason,
+                            "job dead-lettered; the reconciler hands the order out again");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(order = %id, error = %e, "nack failed; the job will be redelivered");
+                    }
+                }
+                WorkerOutcome::Released(reason)
+            }
+        }
+    }
+
+    /// Runs one worker: reserves jobs and handles them one at a time until `shutdown`
+    /// completes. Shutdown is checked between jobs, never during one, so in-flight work
+    /// finishes and is acknowledged. Run several concurrently for parallelism.
+    ///
+    /// Returns how many deliveries it handled.
+    pub async fn run_worker(&self, shutdown: impl Future<Output = ()>) -> u64 {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut handled = 0u64;
+        loop {
+            let next = race(
+                shutdown.as_mut(),
+                self.ports.queue.reserve(self.config.worker_poll),
+            );
+            match next.await {
+                Either::Left(()) => return handled,
+                Either::Right(Ok(Some(delivery))) => {
+                    self.handle_delivery(&delivery).await;
+                    handled += 1;
+                }
+                Either::Right(Ok(None)) => {}
+                Either::Right(Err(e)) => {
+                    warn!(error = %e, "queue unavailable; backing off");
+                    if let Either::Left(()) = race(
+                        shutdown.as_mut(),
+                        self.ports.clock.sleep(self.config.worker_poll),
+                    )
+                    .await
+                    {
+                        return handled;
+                    }
+                }
+            }
+        }
+    }
+}

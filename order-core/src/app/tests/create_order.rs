@@ -1,0 +1,359 @@
+//! `create_order` and `place_order`: locks taken ascending and released on every path,
+//! replays, refusals, validation, and the typed path's equivalence with the raw one.
+
+use super::*;
+
+const KEYS: [&str; 3] = ["idem:1:key-1", "product:2", "product:5"];
+
+/// A create for products 2 and 5 whose `place` answers `outcome`: every lock is taken
+/// ascending and released in reverse, and nothing is enqueued.
+async fn create_when_place_answers(
+    outcome: impl Fn() -> Result<Vec<PlaceOutcome>, RepositoryError> + Send + 'static,
+) -> Result<CreatedOrder, CreateOrderError> {
+    let mut m = Mocks::new();
+    let mut seq = Sequence::new();
+    expect_locked_create(&mut m, &mut seq, &KEYS);
+    m.repo
+        .expect_place()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_, _| outcome());
+    expect_releases(&mut m, &mut seq, &KEYS);
+    m.queue.expect_enqueue().times(0);
+    m.service().create_order(request(&[2, 5])).await
+}
+
+#[tokio::test]
+async fn a_successful_create_locks_ascending_places_releases_every_lock_then_enqueues() {
+    let mut m = Mocks::new();
+    let mut seq = Sequence::new();
+    expect_locked_create(&mut m, &mut seq, &KEYS);
+    m.repo
+        .expect_place()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|drafts, _| {
+            assert_eq!(drafts.len(), 1);
+            Ok(vec![PlaceOutcome::Placed(pending_order(&[2, 5]))])
+        });
+    expect_releases(&mut m, &mut seq, &KEYS);
+    m.queue
+        .expect_enqueue()
+        .with(eq(Job::ProcessOrder(OrderId::new(42).unwrap())))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    let svc = m.service();
+    // Products sent out of order and duplicated: locks are still taken once, ascending.
+    let created = svc.create_order(request(&[5, 2, 5])).await.unwrap();
+    assert!(!created.replayed);
+    assert_eq!(svc.stats().created, 1);
+}
+
+#[tokio::test]
+async fn insufficient_stock_releases_every_lock_and_enqueues_nothing() {
+    let err = create_when_place_answers(|| {
+        Ok(vec![PlaceOutcome::InsufficientStock {
+            product: ProductId::new(5).unwrap(),
+            requested: 1,
+            available: 0,
+        }])
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CreateOrderError::InsufficientStock { available: 0, .. }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_repository_error_releases_every_lock_and_enqueues_nothing() {
+    let err = create_when_place_answers(|| Err(RepositoryError::Unavailable("db down".into())))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CreateOrderError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_key_committed_while_we_waited_is_replayed_by_place_and_not_enqueued_again() {
+    let created =
+        create_when_place_answers(|| Ok(vec![PlaceOutcome::Replayed(pending_order(&[2, 5]))]))
+            .await
+            .unwrap();
+    assert!(created.replayed);
+}
+
+#[tokio::test]
+async fn a_lock_still_busy_after_the_last_attempt_is_a_lock_conflict_and_releases_the_rest() {
+    let mut m = Mocks::new();
+    m.repo
+        .expect_find_by_key()
+        .times(1)
+        .returning(|_, _| Ok(None));
+    m.lock
+        .expect_try_acquire()
+        .with(eq("idem:1:key-1"), always(), always())
+        .times(1)
+        .returning(|_, _, _| Ok(true));
+    m.lock
+        .expect_try_acquire()
+        .with(eq("product:2"), always(), always())
+        .times(6)
+        .returning(|_, _, _| Ok(false));
+    m.lock
+        .expect_release()
+        .with(eq("idem:1:key-1"), always())
+        .times(1)
+        .returning(|_, _| Ok(true));
+    m.repo.expect_place().times(0);
+    m.queue.expect_enqueue().times(0);
+    let svc = m.service();
+    let err = svc.create_order(request(&[2, 5])).await.unwrap_err();
+    assert!(
+        matches!(err, CreateOrderError::LockConflict { product } if product.get() == 2),
+        "{err:?}"
+    );
+    assert_eq!(svc.stats().lock_retries, 5);
+    assert_eq!(svc.stats().lock_conflicts, 1);
+}
+
+#[tokio::test]
+async fn a_busy_idempotency_key_is_in_flight_not_a_conflict() {
+    let mut m = Mocks::new();
+    m.repo
+        .expect_find_by_key()
+        .times(2)
+        .returning(|_, _| Ok(None));
+    m.lock
+        .expect_try_acquire()
+        .times(6)
+        .returning(|_, _, _| Ok(false));
+    m.lock.expect_release().times(0);
+    m.repo.expect_place().times(0);
+    let err = m.service().create_order(request(&[2])).await.unwrap_err();
+    assert!(
+        matches!(err, CreateOrderError::IdempotencyKeyInFlight),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_lock_service_outage_fails_open_to_the_database_guard() {
+    let mut m = Mocks::new();
+    m.repo
+        .expect_find_by_key()
+        .times(1)
+        .returning(|_, _| Ok(None));
+    m.lock
+        .expect_try_acquire()
+        .times(1)
+        .returning(|_, _, _| Err(LockError::Unavailable("redis down".into())));
+    m.lock.expect_release().times(0);
+    m.repo
+        .expect_place()
+        .times(1)
+        .returning(|_, _| Ok(vec![PlaceOutcome::Placed(pending_order(&[2]))]));
+    m.queue.expect_enqueue().times(1).returning(|_| Ok(()));
+    let svc = m.service();
+    svc.create_order(request(&[2])).await.unwrap();
+    assert_eq!(svc.stats().lock_fail_open, 1);
+}
+
+#[tokio::test]
+async fn a_replay_takes_no_lock_and_writes_nothing() {
+    let mut m = Mocks::new();
+    m.repo
+        .expect_find_by_key()
+        .times(1)
+        .returning(|_, _| Ok(Some(pending_order(&[2]))));
+    m.lock.expect_try_acquire().times(0);
+    m.repo.expect_place().times(0);
+    m.queue.expect_enqueue().times(0);
+    let created = m.service().create_order(request(&[2])).await.unwrap();
+    assert!(created.replayed);
+}
+
+#[tokio::test]
+async fn the_same_key_with_other_lines_is_refused() {
+    let mut m = Mocks::new();
+    m.repo
+        .expect_find_by_key()
+        .times(1)
+        .returning(|_, _| Ok(Some(pending_order(&[3]))));
+    m.repo.expect_place().times(0);
+    let err = m.service().create_order(request(&[2])).await.unwrap_err();
+    assert!(
+        matches!(err, CreateOrderError::IdempotencyKeyReused { .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_input_lists_every_field_and_touches_no_port() {
+    let m = Mocks::new(); // any call to a port without an expectation panics
+    let req = CreateOrderRequest {
+        user: user(),
+        items: vec![
+            RequestedItem {
+                product_id: 0,
+                quantity: 1,
+            },
+            RequestedItem {
+                product_id: 2,
+                quantity: 0,
+            },
+            RequestedItem {
+                product_id: -1,
+                quantity: 20_000,
+            },
+        ],
+        idempotency_key: "has space".into(),
+    };
+    let Err(CreateOrderError::Validation(errors)) = m.service().create_order(req).await else {
+        panic!("expected a validation error");
+    };
+    let fields: Vec<&str> = errors.fields().keys().map(String::as_str).collect();
+    assert_eq!(
+        fields,
+        [
+            "idempotency_key",
+            "items.0.product_id",
+            "items.1.quantity",
+            "items.2.product_id",
+            "items.2.quantity"
+        ]
+    );
+    let too_many = CreateOrderRequest {
+        items: vec![
+            RequestedItem {
+                product_id: 1,
+                quantity: 1
+            };
+            51
+        ],
+        ..request(&[])
+    };
+    let m = Mocks::new();
+    assert!(matches!(
+        m.service().create_order(too_many).await,
+        Err(CreateOrderError::Validation(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_total_too_large_for_money_is_a_validation_error_on_items() {
+    let Err(CreateOrderError::Validation(errors)) =
+        create_when_place_answers(|| Ok(vec![PlaceOutcome::TotalTooLarge])).await
+    else {
+        panic!("expected a validation error");
+    };
+    assert!(errors.fields().contains_key("items"), "{errors}");
+}
+
+// ---------------------------------------------------------------------------------------
+// the typed path: place_order(OrderDraft)
+// ---------------------------------------------------------------------------------------
+
+fn draft(items: &[(u64, i64)]) -> OrderDraft {
+    let items = items
+        .iter()
+        .map(|(p, q)| (ProductId::new(*p).unwrap(), Quantity::new(*q).unwrap()));
+    OrderDraft::new(user(), items, IdempotencyKey::new("key-1").unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_typed_draft_locks_ascending_places_itself_releases_every_lock_then_enqueues() {
+    let mut m = Mocks::new();
+    let mut seq = Sequence::new();
+    expect_locked_create(&mut m, &mut seq, &KEYS);
+    let expected = draft(&[(2, 1), (5, 1)]);
+    let sent = expected.clone();
+    m.repo
+        .expect_place()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |drafts, _| {
+            // The very draft the program built reaches the store: nothing re-parsed.
+            assert_eq!(drafts, std::slice::from_ref(&expected));
+            Ok(vec![PlaceOutcome::Placed(pending_order(&[2, 5]))])
+        });
+    expect_releases(&mut m, &mut seq, &KEYS);
+    m.queue
+        .expect_enqueue()
+        .with(eq(Job::ProcessOrder(OrderId::new(42).unwrap())))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    let svc = m.service();
+    let created = svc.place_order(sent).await.unwrap();
+    assert!(!created.replayed);
+    assert_eq!(svc.stats().created, 1);
+}
+
+#[tokio::test]
+async fn a_typed_draft_whose_key_committed_earlier_is_replayed_without_locking() {
+    let mut m = Mocks::new();
+    m.repo
+        .expect_find_by_key()
+        .times(1)
+        .returning(|_, _| Ok(Some(pending_order(&[2]))));
+    m.lock.expect_try_acquire().times(0);
+    m.repo.expect_place().times(0);
+    m.queue.expect_enqueue().times(0);
+    let svc = m.service();
+    let created = svc.place_order(draft(&[(2, 1)])).await.unwrap();
+    assert!(created.replayed);
+    assert_eq!(svc.stats().replayed, 1);
+}
+
+#[tokio::test]
+async fn a_typed_draft_behind_a_busy_product_is_a_lock_conflict_and_releases_the_key() {
+    let mut m = Mocks::new();
+    m.repo
+        .expect_find_by_key()
+        .times(1)
+        .returning(|_, _| Ok(None));
+    m.lock
+        .expect_try_acquire()
+        .with(eq("idem:1:key-1"), always(), always())
+        .times(1)
+        .returning(|_, _, _| Ok(true));
+    m.lock
+        .expect_try_acquire()
+        .with(eq("product:2"), always(), always())
+        .times(6)
+        .returning(|_, _, _| Ok(false));
+    m.lock
+        .expect_release()
+        .with(eq("idem:1:key-1"), always())
+        .times(1)
+        .returning(|_, _| Ok(true));
+    m.repo.expect_place().times(0);
+    m.queue.expect_enqueue().times(0);
+    let err = m
+        .service()
+        .place_order(draft(&[(2, 1), (5, 1)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CreateOrderError::LockConflict { product } if product.get() == 2),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_raw_request_parses_into_the_draft_a_program_would_build() {
+    let five = ProductId::new(5).unwrap();
+    let two = ProductId::new(2).unwrap();
+    let raw = CreateOrderRequest::new(user(), [(five, 1), (two, 1), (five, 2)], "key-1");
+    assert_eq!(raw.into_draft(), Ok(draft(&[(2, 1), (5, 3)])));
+    let Err(errors) = CreateOrderRequest::new(user(), [(two, 0)], "").into_draft() else {
+        panic!("expected validation errors");
+    };
+    let fields: Vec<&str> = errors.fields().keys().map(String::as_str).collect();
+    assert_eq!(fields, ["idempotency_key", "items.0.quantity"]);
+}

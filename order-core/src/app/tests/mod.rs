@@ -1,0 +1,133 @@
+//! Interaction tests of `OrderService` with mockall ports: what it calls, in which order,
+//! and what it must never call, one file per use case. Behaviour against faithful
+//! adapters is tested in the workspace's integration tests on the memory adapters.
+//!
+//! This file holds what the use cases' tests share: the mocks, and orders to answer with.
+
+mod create_order;
+mod process_order;
+mod queries;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use mockall::Sequence;
+use mockall::predicate::{always, eq};
+
+use super::*;
+use crate::domain::*;
+use crate::ports::*;
+
+struct Mocks {
+    repo: MockOrderRepository,
+    lock: MockDistributedLock,
+    pay: MockPaymentGateway,
+    events: MockEventPublisher,
+    queue: MockJobQueue,
+}
+
+impl Mocks {
+    fn new() -> Self {
+        let mut events = MockEventPublisher::new();
+        events.expect_publish().returning(|_| Ok(()));
+        Self {
+            repo: MockOrderRepository::new(),
+            lock: MockDistributedLock::new(),
+            pay: MockPaymentGateway::new(),
+            events,
+            queue: MockJobQueue::new(),
+        }
+    }
+
+    fn service(self) -> OrderService {
+        let mut queue = self.queue;
+        queue.expect_timings().return_const(QueueTimings {
+            visibility_timeout: Duration::from_secs(30),
+            max_attempts: 8,
+            retry_backoff: Duration::from_secs(1),
+        });
+        let ports = Ports {
+            repository: Arc::new(self.repo),
+            lock: Arc::new(self.lock),
+            payments: Arc::new(self.pay),
+            events: Arc::new(self.events),
+            queue: Arc::new(queue),
+            clock: Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000))),
+            rng: Arc::new(SeededRandom::new(1)),
+        };
+        OrderService::new(ports, ServiceConfig::default()).unwrap()
+    }
+}
+
+fn user() -> UserId {
+    UserId::new(1).unwrap()
+}
+
+fn request(products: &[i64]) -> CreateOrderRequest {
+    CreateOrderRequest {
+        user: user(),
+        items: products
+            .iter()
+            .map(|p| RequestedItem {
+                product_id: *p,
+                quantity: 1,
+            })
+            .collect(),
+        idempotency_key: "key-1".into(),
+    }
+}
+
+fn pending_order(products: &[u64]) -> Order {
+    let items = products
+        .iter()
+        .map(|p| (ProductId::new(*p).unwrap(), Quantity::new(1).unwrap()));
+    let draft = OrderDraft::new(user(), items, IdempotencyKey::new("key-1").unwrap()).unwrap();
+    let prices = vec![Money::from_cents(1000).unwrap(); products.len()];
+    Order::place(
+        OrderId::new(42).unwrap(),
+        &draft,
+        &prices,
+        Timestamp::from_millis(1),
+    )
+    .unwrap()
+}
+
+fn processing(order: &Order, token: u64) -> Order {
+    let mut o = order.clone();
+    let lease = Lease {
+        token: LeaseToken::from_raw(token),
+        until: Timestamp::from_millis(u64::MAX / 2),
+    };
+    o.apply(&StatusChange::Start { lease }, Timestamp::from_millis(2))
+        .unwrap();
+    o
+}
+
+/// Expects the create path up to `place` with all locks granted, in order: ONE key
+/// lookup before locking (a key committed while we wait is `place`'s to answer).
+fn expect_locked_create(m: &mut Mocks, seq: &mut Sequence, keys: &[&'static str]) {
+    m.repo
+        .expect_find_by_key()
+        .times(1)
+        .returning(|_, _| Ok(None));
+    for key in keys {
+        m.lock
+            .expect_try_acquire()
+            .with(eq(*key), always(), eq(Duration::from_secs(10)))
+            .times(1)
+            .in_sequence(seq)
+            .returning(|_, _, _| Ok(true));
+    }
+}
+
+fn expect_releases(m: &mut Mocks, seq: &mut Sequence, keys: &[&'static str]) {
+    for key in keys.iter().rev() {
+        m.lock
+            .expect_release()
+            .with(eq(*key), always())
+            .times(1)
+            .in_sequence(seq)
+            .returning(|_, _| Ok(true));
+    }
+}
