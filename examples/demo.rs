@@ -38,7 +38,7 @@ type AnyError = Box<dyn std::error::Error>;
 
 /// The reference shop under a burst of concurrent orders, with an invariant check.
 #[derive(Debug, Parser)]
-#[command(about, long_about = None)]
+#[command(long_about = None)]
 struct Args {
     /// Create requests in the burst.
     #[arg(long, default_value_t = 1_000)]

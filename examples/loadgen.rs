@@ -33,7 +33,7 @@ type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Measures `MySqlOrderRepository::place` against the raw database limit, same run.
 #[derive(Debug, Parser)]
-#[command(about, long_about = None)]
+#[command(long_about = None)]
 struct Args {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Scenario::Place)]

@@ -3,6 +3,7 @@
 //! Redis. Each test gets a fresh database (`#[sqlx::test]`) and a unique Redis key prefix.
 
 mod delivery;
+pub(crate) mod embedder_program;
 mod races;
 
 use std::sync::Arc;

@@ -1,49 +1,34 @@
-//! The contract suite as a user of `order-core` meets it: a repository written from
-//! scratch against the public API only (not `order-memory`'s; a few `Vec`s behind one
-//! mutex, every method a linear scan), held to every repository check by one line:
+//! An embedder's own `OrderRepository`, written from scratch against `order-core`'s
+//! public API only: a few `Vec`s behind one mutex, every method a linear scan. It is
+//! what a team with their own store writes, and it is held to every promise of the port
+//! by one line in the test suite (`tests/integration/user_repository.rs`):
 //!
 //! ```ignore
 //! order_core::repository_contract!(fixture);
 //! ```
-//!
-//! It proves the macro works from outside the workspace's adapters, and that the port's
-//! promises can be kept by a store that shares no code with ours.
+// Ids come from counters starting at 1, which `UserId::new`/`ProductId::new` accept:
+// their `expect`s cannot fire.
+#![allow(clippy::expect_used)]
 
-// A test binary reports failure by panicking, helpers included.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use order_core::domain::{MAX_STOCK, OrderDraft, RestockError, StatusChange};
-use order_core::ports::{
+use order_engine::core::domain::{MAX_STOCK, OrderDraft, RestockError, StatusChange};
+use order_engine::core::ports::{
     ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, StrandedQuery,
     TransitionOutcome,
 };
-use order_core::testing::contract::repository::RepositoryFixture;
-use order_core::{
+use order_engine::core::{
     IdempotencyKey, Money, Order, OrderId, OrderStatus, Product, ProductId, Timestamp, UserId,
 };
 
-order_core::repository_contract!(fixture);
-
-async fn fixture() -> VecFixture {
-    VecFixture {
-        repo: Arc::new(VecRepository::default()),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The repository
-// ---------------------------------------------------------------------------------------
-
 /// Orders and stock in plain vectors behind one mutex: every call is one atomic step.
-#[derive(Default)]
-struct VecRepository {
+#[derive(Debug, Default)]
+pub struct VecRepository {
     store: Mutex<Store>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Store {
     users: Vec<UserId>,
     /// Ascending by id: ids are handed out in order and appended.
@@ -71,14 +56,16 @@ impl VecRepository {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn add_user(&self) -> UserId {
+    /// Registers a user (ids 1, 2, 3, …).
+    pub fn add_user(&self) -> UserId {
         let mut store = self.store();
         let id = UserId::new(store.users.len() as u64 + 1).expect("user id");
         store.users.push(id);
         id
     }
 
-    fn add_product(&self, price: Money, stock: u64) -> ProductId {
+    /// Adds a product with a price and stock (ids 1, 2, 3, …).
+    pub fn add_product(&self, price: Money, stock: u64) -> ProductId {
         let mut store = self.store();
         let id = ProductId::new(store.products.len() as u64 + 1).expect("product id");
         store.products.push(Product {
@@ -90,13 +77,14 @@ impl VecRepository {
         id
     }
 
-    fn stock(&self, product: ProductId) -> Option<u64> {
+    /// A product's stock, if it exists.
+    pub fn stock(&self, product: ProductId) -> Option<u64> {
         self.store().product(product).map(|p| p.stock)
     }
 
     /// Stock plus the units reserved by open orders plus `units` stays within
     /// [`MAX_STOCK`], or nothing changes.
-    fn restock(&self, product: ProductId, units: u64) -> Result<(), RestockError> {
+    pub fn restock(&self, product: ProductId, units: u64) -> Result<(), RestockError> {
         let mut store = self.store();
         let reserved: u64 = store
             .orders
@@ -295,38 +283,5 @@ impl OrderRepository for VecRepository {
         store.claims.retain(|(id, _)| !claimed.contains(id));
         store.claims.extend(claimed.iter().map(|id| (*id, now)));
         Ok(claimed)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The fixture
-// ---------------------------------------------------------------------------------------
-
-struct VecFixture {
-    repo: Arc<VecRepository>,
-}
-
-#[async_trait]
-impl RepositoryFixture for VecFixture {
-    fn repository(&self) -> Arc<dyn OrderRepository> {
-        self.repo.clone()
-    }
-
-    async fn add_user(&self) -> UserId {
-        self.repo.add_user()
-    }
-
-    async fn add_product(&self, price: Money, stock: u64) -> ProductId {
-        self.repo.add_product(price, stock)
-    }
-
-    async fn stock(&self, product: ProductId) -> u64 {
-        self.repo
-            .stock(product)
-            .unwrap_or_else(|| panic!("product {product} does not exist"))
-    }
-
-    async fn restock(&self, product: ProductId, units: u64) -> Result<(), RestockError> {
-        self.repo.restock(product, units)
     }
 }
