@@ -10,6 +10,9 @@
 //! ```
 #![allow(clippy::print_stdout)]
 
+#[path = "support/telemetry.rs"]
+mod telemetry;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -75,6 +78,7 @@ impl EventPublisher for PrintEvents {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    telemetry::init();
     let gateway = Arc::new(LimitedCardProcessor {
         limit: Money::parse("500.00")?,
         seen: Mutex::new(HashMap::new()),

@@ -18,6 +18,9 @@
 //! ```
 #![allow(clippy::print_stdout)]
 
+#[path = "support/telemetry.rs"]
+mod telemetry;
+
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -194,6 +197,7 @@ async fn real(_: &Args, _: &str, _: &str, _: ServiceConfig) -> Result<Shop, AnyE
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    telemetry::init();
     let config = ServiceConfig {
         lock: LockPolicy {
             mode: match args.lock {
@@ -204,7 +208,9 @@ async fn main() -> ExitCode {
         },
         ..ServiceConfig::default()
     };
-    let shop = match (&args.database_url, &args.redis_url) {
+    // An empty variable counts as unset.
+    let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let shop = match (&set(&args.database_url), &set(&args.redis_url)) {
         (Some(db), Some(redis)) => real(&args, db, redis, config).await,
         (Some(_), None) | (None, Some(_)) => {
             eprintln!(

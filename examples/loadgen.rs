@@ -16,6 +16,9 @@
 //! ```
 #![allow(clippy::print_stdout)]
 
+#[path = "support/telemetry.rs"]
+mod telemetry;
+
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
@@ -62,6 +65,7 @@ enum Scenario {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    telemetry::init();
     let url = args.database_url.clone();
     match run(&args, &url).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,9 @@
 //! ```
 #![allow(clippy::print_stdout)]
 
+#[path = "../support/telemetry.rs"]
+mod telemetry;
+
 mod program;
 
 use std::process::ExitCode;
@@ -25,6 +28,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    telemetry::init();
     let prefix = format!("orders-embedder:{}:", std::process::id());
     match program::run(&args.redis_url, &prefix).await {
         Ok(report) => {
