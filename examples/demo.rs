@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use order_engine::core::app::{
-    CreateOrderError, CreateOrderRequest, LockMode, LockPolicy, OrderService, SeededRandom,
-    ServiceConfig,
+    CreateOrderError, CreateOrderRequest, ErrorChain, LockMode, LockPolicy, OrderService,
+    SeededRandom, ServiceConfig,
 };
 use order_engine::core::domain::{Order, OrderId, OrderStatus, ProductId, UserId};
 use order_engine::core::ports::{PaymentOutcome, RandomSource};
@@ -228,7 +228,7 @@ async fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("demo: {e}");
+            eprintln!("demo: {}", ErrorChain(&*e));
             ExitCode::FAILURE
         }
     }
@@ -315,7 +315,7 @@ async fn run(args: &Args, shop: Shop) -> Result<bool, AnyError> {
             Err(CreateOrderError::InsufficientStock { .. }) => "insufficient stock (409)",
             Err(CreateOrderError::LockConflict { .. }) => "lock conflict (409)",
             Err(e) => {
-                first_error.get_or_insert_with(|| e.to_string());
+                first_error.get_or_insert_with(|| ErrorChain(e).to_string());
                 "other error"
             }
         };

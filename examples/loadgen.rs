@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use order_engine::core::app::ErrorChain;
 use order_engine::core::domain::{IdempotencyKey, Money, OrderDraft, ProductId, Quantity, UserId};
 use order_engine::core::ports::{Clock, OrderRepository, PlaceOutcome};
 use order_engine::memory::SystemClock;
@@ -70,7 +71,7 @@ async fn main() -> ExitCode {
     match run(&args, &url).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("loadgen: {e}");
+            eprintln!("loadgen: {}", ErrorChain(&*e));
             ExitCode::FAILURE
         }
     }

@@ -39,7 +39,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("embedder: {e}");
+            eprintln!("embedder: {}", order_engine::core::app::ErrorChain(&*e));
             ExitCode::FAILURE
         }
     }

@@ -3,6 +3,9 @@
 //! fails open — are seen), as JSON lines when `ORDERS_LOG_FORMAT=json`. Binaries read
 //! the environment; the libraries never do.
 
+// A binary's module: it reads the environment, as only binaries may.
+#![allow(clippy::disallowed_methods)]
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once, at the start of `main`.

@@ -27,9 +27,10 @@ pub mod runtime;
 pub mod testing;
 
 pub use app::{
-    CancelOrderError, CreateOrderError, CreateOrderRequest, CreatedOrder, GetOrderError,
-    ListOrdersError, LockMode, LockPolicy, OrderQuery, OrderService, ProcessOrderError,
-    ProcessOutcome, RequestedItem, ServiceConfig, ServiceStats, StatsSnapshot, WorkerOutcome,
+    CancelOrderError, CreateOrderError, CreateOrderRequest, CreatedOrder, ErrorChain,
+    GetOrderError, ListOrdersError, ListProductsError, LockMode, LockPolicy, OrderQuery,
+    OrderService, ProcessOrderError, ProcessOutcome, RequestedItem, ServiceConfig, ServiceStats,
+    StatsSnapshot, WorkerOutcome,
 };
 pub use domain::{
     IdempotencyKey, Money, Order, OrderDraft, OrderId, OrderLine, OrderStatus, Product, ProductId,

@@ -57,7 +57,7 @@ impl OrderRepository for Faulty {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
         {
-            return Err(RepositoryError::Unavailable("connection reset".into()));
+            return Err(RepositoryError::unavailable_msg("connection reset"));
         }
         if matches!(change, StatusChange::Start { .. })
             && self.rival_start.swap(false, Ordering::SeqCst)
@@ -113,7 +113,7 @@ struct Lossy {
 impl JobQueue for Lossy {
     async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
         if self.refuse_enqueue.load(Ordering::SeqCst) {
-            return Err(QueueError::Unavailable("connection refused".into()));
+            return Err(QueueError::unavailable_msg("connection refused"));
         }
         self.inner.enqueue(job).await
     }

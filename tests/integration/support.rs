@@ -124,13 +124,13 @@ impl Outage {
 impl PaymentGateway for Outage {
     async fn charge(&self, key: OrderId, amount: Money) -> Result<PaymentOutcome, PaymentError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(PaymentError::Transient("provider unreachable".into()));
+            return Err(PaymentError::transient_msg("provider unreachable"));
         }
         self.inner.charge(key, amount).await
     }
     async fn void(&self, key: OrderId) -> Result<PaymentOutcome, PaymentError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(PaymentError::Transient("provider unreachable".into()));
+            return Err(PaymentError::transient_msg("provider unreachable"));
         }
         self.inner.void(key).await
     }

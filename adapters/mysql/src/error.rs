@@ -2,8 +2,12 @@
 //!
 //! Inside the crate a failed statement is a [`DbError`] carrying what the adapter was
 //! doing; [`DbError::is_retryable`] tells deadlocks and lock-wait timeouts apart (the
-//! repository retries those), and the `into_*` conversions flatten the driver error
-//! into text so that no `sqlx` type leaves the crate, not even behind `anyhow`.
+//! repository retries those), and the `into_*` conversions classify it into the port's
+//! variants. The driver error is never flattened to text: it stays the
+//! [`source`](std::error::Error::source) of the `DbError`, which is the source of the
+//! port error (behind `anyhow`), so a caller can walk down to the `sqlx::Error` — while
+//! no `sqlx` type appears in any signature. Every `Display` here is its own layer's
+//! sentence without the cause, as the ports require.
 
 use order_core::domain::RestockError;
 use order_core::ports::RepositoryError;
@@ -13,15 +17,17 @@ use sqlx::mysql::MySqlDatabaseError;
 /// Why [`connect`](crate::connect) or [`migrate`](crate::migrate) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// The database URL does not parse.
-    #[error("invalid database url: {0}")]
-    InvalidUrl(String),
-    /// The server cannot be reached or refused the connection.
-    #[error("cannot connect to the database: {0}")]
-    Connect(String),
-    /// A migration failed, or an applied migration no longer matches its file.
-    #[error("database migration failed: {0}")]
-    Migrate(String),
+    /// The database URL does not parse. The source is the driver's error.
+    #[error("invalid database url")]
+    InvalidUrl(#[source] anyhow::Error),
+    /// The server cannot be reached or refused the connection. The source is the
+    /// driver's error.
+    #[error("cannot connect to the database")]
+    Connect(#[source] anyhow::Error),
+    /// A migration failed, or an applied migration no longer matches its file. The
+    /// source is the driver's error.
+    #[error("database migration failed")]
+    Migrate(#[source] anyhow::Error),
 }
 
 /// Why [`MySqlOrderRepository::restock`](crate::MySqlOrderRepository::restock) changed
@@ -71,8 +77,8 @@ pub(crate) fn server_code(err: &sqlx::Error) -> Option<u16> {
 /// A failed step inside the adapter.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DbError {
-    /// A statement failed; `context` says which step.
-    #[error("{context}: {source}")]
+    /// A statement failed; `context` says which step, `source` why.
+    #[error("{context}")]
     Sql {
         context: &'static str,
         #[source]
@@ -133,19 +139,21 @@ impl DbError {
         }
     }
 
-    /// The port error for this failure. The driver error is rendered to text here.
+    /// The port error for this failure, with `self` (and so the driver error) as its
+    /// source.
     pub(crate) fn into_repository(self) -> RepositoryError {
         if self.is_unavailable() {
-            RepositoryError::Unavailable(self.to_string())
+            RepositoryError::unavailable(self)
         } else {
             RepositoryError::Unexpected(self.into_anyhow())
         }
     }
 
-    /// The ledger error for this failure. The driver error is rendered to text here.
+    /// The ledger error for this failure, with `self` (and so the driver error) as its
+    /// source.
     pub(crate) fn into_ledger(self) -> LedgerError {
         if self.is_unavailable() {
-            LedgerError::Unavailable(self.to_string())
+            LedgerError::unavailable(self)
         } else {
             LedgerError::Unexpected(self.into_anyhow())
         }
@@ -153,7 +161,7 @@ impl DbError {
 
     fn into_anyhow(self) -> anyhow::Error {
         match self {
-            DbError::Sql { .. } => anyhow::Error::msg(self.to_string()),
+            DbError::Sql { .. } => anyhow::Error::new(self),
             DbError::Data(e) => e,
         }
     }
@@ -168,5 +176,80 @@ pub(crate) trait Context<T> {
 impl<T> Context<T> for Result<T, sqlx::Error> {
     fn ctx(self, context: &'static str) -> Result<T, DbError> {
         self.map_err(|source| DbError::Sql { context, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::time::Duration;
+
+    use order_core::domain::OrderId;
+    use order_core::ports::OrderRepository;
+    use sqlx::mysql::MySqlPoolOptions;
+
+    use super::*;
+    use crate::MySqlOrderRepository;
+
+    /// A local port nobody listens on (bound, then released).
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    /// The `sqlx::Error` somewhere below `e` in its source chain, if any.
+    fn sqlx_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a sqlx::Error> {
+        std::iter::successors(Some(e), |e| (*e).source()).find_map(|e| e.downcast_ref())
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_unavailable_with_the_sqlx_error_as_its_cause() {
+        let url = format!("mysql://nobody@127.0.0.1:{}/none", closed_port());
+        let pool = MySqlPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(300))
+            .connect_lazy(&url)
+            .unwrap();
+        let repository = MySqlOrderRepository::new(pool);
+        let err = repository.get(OrderId::new(1).unwrap()).await.unwrap_err();
+        assert!(matches!(err, RepositoryError::Unavailable(_)), "{err:?}");
+        assert_eq!(err.to_string(), "order store unavailable");
+        let step = err.source().and_then(|s| s.downcast_ref::<DbError>());
+        assert!(
+            matches!(step, Some(DbError::Sql { .. })),
+            "the source names the step: {step:?}"
+        );
+        let driver = sqlx_cause(&err);
+        assert!(
+            matches!(driver, Some(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))),
+            "the sqlx error is kept in the chain: {err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_at_setup_keeps_the_sqlx_error_as_its_cause() {
+        let url = format!("mysql://nobody@127.0.0.1:{}/none", closed_port());
+        let err = crate::connect(&url, 1).await.unwrap_err();
+        assert!(matches!(err, SetupError::Connect(_)), "{err:?}");
+        assert!(sqlx_cause(&err).is_some(), "{err:?}");
+    }
+
+    #[test]
+    fn a_failure_that_is_not_unavailable_is_unexpected_and_keeps_its_cause_too() {
+        let err = Err::<(), _>(sqlx::Error::RowNotFound)
+            .ctx("reading order 7")
+            .map_err(DbError::into_repository)
+            .unwrap_err();
+        assert!(matches!(err, RepositoryError::Unexpected(_)), "{err:?}");
+        assert_eq!(err.to_string(), "reading order 7");
+        assert!(matches!(sqlx_cause(&err), Some(sqlx::Error::RowNotFound)));
+        let ledger = Err::<(), _>(sqlx::Error::PoolTimedOut)
+            .ctx("reading payment 7")
+            .map_err(DbError::into_ledger)
+            .unwrap_err();
+        assert!(matches!(ledger, LedgerError::Unavailable(_)), "{ledger:?}");
+        assert!(matches!(
+            sqlx_cause(&ledger),
+            Some(sqlx::Error::PoolTimedOut)
+        ));
     }
 }

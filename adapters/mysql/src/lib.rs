@@ -17,9 +17,11 @@
 //! Every statement runs unchanged on MySQL 8.0 and MariaDB 10.11, and only the runtime
 //! `sqlx::query` functions are used (no database is needed at build time).
 //!
-//! Architecture invariant: no `sqlx::Error` leaves this crate. Driver failures become
-//! the ports' own errors (`Unavailable` for an unreachable or overloaded server,
-//! `Unexpected` with context for the rest); setup failures become [`SetupError`].
+//! Architecture invariant: no `sqlx` type appears in a signature of this crate. Driver
+//! failures become the ports' own errors (`Unavailable` for an unreachable or overloaded
+//! server, `Unexpected` with context for the rest); setup failures become
+//! [`SetupError`]. Each keeps the `sqlx::Error` as its cause, behind `anyhow`, reachable
+//! through [`std::error::Error::source`] and never flattened to text.
 
 mod error;
 mod ledger;
@@ -58,7 +60,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// the server cannot be reached or refuses the login.
 pub async fn connect(url: &str, max_connections: u32) -> Result<MySqlPool, SetupError> {
     let options = MySqlConnectOptions::from_str(url)
-        .map_err(|e| SetupError::InvalidUrl(e.to_string()))?
+        .map_err(|e| SetupError::InvalidUrl(e.into()))?
         // sqlx's default already, stated here because the stored instants depend on it.
         .timezone(Some(String::from("+00:00")));
     MySqlPoolOptions::new()
@@ -66,7 +68,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<MySqlPool, Setup
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
-        .map_err(|e| SetupError::Connect(e.to_string()))
+        .map_err(|e| SetupError::Connect(e.into()))
 }
 
 /// Applies every pending migration in [`MIGRATOR`] (idempotent: applied ones are
@@ -78,5 +80,5 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), SetupError> {
     MIGRATOR
         .run(pool)
         .await
-        .map_err(|e| SetupError::Migrate(e.to_string()))
+        .map_err(|e| SetupError::Migrate(e.into()))
 }

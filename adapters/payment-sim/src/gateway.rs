@@ -170,7 +170,7 @@ impl SimulatedGateway {
 
 fn ledger_error(e: LedgerError) -> PaymentError {
     match e {
-        LedgerError::Unavailable(m) => PaymentError::Transient(m),
+        e @ LedgerError::Unavailable(_) => PaymentError::transient(e),
         LedgerError::Unexpected(e) => PaymentError::Unexpected(e),
     }
 }
@@ -190,7 +190,7 @@ impl PaymentGateway for SimulatedGateway {
         self.clock.sleep(delay).await;
         if transient {
             self.note(key, |r| r.transient_errors += 1);
-            return Err(PaymentError::Transient("simulated provider timeout".into()));
+            return Err(PaymentError::transient_msg("simulated provider timeout"));
         }
         let outcome = if approved {
             PaymentOutcome::Approved
@@ -322,6 +322,49 @@ mod tests {
         assert_eq!(clock.now().as_millis(), 0);
         assert_eq!(g.report(oid(1)).transient_errors, 1);
         assert!(g.ledger().entries().await.unwrap().is_empty());
+    }
+
+    /// A ledger whose store is down: every call fails with an I/O error as the cause.
+    struct DownLedger;
+
+    fn refused() -> LedgerError {
+        LedgerError::unavailable(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "ledger store refused the connection",
+        ))
+    }
+
+    #[async_trait]
+    impl PaymentLedger for DownLedger {
+        async fn get(&self, _: OrderId) -> Result<Option<LedgerEntry>, LedgerError> {
+            Err(refused())
+        }
+        async fn record_first(&self, _: LedgerEntry) -> Result<Recorded, LedgerError> {
+            Err(refused())
+        }
+        async fn entries(&self) -> Result<Vec<LedgerEntry>, LedgerError> {
+            Err(refused())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ledger_outage_is_transient_and_keeps_the_ledger_error_and_its_cause() {
+        use std::error::Error as _;
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(0)));
+        let g = SimulatedGateway::new(SimConfig::default(), Arc::new(DownLedger), clock).unwrap();
+        let err = g.charge(oid(1), Money::ZERO).await.unwrap_err();
+        assert!(matches!(err, PaymentError::Transient(_)), "{err:?}");
+        assert_eq!(err.to_string(), "payment provider temporarily unavailable");
+        let ledger = err.source().and_then(|s| s.downcast_ref::<LedgerError>());
+        assert!(
+            matches!(ledger, Some(LedgerError::Unavailable(_))),
+            "{ledger:?}"
+        );
+        let io = ledger
+            .and_then(|l| l.source())
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .unwrap();
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 
     #[tokio::test]

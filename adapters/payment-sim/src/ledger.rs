@@ -14,12 +14,33 @@ use order_core::ports::PaymentOutcome;
 /// Errors of a [`PaymentLedger`].
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// The ledger's store cannot be reached; nothing was recorded.
-    #[error("payment ledger unavailable: {0}")]
-    Unavailable(String),
+    /// The ledger's store cannot be reached; nothing was recorded. The cause (the
+    /// store's own error) is the [`source`](std::error::Error::source); `Display` is
+    /// this sentence alone, as for the port errors.
+    #[error("payment ledger unavailable")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything else; nothing was recorded.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+impl LedgerError {
+    /// [`LedgerError::Unavailable`] caused by `cause`, which stays reachable through
+    /// `source()`.
+    pub fn unavailable<E>(cause: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        LedgerError::Unavailable(anyhow::Error::new(cause))
+    }
+
+    /// [`LedgerError::Unavailable`] with only a description of the cause.
+    pub fn unavailable_msg<M>(message: M) -> Self
+    where
+        M: std::fmt::Display + std::fmt::Debug + Send + Sync + 'static,
+    {
+        LedgerError::Unavailable(anyhow::Error::msg(message))
+    }
 }
 
 /// One key's entry: the first outcome recorded for it.

@@ -1,8 +1,11 @@
 //! The shared connection pool, the mapping of fred errors to port errors, and the Lua
 //! script runner (EVALSHA with a reload on `NOSCRIPT`).
 //!
-//! fred types stay inside this crate: the public surface is [`RedisConnection`] and
-//! [`ConnectError`]; every port error is built from [`Failure`].
+//! fred types stay out of every signature: the public surface is [`RedisConnection`]
+//! and [`ConnectError`]; every port error is built from [`Failure`], which keeps the
+//! `fred::Error` as the port error's [`source`](std::error::Error::source) (behind
+//! `anyhow`) instead of flattening it to text. Every `Display` is its own layer's
+//! sentence without the cause, as the ports require.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,12 +26,13 @@ pub enum ConnectError {
     InvalidConfig(String),
     /// The server could not be reached in time (only [`RedisConnection::ping`],
     /// [`RedisConnection::wait_connected`] and the event subscriber report this: the
-    /// pool and the lock and queue adapters are built without a server).
-    #[error("Redis unavailable: {0}")]
-    Unavailable(String),
-    /// The server answered with an unexpected error.
-    #[error("Redis setup failed: {0}")]
-    Unexpected(String),
+    /// pool and the lock and queue adapters are built without a server). The source is
+    /// the cause (the `fred::Error`, when there is one).
+    #[error("Redis unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// The server answered with an unexpected error, which is the source.
+    #[error("Redis setup failed")]
+    Unexpected(#[source] anyhow::Error),
 }
 
 /// A pool of Redis connections (cheap to clone), with the settings the adapters built
@@ -113,7 +117,7 @@ impl RedisConnection {
             .pool
             .ping(None)
             .await
-            .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+            .map_err(|e| ConnectError::Unavailable(e.into()))?;
         Ok(())
     }
 
@@ -130,13 +134,13 @@ impl RedisConnection {
             // Dropping a PING on the timeout is harmless: it changes nothing.
             let last = match tokio::time::timeout(remaining, self.ping()).await {
                 Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "no answer".to_owned(),
+                Ok(Err(e)) => anyhow::Error::new(e),
+                Err(_) => anyhow::Error::msg("no answer"),
             };
             if tokio::time::Instant::now() >= deadline {
-                return Err(ConnectError::Unavailable(format!(
-                    "Redis did not answer within {timeout:?}: {last}"
-                )));
+                return Err(ConnectError::Unavailable(
+                    last.context(format!("Redis did not answer within {timeout:?}")),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50).min(remaining)).await;
         }
@@ -172,7 +176,9 @@ impl RedisConnection {
                 .await
                 .map_err(|e| ConnectError::from(Failure::from(e)))?;
             let Value::Array(mut parts) = reply else {
-                return Err(ConnectError::Unexpected(format!("SCAN replied {reply:?}")));
+                return Err(ConnectError::Unexpected(anyhow::anyhow!(
+                    "SCAN replied {reply:?}"
+                )));
             };
             let keys: Vec<String> = match parts.pop() {
                 Some(Value::Array(keys)) => keys.iter().filter_map(Value::as_string).collect(),
@@ -313,11 +319,11 @@ pub(crate) async fn init<C: ClientLike>(client: &C, within: Duration) -> Result<
         Ok(Ok(_connection_task)) => Ok(()),
         Ok(Err(e)) => {
             quit(client).await;
-            Err(ConnectError::Unavailable(e.to_string()))
+            Err(ConnectError::Unavailable(e.into()))
         }
         Err(_) => {
             quit(client).await;
-            Err(ConnectError::Unavailable(format!(
+            Err(ConnectError::Unavailable(anyhow::anyhow!(
                 "no connection within {within:?}"
             )))
         }
@@ -358,11 +364,12 @@ pub(crate) fn millis_u64(d: Duration) -> u64 {
 // ---------------------------------------------------------------------------------------
 
 /// A fred error, classified: the server or the connection is (temporarily) out of
-/// reach, or something else went wrong.
+/// reach, or something else went wrong. Either way the fred error is kept, to become
+/// the source of the port error.
 #[derive(Debug)]
 pub(crate) enum Failure {
     /// Connection lost, timed out, server loading/busy/read-only: retrying later may work.
-    Unavailable(String),
+    Unavailable(Error),
     /// A bug, a protocol surprise or data we cannot decode.
     Unexpected(anyhow::Error),
 }
@@ -399,9 +406,9 @@ impl From<Error> for Failure {
             .iter()
             .any(|prefix| e.details().starts_with(prefix));
         if transient_kind || transient_reply {
-            Failure::Unavailable(e.to_string())
+            Failure::Unavailable(e)
         } else {
-            Failure::Unexpected(anyhow::anyhow!("Redis command failed: {e}"))
+            Failure::Unexpected(anyhow::Error::new(e).context("Redis command failed"))
         }
     }
 }
@@ -409,7 +416,7 @@ impl From<Error> for Failure {
 impl From<Failure> for LockError {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Unavailable(m) => LockError::Unavailable(m),
+            Failure::Unavailable(e) => LockError::unavailable(e),
             Failure::Unexpected(e) => LockError::Unexpected(e),
         }
     }
@@ -418,7 +425,7 @@ impl From<Failure> for LockError {
 impl From<Failure> for QueueError {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Unavailable(m) => QueueError::Unavailable(m),
+            Failure::Unavailable(e) => QueueError::unavailable(e),
             Failure::Unexpected(e) => QueueError::Unexpected(e),
         }
     }
@@ -427,7 +434,7 @@ impl From<Failure> for QueueError {
 impl From<Failure> for PublishError {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Unavailable(m) => PublishError::Unavailable(m),
+            Failure::Unavailable(e) => PublishError::unavailable(e),
             Failure::Unexpected(e) => PublishError::Unexpected(e),
         }
     }
@@ -436,8 +443,8 @@ impl From<Failure> for PublishError {
 impl From<Failure> for ConnectError {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Unavailable(m) => ConnectError::Unavailable(m),
-            Failure::Unexpected(e) => ConnectError::Unexpected(format!("{e:#}")),
+            Failure::Unavailable(e) => ConnectError::Unavailable(e.into()),
+            Failure::Unexpected(e) => ConnectError::Unexpected(e),
         }
     }
 }
@@ -541,8 +548,46 @@ mod tests {
         let wrong = Failure::from(Error::new(ErrorKind::InvalidArgument, "WRONGTYPE x"));
         assert!(matches!(wrong, Failure::Unexpected(_)));
         assert!(matches!(
-            LockError::from(Failure::Unavailable("x".into())),
+            LockError::from(Failure::Unavailable(Error::new(ErrorKind::IO, "x"))),
             LockError::Unavailable(_)
         ));
+    }
+
+    /// The fred error below `e` in its source chain, if any.
+    fn fred_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
+        std::iter::successors(Some(e), |e| (*e).source()).find_map(|e| e.downcast_ref())
+    }
+
+    #[test]
+    fn port_errors_keep_the_fred_error_as_their_source() {
+        use std::error::Error as _;
+        let lock = LockError::from(Failure::from(Error::new(ErrorKind::IO, "reset")));
+        assert!(matches!(lock, LockError::Unavailable(_)), "{lock:?}");
+        assert_eq!(lock.to_string(), "lock service unavailable");
+        let source = lock.source().and_then(|s| s.downcast_ref::<Error>());
+        assert!(
+            source.is_some_and(|e| *e.kind() == ErrorKind::IO && e.details() == "reset"),
+            "the source is the fred error itself: {source:?}"
+        );
+
+        let queue = QueueError::from(Failure::from(Error::new(ErrorKind::Timeout, "late")));
+        assert!(matches!(queue, QueueError::Unavailable(_)), "{queue:?}");
+        assert!(fred_cause(&queue).is_some_and(|e| *e.kind() == ErrorKind::Timeout));
+
+        let events = PublishError::from(Failure::from(Error::new(ErrorKind::IO, "gone")));
+        assert!(fred_cause(&events).is_some_and(|e| e.details() == "gone"));
+
+        let wrong = Error::new(ErrorKind::InvalidArgument, "WRONGTYPE x");
+        let unexpected = QueueError::from(Failure::from(wrong));
+        assert!(
+            matches!(unexpected, QueueError::Unexpected(_)),
+            "{unexpected:?}"
+        );
+        assert_eq!(unexpected.to_string(), "Redis command failed");
+        assert!(fred_cause(&unexpected).is_some_and(|e| e.details() == "WRONGTYPE x"));
+
+        let setup = ConnectError::from(Failure::from(Error::new(ErrorKind::IO, "refused")));
+        assert!(matches!(setup, ConnectError::Unavailable(_)), "{setup:?}");
+        assert!(fred_cause(&setup).is_some_and(|e| e.details() == "refused"));
     }
 }

@@ -7,7 +7,7 @@
 use tracing::warn;
 
 use super::config::LockMode;
-use super::errors::{CreateOrderError, ValidationErrors};
+use super::errors::{CreateOrderError, ErrorChain, ValidationErrors};
 use super::service::OrderService;
 use super::stats::ServiceStats;
 use crate::domain::{IdempotencyKey, Money, Order, OrderDraft, ProductId, Quantity, UserId};
@@ -315,7 +315,7 @@ impl OrderService {
             .await
         {
             ServiceStats::bump(&self.stats.enqueue_failures);
-            warn!(order = %order.id(), error = %e,
+            warn!(order = %order.id(), error = %ErrorChain(&e),
                 "order committed but its job was not enqueued; the reconciler will hand it out");
         }
         self.publish(order, OrderEventKind::Created).await;
@@ -350,7 +350,7 @@ impl OrderService {
                 }
                 Err(e) => {
                     ServiceStats::bump(&self.stats.lock_fail_open);
-                    warn!(error = %e, "lock service unavailable; falling back to the database guard");
+                    warn!(error = %ErrorChain(&e), "lock service unavailable; falling back to the database guard");
                     break;
                 }
             }
@@ -384,7 +384,7 @@ impl OrderService {
         // until the TTL, so it is logged, never returned.
         for key in held.names.iter().rev() {
             if let Err(e) = self.ports.lock.release(key, &held.token).await {
-                warn!(key, error = %e, "lock release failed; it will expire with its TTL");
+                warn!(key, error = %ErrorChain(&e), "lock release failed; it will expire with its TTL");
             }
         }
     }

@@ -1,20 +1,32 @@
 //! One error enum per use case. Business outcomes are variants (each documents the HTTP
 //! status the REST adapter gives it); everything else is `Unavailable` or `Unexpected`.
+//!
+//! The errors keep their cause, on the convention the ports follow (see
+//! [`crate::ports`]): `Unavailable` holds the port error that caused it as its
+//! `#[source]` (itself holding the driver error), and its `Display` is the use case's
+//! own sentence without the cause; `Unexpected` is transparent. So `Display` alone is
+//! safe to show (each layer says what it could not do, never twice), and
+//! [`ErrorChain`] renders the whole chain for logs: `cannot cancel the order now: order
+//! store unavailable: pool timed out while waiting for an open connection`.
 
 use std::collections::BTreeMap;
+use std::error::Error;
 use std::fmt;
 
 use crate::domain::{OrderId, OrderStatus, ProductId, UserId};
 use crate::ports::RepositoryError;
 
-/// A store failure becomes the use case's own `Unavailable` / `Unexpected`: every use
-/// case error has both, with the same meaning.
+/// A store failure becomes the use case's own `Unavailable` (the [`RepositoryError`]
+/// kept as its source) or `Unexpected` (the same `anyhow::Error`): every use case error
+/// has both, with the same meaning.
 macro_rules! from_repository_error {
     ($($error:ident),*) => {$(
         impl From<RepositoryError> for $error {
             fn from(e: RepositoryError) -> Self {
                 match e {
-                    RepositoryError::Unavailable(m) => $error::Unavailable(m),
+                    e @ RepositoryError::Unavailable(_) => {
+                        $error::Unavailable(anyhow::Error::new(e))
+                    }
                     RepositoryError::Unexpected(e) => $error::Unexpected(e),
                 }
             }
@@ -28,8 +40,55 @@ from_repository_error!(
     ReconcileError,
     CancelOrderError,
     GetOrderError,
-    ListOrdersError
+    ListOrdersError,
+    ListProductsError
 );
+
+/// Renders an error and every [`source`](Error::source) below it, separated by `": "`,
+/// each part once: the form for logs and for text that outlives the error (a nack
+/// reason). `Display` of the error alone says only what its own layer could not do.
+///
+/// Some driver errors break the convention and repeat their source in their own
+/// `Display` (`error communicating with database: connection refused`, whose source is
+/// `connection refused`): a source whose text the part above already ends with is
+/// skipped, so it still shows once.
+///
+/// ```
+/// use order_core::app::ErrorChain;
+/// use order_core::ports::RepositoryError;
+///
+/// let e = RepositoryError::unavailable_msg("connection reset");
+/// assert_eq!(e.to_string(), "order store unavailable");
+/// assert_eq!(
+///     ErrorChain(&e).to_string(),
+///     "order store unavailable: connection reset"
+/// );
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut above = self.0.to_string();
+        f.write_str(&above)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            let text = e.to_string();
+            if !above.ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            above = text;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 /// Every field at fault in a request, with every message for each: `items.2.quantity` →
 /// `["quantity must be between 1 and 10000, got 0"]`.
@@ -118,9 +177,10 @@ pub enum CreateOrderError {
     /// The user does not exist (401/422 depending on the entry point).
     #[error("user {0} does not exist")]
     UnknownUser(UserId),
-    /// A dependency is down; nothing was written and a retry may succeed (503).
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
+    /// A dependency is down; nothing was written and a retry may succeed (503). The
+    /// source is the port error.
+    #[error("cannot create the order now")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything else (500, opaque).
     #[error(transparent)]
     Unexpected(anyhow::Error),
@@ -136,9 +196,9 @@ pub enum ProcessOrderError {
     /// again).
     #[error("payment outcome of order {0} unknown: the provider is unreachable")]
     PaymentUnresolved(OrderId),
-    /// The order store is down.
-    #[error("order store unavailable: {0}")]
-    Unavailable(String),
+    /// The order store is down. The source is the [`RepositoryError`].
+    #[error("cannot process the order now")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything else.
     #[error(transparent)]
     Unexpected(anyhow::Error),
@@ -147,12 +207,13 @@ pub enum ProcessOrderError {
 /// Why one reconciler pass stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    /// The order store is down; nothing was claimed.
-    #[error("order store unavailable: {0}")]
-    Unavailable(String),
+    /// The order store is down; nothing was claimed. The source is the
+    /// [`RepositoryError`].
+    #[error("cannot look for stranded orders now")]
+    Unavailable(#[source] anyhow::Error),
     /// The queue refused a job; the orders claimed but not enqueued are claimed again
     /// after `stale_after`.
-    #[error("job queue refused a stranded order: {0}")]
+    #[error("job queue refused a stranded order")]
     Queue(#[from] crate::ports::QueueError),
     /// Anything else.
     #[error(transparent)]
@@ -171,9 +232,9 @@ pub enum CancelOrderError {
         /// Its status now.
         current: OrderStatus,
     },
-    /// The order store is down (503).
-    #[error("order store unavailable: {0}")]
-    Unavailable(String),
+    /// The order store is down (503). The source is the [`RepositoryError`].
+    #[error("cannot cancel the order now")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything else (500).
     #[error(transparent)]
     Unexpected(anyhow::Error),
@@ -185,24 +246,132 @@ pub enum GetOrderError {
     /// No such order for this user (404; also for another user's order).
     #[error("order not found")]
     NotFound,
-    /// The order store is down (503).
-    #[error("order store unavailable: {0}")]
-    Unavailable(String),
+    /// The order store is down (503). The source is the [`RepositoryError`].
+    #[error("cannot read the order now")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything else (500).
     #[error(transparent)]
     Unexpected(anyhow::Error),
 }
 
-/// Why `list_orders` / `list_products` failed.
+/// Why `list_orders` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ListOrdersError {
     /// Bad page parameters (422).
     #[error("the given data was invalid: {0}")]
     Validation(ValidationErrors),
-    /// The order store is down (503).
-    #[error("order store unavailable: {0}")]
-    Unavailable(String),
+    /// The order store is down (503). The source is the [`RepositoryError`].
+    #[error("cannot list the orders now")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything else (500).
     #[error(transparent)]
     Unexpected(anyhow::Error),
+}
+
+/// Why `list_products` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListProductsError {
+    /// The order store is down (503). The source is the [`RepositoryError`].
+    #[error("cannot list the products now")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything else (500).
+    #[error(transparent)]
+    Unexpected(anyhow::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A driver error as an adapter would hold it: its own message and its own cause.
+    #[derive(Debug, thiserror::Error)]
+    #[error("pool timed out")]
+    struct DriverError(#[source] std::io::Error);
+
+    fn driver_error() -> DriverError {
+        DriverError(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ))
+    }
+
+    /// Every message in the chain below `e`, `e` included.
+    fn chain(e: &(dyn Error + 'static)) -> Vec<String> {
+        std::iter::successors(Some(e), |e| (*e).source())
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_use_case_error_keeps_the_repository_error_and_the_driver_error_as_its_sources() {
+        let e = CancelOrderError::from(RepositoryError::unavailable(driver_error()));
+        assert!(matches!(e, CancelOrderError::Unavailable(_)), "{e:?}");
+        assert_eq!(
+            chain(&e),
+            [
+                "cannot cancel the order now",
+                "order store unavailable",
+                "pool timed out",
+                "connection refused"
+            ]
+        );
+        let repository = e.source().and_then(|s| s.downcast_ref::<RepositoryError>());
+        assert!(
+            matches!(repository, Some(RepositoryError::Unavailable(_))),
+            "the source is the port error itself: {repository:?}"
+        );
+        let driver = repository
+            .and_then(|r| r.source())
+            .and_then(|s| s.downcast_ref::<DriverError>());
+        assert!(
+            driver.is_some(),
+            "the port error's source is the driver error"
+        );
+        assert_eq!(
+            ErrorChain(&e).to_string(),
+            "cannot cancel the order now: order store unavailable: pool timed out: \
+             connection refused"
+        );
+    }
+
+    #[test]
+    fn display_is_the_layers_own_sentence_and_each_cause_is_rendered_once() {
+        let e = CreateOrderError::from(RepositoryError::unavailable_msg("db down"));
+        assert_eq!(e.to_string(), "cannot create the order now");
+        assert_eq!(
+            ErrorChain(&e).to_string(),
+            "cannot create the order now: order store unavailable: db down"
+        );
+        let queue = ReconcileError::from(crate::ports::QueueError::unavailable_msg("refused"));
+        assert_eq!(
+            ErrorChain(&queue).to_string(),
+            "job queue refused a stranded order: job queue unavailable: refused"
+        );
+    }
+
+    /// A driver error that repeats its source in its own `Display`.
+    #[derive(Debug, thiserror::Error)]
+    #[error("error communicating with database: {0}")]
+    struct Repeating(#[source] std::io::Error);
+
+    #[test]
+    fn a_source_the_error_above_already_shows_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = RepositoryError::unavailable(Repeating(io));
+        assert_eq!(
+            ErrorChain(&e).to_string(),
+            "order store unavailable: error communicating with database: refused"
+        );
+    }
+
+    #[test]
+    fn unexpected_stays_transparent() {
+        let cause = anyhow::Error::new(driver_error()).context("reading order 7");
+        let e = ListProductsError::from(RepositoryError::Unexpected(cause));
+        assert!(matches!(e, ListProductsError::Unexpected(_)), "{e:?}");
+        assert_eq!(
+            chain(&e),
+            ["reading order 7", "pool timed out", "connection refused"]
+        );
+    }
 }

@@ -20,8 +20,8 @@ mod stats;
 pub use config::{ConfigError, LockMode, LockPolicy, ReconcilerConfig, ServiceConfig};
 pub use create_order::{CreateOrderRequest, CreatedOrder, MAX_LINES, RequestedItem};
 pub use errors::{
-    CancelOrderError, CreateOrderError, GetOrderError, ListOrdersError, ProcessOrderError,
-    ReconcileError, ValidationErrors,
+    CancelOrderError, CreateOrderError, ErrorChain, GetOrderError, ListOrdersError,
+    ListProductsError, ProcessOrderError, ReconcileError, ValidationErrors,
 };
 pub use process_order::{ProcessOutcome, WorkerOutcome};
 pub use queries::OrderQuery;

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::errors::ProcessOrderError;
+use super::errors::{ErrorChain, ProcessOrderError};
 use super::service::OrderService;
 use super::stats::ServiceStats;
 use crate::domain::{FailureReason, Lease, LeaseToken, Order, OrderId, OrderStatus, StatusChange};
-use crate::ports::{
-    Delivery, Job, NackOutcome, OrderEventKind, PaymentError, PaymentOutcome, TransitionOutcome,
-};
+use crate::ports::{Delivery, Job, NackOutcome, OrderEventKind, PaymentOutcome, TransitionOutcome};
 use crate::runtime::{Either, exponential_backoff, race, with_timeout};
 
 /// Reason stored on orders failed because the provider never gave an answer.
@@ -201,7 +199,7 @@ impl OrderService {
                 debug!(order = %id, "lease no longer ours; nothing to give back");
             }
             Err(e) => {
-                warn!(order = %id, error = %e,
+                warn!(order = %id, error = %ErrorChain(&e),
                     "could not give the processing lease back; the retry waits for it to expire");
             }
         }
@@ -220,8 +218,7 @@ impl OrderService {
             let error =
                 match with_timeout(&*self.ports.clock, self.config.payment_timeout, call).await {
                     Some(Ok(outcome)) => return Some(outcome),
-                    Some(Err(PaymentError::Transient(e))) => e,
-                    Some(Err(PaymentError::Unexpected(e))) => format!("{e:#}"),
+                    Some(Err(e)) => ErrorChain(&e).to_string(),
                     None => "timed out".to_owned(),
                 };
             warn!(order = %order.id(), attempt, error, "charge attempt failed");
@@ -238,7 +235,7 @@ impl OrderService {
             )),
             Some(Ok(PaymentOutcome::Approved)) => Some(PaymentOutcome::Approved),
             Some(Err(e)) => {
-                warn!(order = %order.id(), error = %e, "void failed; the payment outcome stays unknown");
+                warn!(order = %order.id(), error = %ErrorChain(&e), "void failed; the payment outcome stays unknown");
                 None
             }
             None => {
@@ -263,18 +260,18 @@ impl OrderService {
                 debug!(order = %id, ?delay, attempt = delivery.attempt,
                     "order held by a live processing lease; deferring the job");
                 if let Err(e) = queue.defer(delivery, delay).await {
-                    warn!(order = %id, error = %e, "defer failed; the job will be redelivered");
+                    warn!(order = %id, error = %ErrorChain(&e), "defer failed; the job will be redelivered");
                 }
                 WorkerOutcome::Deferred(delay)
             }
             Ok(outcome) => {
                 if let Err(e) = queue.ack(delivery).await {
-                    warn!(order = %id, error = %e, "ack failed; the job will be redelivered");
+                    warn!(order = %id, error = %ErrorChain(&e), "ack failed; the job will be redelivered");
                 }
                 WorkerOutcome::Acked(outcome)
             }
             Err(e) => {
-                let reason = format!("{e:#}");
+                let reason = ErrorChain(&e).to_string();
                 match queue.nack(delivery, &reason).await {
                     Ok(NackOutcome::DeadLettered) => {
                         warn!(order = %id, attempt = delivery.attempt, error = %reason,
@@ -282,7 +279,7 @@ impl OrderService {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        warn!(order = %id, error = %e, "nack failed; the job will be redelivered");
+                        warn!(order = %id, error = %ErrorChain(&e), "nack failed; the job will be redelivered");
                     }
                 }
                 WorkerOutcome::Released(reason)
@@ -311,7 +308,7 @@ impl OrderService {
                 }
                 Either::Right(Ok(None)) => {}
                 Either::Right(Err(e)) => {
-                    warn!(error = %e, "queue unavailable; backing off");
+                    warn!(error = %ErrorChain(&e), "queue unavailable; backing off");
                     if let Either::Left(()) = race(
                         shutdown.as_mut(),
                         self.ports.clock.sleep(self.config.worker_poll),

@@ -1,7 +1,9 @@
 //! The customer's own use cases besides creating: cancelling a Pending order, and the
 //! reads (one order, a page of orders, the product list).
 
-use super::errors::{CancelOrderError, GetOrderError, ListOrdersError, ValidationErrors};
+use super::errors::{
+    CancelOrderError, GetOrderError, ListOrdersError, ListProductsError, ValidationErrors,
+};
 use super::service::OrderService;
 use super::stats::ServiceStats;
 use crate::domain::{Order, OrderId, OrderStatus, Product, StatusChange, UserId};
@@ -110,8 +112,8 @@ impl OrderService {
     /// Every product with its price and stock, ascending by id.
     ///
     /// # Errors
-    /// [`ListOrdersError::Unavailable`] / `Unexpected` when the store failed.
-    pub async fn list_products(&self) -> Result<Vec<Product>, ListOrdersError> {
+    /// [`ListProductsError::Unavailable`] / `Unexpected` when the store failed.
+    pub async fn list_products(&self) -> Result<Vec<Product>, ListProductsError> {
         Ok(self.ports.repository.products().await?)
     }
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 
 use tracing::{debug, info, warn};
 
-use super::errors::ReconcileError;
+use super::errors::{ErrorChain, ReconcileError};
 use super::service::OrderService;
 use super::stats::ServiceStats;
 use crate::ports::{Job, StrandedQuery};
@@ -80,7 +80,7 @@ impl OrderService {
                         report.enqueued
                     }
                     Err(e) => {
-                        warn!(error = %e, "reconciler pass failed; retrying next interval");
+                        warn!(error = %ErrorChain(&e), "reconciler pass failed; retrying next interval");
                         0
                     }
                 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tracing::warn;
 
 use super::config::ServiceConfig;
+use super::errors::ErrorChain;
 use super::stats::{ServiceStats, StatsSnapshot};
 use crate::domain::Order;
 use crate::ports::{
@@ -105,7 +106,7 @@ impl OrderService {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 ServiceStats::bump(&self.stats.publish_failures);
-                warn!(order = %order.id(), event = name, error = %e, "event not published");
+                warn!(order = %order.id(), event = name, error = %ErrorChain(&e), "event not published");
             }
             None => {
                 ServiceStats::bump(&self.stats.publish_failures);

@@ -4,6 +4,26 @@
 //! Signatures use domain types and the port's own error enum only: no driver, serde or
 //! HTTP types ever cross this boundary. Every method lists the promises an adapter MUST
 //! keep; the contract suites run the same checks against the memory and real adapters.
+//!
+//! # Errors keep their cause
+//!
+//! Every port error enum follows one convention, and so do the use-case errors in
+//! [`crate::app`]:
+//!
+//! - A variant that stands for a failure below this layer (`Unavailable`,
+//!   `PaymentError::Transient`) holds its cause as `#[source] anyhow::Error`, and its
+//!   `Display` is this layer's own sentence *without* the cause (`order store
+//!   unavailable`). The cause — the driver error itself, e.g. a `sqlx::Error` or a
+//!   `fred::Error` behind `anyhow` — is reached through
+//!   [`std::error::Error::source`], so a reporter that walks the chain prints each
+//!   part once. Render the whole chain with [`ErrorChain`](crate::app::ErrorChain)
+//!   (`order store unavailable: pool timed out while waiting for an open connection`).
+//! - `Unexpected(anyhow::Error)` is `#[error(transparent)]`: it adds no sentence of its
+//!   own, so `Display` and `source()` are those of the `anyhow::Error` inside.
+//! - Adapters build these variants with the constructors (`RepositoryError::unavailable(e)`
+//!   for any error value, `RepositoryError::unavailable_msg("…")` for text), never by
+//!   rendering a driver error to a string. Port *signatures* still name only these
+//!   enums: a driver error appears only as a `dyn Error` in the source chain.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,12 +46,45 @@ use crate::domain::{
 pub enum RepositoryError {
     /// The store cannot be reached or timed out; the operation wrote nothing and may be
     /// retried.
-    #[error("order store unavailable: {0}")]
-    Unavailable(String),
+    #[error("order store unavailable")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything else; the operation wrote nothing.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
+
+/// The two constructors of a variant that keeps its cause: `$name(e)` for an error value
+/// (kept as the [`source`](std::error::Error::source)) and `$name_msg(text)` when all
+/// there is to say is text.
+macro_rules! cause_constructors {
+    ($error:ident :: $variant:ident, $name:ident, $name_msg:ident) => {
+        impl $error {
+            #[doc = concat!("[`", stringify!($error), "::", stringify!($variant),
+                                "`] caused by `cause`, which stays reachable through `source()`.")]
+            pub fn $name<E>(cause: E) -> Self
+            where
+                E: std::error::Error + Send + Sync + 'static,
+            {
+                $error::$variant(anyhow::Error::new(cause))
+            }
+
+            #[doc = concat!("[`", stringify!($error), "::", stringify!($variant),
+                                "`] with only a description of the cause.")]
+            pub fn $name_msg<M>(message: M) -> Self
+            where
+                M: std::fmt::Display + std::fmt::Debug + Send + Sync + 'static,
+            {
+                $error::$variant(anyhow::Error::msg(message))
+            }
+        }
+    };
+}
+
+cause_constructors!(RepositoryError::Unavailable, unavailable, unavailable_msg);
+cause_constructors!(LockError::Unavailable, unavailable, unavailable_msg);
+cause_constructors!(PaymentError::Transient, transient, transient_msg);
+cause_constructors!(PublishError::Unavailable, unavailable, unavailable_msg);
+cause_constructors!(QueueError::Unavailable, unavailable, unavailable_msg);
 
 /// What happened to one draft in [`OrderRepository::place`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,8 +267,8 @@ pub trait OrderRepository: Send + Sync {
 pub enum LockError {
     /// The lock service cannot be reached. The service then fails open to the database
     /// guard (and counts it).
-    #[error("lock service unavailable: {0}")]
-    Unavailable(String),
+    #[error("lock service unavailable")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything else.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -279,8 +332,8 @@ pub trait DistributedLock: Send + Sync {
 pub enum PaymentError {
     /// The provider could not be reached or answered with a retryable failure. Whether
     /// the charge happened is unknown; retrying with the same key is safe.
-    #[error("payment provider temporarily unavailable: {0}")]
-    Transient(String),
+    #[error("payment provider temporarily unavailable")]
+    Transient(#[source] anyhow::Error),
     /// Anything else.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -329,8 +382,8 @@ pub trait PaymentGateway: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// The event bus cannot be reached; the event is lost (events are best effort).
-    #[error("event bus unavailable: {0}")]
-    Unavailable(String),
+    #[error("event bus unavailable")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything else.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -400,8 +453,8 @@ pub trait EventPublisher: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// The queue cannot be reached. Nothing was enqueued or acknowledged.
-    #[error("job queue unavailable: {0}")]
-    Unavailable(String),
+    #[error("job queue unavailable")]
+    Unavailable(#[source] anyhow::Error),
     /// The queue holds its maximum number of jobs; nothing was enqueued.
     #[error("job queue is full ({0} jobs)")]
     Full(u64),

@@ -98,7 +98,7 @@ impl PaymentGateway for ScriptedGateway {
             .unwrap_or(PaymentStep::Approve);
         let outcome = match step {
             PaymentStep::Transient => {
-                return Err(PaymentError::Transient("scripted transient failure".into()));
+                return Err(PaymentError::transient_msg("scripted transient failure"));
             }
             PaymentStep::Approve => PaymentOutcome::Approved,
             PaymentStep::Decline => PaymentOutcome::Declined(FailureReason::new(SCRIPTED_DECLINE)),

@@ -282,7 +282,7 @@ impl Ctx {
 }
 
 fn unavailable_repo() -> RepositoryError {
-    RepositoryError::Unavailable("injected fault".into())
+    RepositoryError::unavailable_msg("injected fault")
 }
 
 /// One transition applied by the repository, as seen by the wrapper.
@@ -490,7 +490,7 @@ impl OrderRepository for SimRepo {
 }
 
 fn unavailable_queue() -> QueueError {
-    QueueError::Unavailable("injected fault".into())
+    QueueError::unavailable_msg("injected fault")
 }
 
 /// The queue with faults and wipes. Receipts carry the queue's generation, so a receipt
@@ -749,7 +749,7 @@ impl SimLock {
 }
 
 fn unavailable_lock() -> LockError {
-    LockError::Unavailable("injected fault".into())
+    LockError::unavailable_msg("injected fault")
 }
 
 #[async_trait]
@@ -799,7 +799,7 @@ impl SimEvents {
 impl EventPublisher for SimEvents {
     async fn publish(&self, event: OrderEvent) -> Result<(), PublishError> {
         if self.ctx.before(40, Service::Queue).await {
-            return Err(PublishError::Unavailable("injected fault".into()));
+            return Err(PublishError::unavailable_msg("injected fault"));
         }
         if self.ctx.roll(self.ctx.profile.pay_hang) {
             self.ctx.clock.sleep(Duration::from_secs(5)).await;
@@ -867,7 +867,7 @@ impl SimPayments {
     }
 
     fn transient() -> PaymentError {
-        PaymentError::Transient("injected provider fault".into())
+        PaymentError::transient_msg("injected provider fault")
     }
 
     /// Outage or transient error before anything happens: maybe hang first.

@@ -69,6 +69,8 @@
 //! A run is exactly reproducible from its seed: `the_same_seed_gives_the_same_trace`
 //! hashes every scheduling decision and port outcome and compares two runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests read their servers and seeds from the environment (libraries never do).
+#![allow(clippy::disallowed_methods)]
 
 mod exec;
 mod faults;

@@ -161,7 +161,7 @@ impl MySqlOrderRepository {
                 Err(e) if e.is_retryable() && n < self.retry.max_attempts => {
                     self.retries.fetch_add(1, Ordering::Relaxed);
                     let pause = self.retry.delay(n);
-                    tracing::debug!(op, attempt = n, ?pause, error = %e, "retrying after a lock conflict");
+                    tracing::debug!(op, attempt = n, ?pause, error = %order_core::app::ErrorChain(&e), "retrying after a lock conflict");
                     tokio::time::sleep(pause).await;
                     n += 1;
                 }

@@ -17,6 +17,8 @@
 // Test code: a failed setup step should panic right there, with its message. Clippy's
 // `allow-expect-in-tests` covers `#[test]` bodies only, not the helpers they share.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests read their servers and seeds from the environment (libraries never do).
+#![allow(clippy::disallowed_methods)]
 
 mod claims;
 mod concurrency;

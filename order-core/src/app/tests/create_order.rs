@@ -72,7 +72,7 @@ async fn insufficient_stock_releases_every_lock_and_enqueues_nothing() {
 
 #[tokio::test]
 async fn a_repository_error_releases_every_lock_and_enqueues_nothing() {
-    let err = create_when_place_answers(|| Err(RepositoryError::Unavailable("db down".into())))
+    let err = create_when_place_answers(|| Err(RepositoryError::unavailable_msg("db down")))
         .await
         .unwrap_err();
     assert!(matches!(err, CreateOrderError::Unavailable(_)), "{err:?}");
@@ -151,7 +151,7 @@ async fn a_lock_service_outage_fails_open_to_the_database_guard() {
     m.lock
         .expect_try_acquire()
         .times(1)
-        .returning(|_, _, _| Err(LockError::Unavailable("redis down".into())));
+        .returning(|_, _, _| Err(LockError::unavailable_msg("redis down")));
     m.lock.expect_release().times(0);
     m.repo
         .expect_place()

@@ -107,7 +107,7 @@ fn expect_unanswered_charges(m: &mut Mocks, void: fn() -> Result<PaymentOutcome,
     m.pay
         .expect_charge()
         .times(3)
-        .returning(|_, _| Err(PaymentError::Transient("timeout".into())));
+        .returning(|_, _| Err(PaymentError::transient_msg("timeout")));
     m.pay.expect_void().times(1).returning(move |_| void());
 }
 
@@ -153,7 +153,7 @@ async fn a_void_that_finds_the_charge_went_through_pays_the_order() {
 async fn an_unreachable_provider_releases_the_lease_and_the_job_is_retried() {
     let mut m = Mocks::new();
     let (order, token) = started_order(&mut m);
-    expect_unanswered_charges(&mut m, || Err(PaymentError::Transient("down".into())));
+    expect_unanswered_charges(&mut m, || Err(PaymentError::transient_msg("down")));
     // No completion: after the Start, the only transition is giving the lease back,
     // fenced by the worker's own token, so the retry can take over at once.
     let o3 = order.clone();
@@ -241,7 +241,7 @@ async fn a_database_error_on_completion_releases_the_lease_before_the_nack() {
         .withf(|_, c, _| matches!(c, StatusChange::Pay { .. }))
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _, _| Err(RepositoryError::Unavailable("connection reset".into())));
+        .returning(|_, _, _| Err(RepositoryError::unavailable_msg("connection reset")));
     let o3 = order.clone();
     m.repo
         .expect_transition()

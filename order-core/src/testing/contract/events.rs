@@ -98,9 +98,10 @@ fn event(kind: OrderEventKind, n: u64) -> OrderEvent {
 async fn publish<F: EventsFixture + ?Sized>(f: &F, e: &OrderEvent) {
     if let Err(err) = f.publisher().publish(e.clone()).await {
         panic!(
-            "publish of {} for order {} failed: {err}",
+            "publish of {} for order {} failed: {}",
             e.kind.name(),
-            e.order
+            e.order,
+            crate::app::ErrorChain(&err)
         );
     }
 }

@@ -93,14 +93,22 @@ fn token(name: &str) -> LockToken {
 async fn acquire<F: LockFixture + ?Sized>(f: &F, key: &str, who: &LockToken) -> bool {
     match f.lock().try_acquire(key, who, f.ttl()).await {
         Ok(taken) => taken,
-        Err(e) => panic!("try_acquire({key:?}, {}) failed: {e}", who.as_str()),
+        Err(e) => panic!(
+            "try_acquire({key:?}, {}) failed: {}",
+            who.as_str(),
+            crate::app::ErrorChain(&e)
+        ),
     }
 }
 
 async fn release<F: LockFixture + ?Sized>(f: &F, key: &str, who: &LockToken) -> bool {
     match f.lock().release(key, who).await {
         Ok(deleted) => deleted,
-        Err(e) => panic!("release({key:?}, {}) failed: {e}", who.as_str()),
+        Err(e) => panic!(
+            "release({key:?}, {}) failed: {}",
+            who.as_str(),
+            crate::app::ErrorChain(&e)
+        ),
     }
 }
 

@@ -206,11 +206,14 @@ mod tests {
         assert_list_is_complete("lock", include_str!("lock.rs"), lock::CHECKS);
         assert_list_is_complete("queue", include_str!("queue.rs"), queue::CHECKS);
         assert_list_is_complete("events", include_str!("events.rs"), events::CHECKS);
-        assert_list_is_complete(
-            "repository",
-            include_str!("repository.rs"),
-            repository::CHECKS,
-        );
+        let repository_sources = [
+            include_str!("repository/place.rs"),
+            include_str!("repository/transitions.rs"),
+            include_str!("repository/reads.rs"),
+            include_str!("repository/protocol.rs"),
+        ]
+        .concat();
+        assert_list_is_complete("repository", &repository_sources, repository::CHECKS);
     }
 
     #[test]

@@ -129,7 +129,7 @@ fn backoff(config: &QueueContractConfig, attempt: u32) -> Duration {
 
 async fn enqueue<F: QueueFixture + ?Sized>(f: &F, j: Job) {
     if let Err(e) = f.queue().enqueue(j).await {
-        panic!("enqueue({j:?}) failed: {e}");
+        panic!("enqueue({j:?}) failed: {}", crate::app::ErrorChain(&e));
     }
 }
 
@@ -156,21 +156,31 @@ async fn expect_nothing<F: QueueFixture + ?Sized>(f: &F, why: &str) {
 
 async fn ack<F: QueueFixture + ?Sized>(f: &F, d: &Delivery) {
     if let Err(e) = f.queue().ack(d).await {
-        panic!("ack of {:?} (attempt {}) failed: {e}", d.job, d.attempt);
+        panic!(
+            "ack of {:?} (attempt {}) failed: {}",
+            d.job,
+            d.attempt,
+            crate::app::ErrorChain(&e)
+        );
     }
 }
 
 async fn nack<F: QueueFixture + ?Sized>(f: &F, d: &Delivery, error: &str) -> NackOutcome {
     match f.queue().nack(d, error).await {
         Ok(outcome) => outcome,
-        Err(e) => panic!("nack of {:?} (attempt {}) failed: {e}", d.job, d.attempt),
+        Err(e) => panic!(
+            "nack of {:?} (attempt {}) failed: {}",
+            d.job,
+            d.attempt,
+            crate::app::ErrorChain(&e)
+        ),
     }
 }
 
 async fn stats<F: QueueFixture + ?Sized>(f: &F) -> QueueStats {
     match f.queue().stats().await {
         Ok(s) => s,
-        Err(e) => panic!("stats failed: {e}"),
+        Err(e) => panic!("stats failed: {}", crate::app::ErrorChain(&e)),
     }
 }
 
@@ -467,7 +477,10 @@ pub async fn enqueue_beyond_capacity_is_refused<F: QueueFixture + ?Sized>(f: &F)
             "enqueue beyond the capacity of {} must fail with Full",
             config.capacity
         ),
-        Err(e) => panic!("enqueue beyond the capacity must fail with Full, got: {e}"),
+        Err(e) => panic!(
+            "enqueue beyond the capacity must fail with Full, got: {}",
+            crate::app::ErrorChain(&e)
+        ),
     }
     assert_eq!(
         stats(f).await,
@@ -478,7 +491,10 @@ pub async fn enqueue_beyond_capacity_is_refused<F: QueueFixture + ?Sized>(f: &F)
     match f.queue().enqueue(job(config.capacity + 2)).await {
         Err(QueueError::Full(_)) => {}
         Ok(()) => panic!("a reserved, un-acked job must still count against the capacity"),
-        Err(e) => panic!("enqueue at the capacity must fail with Full, got: {e}"),
+        Err(e) => panic!(
+            "enqueue at the capacity must fail with Full, got: {}",
+            crate::app::ErrorChain(&e)
+        ),
     }
     ack(f, &d).await;
     enqueue(f, job(config.capacity + 3)).await;
@@ -547,7 +563,7 @@ pub async fn defer_redelivers_after_the_delay_without_using_an_attempt<F: QueueF
                 assert_eq!(reported, delay, "defer must report the delay it was given")
             }
             Ok(other) => panic!("defer of a live delivery must be Retried, got {other:?}"),
-            Err(e) => panic!("defer failed: {e}"),
+            Err(e) => panic!("defer failed: {}", crate::app::ErrorChain(&e)),
         }
         expect_nothing(f, "a deferred job must wait for its delay").await;
         assert_eq!(
