@@ -8,7 +8,7 @@
 // `add_product`); the contract fixture uses the rest.
 #[allow(dead_code)]
 #[path = "vec_repository.rs"]
-pub mod vec_repository;
+pub(crate) mod vec_repository;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,22 +21,22 @@ use order_engine::core::domain::{FailureReason, Money, OrderId, OrderStatus};
 use order_engine::core::ports::{OrderRepository, PaymentError, PaymentGateway, PaymentOutcome};
 use order_engine::redis::{RedisConfig, RedisConnection};
 
-pub use vec_repository::VecRepository;
+pub(crate) use vec_repository::VecRepository;
 
 /// A boxed error, for a program.
-pub type AnyError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The embedder's provider: approves up to a limit per charge, declines above it, and —
 /// as the port demands — answers a repeated key with its first outcome.
 #[derive(Debug)]
-pub struct CardProvider {
+pub(crate) struct CardProvider {
     limit: Money,
     outcomes: Mutex<HashMap<OrderId, PaymentOutcome>>,
 }
 
 impl CardProvider {
     /// A provider that declines charges above `limit`.
-    pub fn new(limit: Money) -> Self {
+    pub(crate) fn new(limit: Money) -> Self {
         Self {
             limit,
             outcomes: Mutex::new(HashMap::new()),
@@ -44,7 +44,7 @@ impl CardProvider {
     }
 
     /// How many keys were approved (each at most once, by construction).
-    pub fn approved(&self) -> usize {
+    pub(crate) fn approved(&self) -> usize {
         let outcomes = self.outcomes.lock().unwrap_or_else(PoisonError::into_inner);
         outcomes
             .values()
@@ -78,7 +78,7 @@ impl PaymentGateway for CardProvider {
 
 /// What a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     /// Orders placed.
     pub placed: usize,
     /// Of those, paid.
@@ -94,7 +94,7 @@ pub struct Report {
 ///
 /// # Errors
 /// A build error, a refused order, or orders still open after 30 s.
-pub async fn run(redis_url: &str, prefix: &str) -> Result<Report, AnyError> {
+pub(crate) async fn run(redis_url: &str, prefix: &str) -> Result<Report, AnyError> {
     let repository = Arc::new(VecRepository::default());
     let provider = Arc::new(CardProvider::new(Money::parse("100.00")?));
     let redis = RedisConnection::connect(RedisConfig::new(redis_url).with_prefix(prefix)).await?;

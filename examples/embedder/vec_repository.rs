@@ -24,7 +24,7 @@ use order_engine::core::{
 
 /// Orders and stock in plain vectors behind one mutex: every call is one atomic step.
 #[derive(Debug, Default)]
-pub struct VecRepository {
+pub(crate) struct VecRepository {
     store: Mutex<Store>,
 }
 
@@ -57,7 +57,7 @@ impl VecRepository {
     }
 
     /// Registers a user (ids 1, 2, 3, …).
-    pub fn add_user(&self) -> UserId {
+    pub(crate) fn add_user(&self) -> UserId {
         let mut store = self.store();
         let id = UserId::new(store.users.len() as u64 + 1).expect("user id");
         store.users.push(id);
@@ -65,7 +65,7 @@ impl VecRepository {
     }
 
     /// Adds a product with a price and stock (ids 1, 2, 3, …).
-    pub fn add_product(&self, price: Money, stock: u64) -> ProductId {
+    pub(crate) fn add_product(&self, price: Money, stock: u64) -> ProductId {
         let mut store = self.store();
         let id = ProductId::new(store.products.len() as u64 + 1).expect("product id");
         store.products.push(Product {
@@ -78,13 +78,13 @@ impl VecRepository {
     }
 
     /// A product's stock, if it exists.
-    pub fn stock(&self, product: ProductId) -> Option<u64> {
+    pub(crate) fn stock(&self, product: ProductId) -> Option<u64> {
         self.store().product(product).map(|p| p.stock)
     }
 
     /// Stock plus the units reserved by open orders plus `units` stays within
     /// [`MAX_STOCK`], or nothing changes.
-    pub fn restock(&self, product: ProductId, units: u64) -> Result<(), RestockError> {
+    pub(crate) fn restock(&self, product: ProductId, units: u64) -> Result<(), RestockError> {
         let mut store = self.store();
         let reserved: u64 = store
             .orders

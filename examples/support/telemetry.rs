@@ -9,7 +9,7 @@
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once, at the start of `main`.
-pub fn init() {
+pub(crate) fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -50,21 +50,21 @@ pub enum MySqlRestockError {
 /// Server error numbers the adapters act on (identical on MySQL 8.0 and MariaDB 10.11).
 pub(crate) mod code {
     /// `ER_DUP_ENTRY`: a unique index refused the row.
-    pub const DUPLICATE_KEY: u16 = 1062;
+    pub(crate) const DUPLICATE_KEY: u16 = 1062;
     /// `ER_NO_REFERENCED_ROW_2`: a foreign key names a missing parent row.
-    pub const NO_REFERENCED_ROW: u16 = 1452;
+    pub(crate) const NO_REFERENCED_ROW: u16 = 1452;
     /// `ER_LOCK_WAIT_TIMEOUT`: only the statement was rolled back.
-    pub const LOCK_WAIT_TIMEOUT: u16 = 1205;
+    pub(crate) const LOCK_WAIT_TIMEOUT: u16 = 1205;
     /// `ER_LOCK_DEADLOCK`: the whole transaction was rolled back.
-    pub const DEADLOCK: u16 = 1213;
+    pub(crate) const DEADLOCK: u16 = 1213;
     /// `ER_CON_COUNT_ERROR`: too many connections.
-    pub const TOO_MANY_CONNECTIONS: u16 = 1040;
+    pub(crate) const TOO_MANY_CONNECTIONS: u16 = 1040;
     /// `ER_SERVER_SHUTDOWN`.
-    pub const SERVER_SHUTDOWN: u16 = 1053;
+    pub(crate) const SERVER_SHUTDOWN: u16 = 1053;
     /// `ER_QUERY_INTERRUPTED` (e.g. the connection was killed).
-    pub const QUERY_INTERRUPTED: u16 = 1317;
+    pub(crate) const QUERY_INTERRUPTED: u16 = 1317;
     /// MariaDB's `ER_CONNECTION_KILLED`.
-    pub const CONNECTION_KILLED: u16 = 1927;
+    pub(crate) const CONNECTION_KILLED: u16 = 1927;
 }
 
 /// The server's error number, when `err` is an error the server reported.

@@ -15,7 +15,7 @@ use crate::ledger::{LedgerEntry, LedgerError, PaymentLedger, Recorded};
 pub const DECLINE_REASON: &str = "Simulated payment decline.";
 
 /// The decline a void records for a key that had no outcome yet.
-pub const VOID_REASON: &str = "Voided: the provider never answered.";
+pub(crate) const VOID_REASON: &str = "Voided: the provider never answered.";
 
 /// How the simulation behaves.
 #[derive(Debug, Clone, PartialEq)]

@@ -30,11 +30,11 @@ pub struct RedisConfig {
     /// before the very first attempt) up to this (default 5 s).
     pub reconnect_max_delay: Duration,
     /// Lock settings.
-    pub lock: LockSettings,
+    pub lock: LockConfig,
     /// Job queue settings.
-    pub queue: QueueSettings,
+    pub queue: QueueConfig,
     /// Event bus settings.
-    pub events: EventSettings,
+    pub events: EventsConfig,
 }
 
 impl Default for RedisConfig {
@@ -46,9 +46,9 @@ impl Default for RedisConfig {
             command_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(5),
             reconnect_max_delay: Duration::from_secs(5),
-            lock: LockSettings::default(),
-            queue: QueueSettings::default(),
-            events: EventSettings::default(),
+            lock: LockConfig::default(),
+            queue: QueueConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -100,12 +100,12 @@ impl RedisConfig {
 
 /// Settings of [`RedisLock`](crate::RedisLock).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockSettings {
+pub struct LockConfig {
     /// Inserted between the prefix and the lock name (default `lock:`).
     pub namespace: String,
 }
 
-impl Default for LockSettings {
+impl Default for LockConfig {
     fn default() -> Self {
         Self {
             namespace: "lock:".to_owned(),
@@ -115,7 +115,7 @@ impl Default for LockSettings {
 
 /// Settings of [`RedisQueue`](crate::RedisQueue).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueSettings {
+pub struct QueueConfig {
     /// Name of the stream; the keys are `{prefix}queue:{<stream>}`, plus `:retry` (the
     /// delayed retries) and `:dead` (the dead letter). Default `jobs`.
     pub stream: String,
@@ -159,7 +159,7 @@ pub struct QueueSettings {
     pub idle_consumer_timeout: Duration,
 }
 
-impl Default for QueueSettings {
+impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             stream: "jobs".to_owned(),
@@ -188,7 +188,7 @@ fn default_consumer_name() -> String {
 /// Settings of [`RedisEvents`](crate::RedisEvents) and
 /// [`RedisEventSubscriber`](crate::RedisEventSubscriber).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventSettings {
+pub struct EventsConfig {
     /// The pub/sub channel; `None` means `{prefix}events`.
     pub channel: Option<String>,
     /// Messages a subscriber buffers before a slow reader starts losing them (default
@@ -196,7 +196,7 @@ pub struct EventSettings {
     pub subscriber_buffer: usize,
 }
 
-impl Default for EventSettings {
+impl Default for EventsConfig {
     fn default() -> Self {
         Self {
             channel: None,

@@ -65,10 +65,10 @@ impl EventPublisher for RedisEvents {
 /// Why [`RedisEventSubscriber::recv`] returned no event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubscriberError {
-    /// The reader fell more than [`EventSettings::subscriber_buffer`] messages behind
+    /// The reader fell more than [`EventsConfig::subscriber_buffer`] messages behind
     /// and this many were dropped; the next `recv` continues with the oldest kept one.
     ///
-    /// [`EventSettings::subscriber_buffer`]: crate::EventSettings::subscriber_buffer
+    /// [`EventsConfig::subscriber_buffer`]: crate::EventsConfig::subscriber_buffer
     #[error("the subscriber fell behind and lost {0} messages")]
     Lagged(u64),
     /// The subscriber was closed; no more events will come.
@@ -79,10 +79,10 @@ pub enum SubscriberError {
 /// A dedicated pub/sub connection subscribed to the events channel.
 ///
 /// It reconnects on its own and subscribes again after every reconnection; messages are
-/// buffered ([`EventSettings::subscriber_buffer`], default 65 536) so bursts are not lost
+/// buffered ([`EventsConfig::subscriber_buffer`], default 65 536) so bursts are not lost
 /// while the reader is busy.
 ///
-/// [`EventSettings::subscriber_buffer`]: crate::EventSettings::subscriber_buffer
+/// [`EventsConfig::subscriber_buffer`]: crate::EventsConfig::subscriber_buffer
 pub struct RedisEventSubscriber {
     client: SubscriberClient,
     messages: Receiver<Message>,

@@ -58,7 +58,7 @@ mod queue;
 mod scripts;
 pub mod wire;
 
-pub use config::{EventSettings, LockSettings, QueueKeys, QueueSettings, RedisConfig};
+pub use config::{EventsConfig, LockConfig, QueueConfig, QueueKeys, RedisConfig};
 pub use connection::{ConnectError, RedisConnection};
 pub use events::{RedisEventSubscriber, RedisEvents, SubscriberError};
 pub use lock::RedisLock;

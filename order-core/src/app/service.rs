@@ -37,6 +37,16 @@ pub struct Ports {
     pub rng: Arc<dyn RandomSource>,
 }
 
+impl std::fmt::Debug for Ports {
+    /// The ports are trait objects without a `Debug` bound: only the queue's timings,
+    /// which are plain data, are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ports")
+            .field("queue_timings", &self.queue.timings())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The order-processing use cases over a set of [`Ports`].
 ///
 /// Holds no state of its own besides counters: every fact lives behind a port, so any

@@ -71,6 +71,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // Tests read their servers and seeds from the environment (libraries never do).
 #![allow(clippy::disallowed_methods)]
+// A test binary: `pub` marks what its modules share, not a public API.
+#![allow(unreachable_pub)]
 
 mod exec;
 mod faults;
