@@ -36,4 +36,4 @@ pub use domain::{
     IdempotencyKey, Money, Order, OrderDraft, OrderId, OrderLine, OrderStatus, Product, ProductId,
     Quantity, Timestamp, UserId,
 };
-pub use runtime::{ManualClock, SeededRandom, SystemClock};
+pub use runtime::{Backoff, BackoffError, ManualClock, SeededRandom, SystemClock};

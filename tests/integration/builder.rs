@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_core::app::{ConfigError, CreateOrderRequest, ServiceConfig};
+use order_core::app::{BackoffError, ConfigError, CreateOrderRequest, ServiceConfig};
 use order_core::domain::Money;
 use order_core::ports::QueueTimingsError;
 use order_engine::{BuildError, Engine};
@@ -106,10 +106,8 @@ async fn build_validates_the_service_with_the_queue_once() {
         ),
         "{err:?}"
     );
-    let zero = QueueConfig {
-        retry_backoff: Duration::ZERO,
-        ..QueueConfig::default()
-    };
+    let mut zero = QueueConfig::default();
+    zero.retry_backoff.base = Duration::ZERO;
     let err = Engine::builder()
         .memory_with(zero)
         .simulated_payments(SimConfig::default())
@@ -119,7 +117,9 @@ async fn build_validates_the_service_with_the_queue_once() {
     assert!(
         matches!(
             err,
-            BuildError::MemoryQueue(QueueTimingsError::Zero("retry_backoff"))
+            BuildError::MemoryQueue(QueueTimingsError::Backoff(BackoffError::ZeroBase(
+                "retry_backoff"
+            )))
         ),
         "{err:?}"
     );

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use order_core::app::Backoff;
 use order_core::domain::RestockError;
 use order_core::ports::{DistributedLock, EventPublisher, JobQueue, OrderEvent, OrderRepository};
 use order_core::testing::contract::events::EventsFixture;
@@ -124,7 +125,7 @@ impl LockFixture for MemoryLockFixture {
 const QUEUE: QueueConfig = QueueConfig {
     visibility_timeout: Duration::from_secs(30),
     max_attempts: 3,
-    retry_backoff: Duration::from_secs(1),
+    retry_backoff: Backoff::fixed_schedule(Duration::from_secs(1), Duration::from_secs(600)),
     capacity: 16,
     dead_letter_capacity: 16,
 };

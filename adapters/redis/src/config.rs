@@ -6,10 +6,12 @@
 
 use std::time::Duration;
 
+use order_core::app::Backoff;
+
 /// Settings of every Redis adapter in this crate.
 ///
 /// `Default` gives the production defaults except `url`, which points at a local server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
     /// Server address, e.g. `redis://127.0.0.1:6379` or `redis://127.0.0.1:6379/2` for a
     /// logical database. `redis-cluster://…` selects cluster mode.
@@ -114,7 +116,7 @@ impl Default for LockConfig {
 }
 
 /// Settings of [`RedisQueue`](crate::RedisQueue).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueueConfig {
     /// Name of the stream; the keys are `{prefix}queue:{<stream>}`, plus `:retry` (the
     /// delayed retries) and `:dead` (the dead letter). Default `jobs`.
@@ -131,12 +133,15 @@ pub struct QueueConfig {
     /// 30 s).
     pub visibility_timeout: Duration,
     /// Deliveries before a job goes to the dead letter (default 8: the retry budget
-    /// `retry_backoff · (1 + 2 + … + 64)` = 127 s at the default backoff outlives the
+    /// `retry_backoff.base · (1 + 2 + … + 64)` = 127 s at the default backoff outlives the
     /// service's default 30 s processing lease, which the service requires).
     pub max_attempts: u32,
-    /// Delay before the first retry after a nack; doubles with every further attempt
-    /// (`retry_backoff · 2^(attempt-1)`, default 1 s).
-    pub retry_backoff: Duration,
+    /// The retry schedule after a nack: `retry_backoff.nominal(attempt)` =
+    /// `min(base · 2^(attempt-1), max)` (default base 1 s, max 10 min). Deterministic —
+    /// the delay is reported ([`NackOutcome::Retried`](order_core::ports::NackOutcome::Retried))
+    /// and checked — so a jitter other than 0 is refused, as are a zero base and a max
+    /// below the base.
+    pub retry_backoff: Backoff,
     /// Most jobs the queue holds (ready, delayed and in flight; dead letters are not
     /// counted). At the bound `enqueue` fails with `QueueError::Full` and writes
     /// nothing: trimming would silently drop jobs. The dead letter is trimmed to about
@@ -167,7 +172,10 @@ impl Default for QueueConfig {
             consumer: default_consumer_name(),
             visibility_timeout: Duration::from_secs(30),
             max_attempts: 8,
-            retry_backoff: Duration::from_secs(1),
+            retry_backoff: Backoff::fixed_schedule(
+                Duration::from_secs(1),
+                Duration::from_secs(600),
+            ),
             max_len: 1_000_000,
             poll_interval: Duration::from_millis(500),
             blocking_connections: 2,

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::ports::{QueueTimings, QueueTimingsError, RandomSource};
-use crate::runtime::exponential_backoff;
+use crate::ports::{QueueTimings, QueueTimingsError};
+use crate::runtime::{Backoff, BackoffError};
 
 /// How create_order reduces contention in front of the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub enum LockMode {
     None,
 }
 
-/// The lock policy: mode, TTL and the retry schedule `base·2^(n-1) ± jitter`, floored.
+/// The lock policy: mode, TTL, attempts and the retry [`Backoff`] between them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LockPolicy {
     /// Whether to take distributed locks at all.
@@ -25,37 +25,25 @@ pub struct LockPolicy {
     pub ttl: Duration,
     /// Attempts per key (the first try included) before `LockConflict`.
     pub attempts: u32,
-    /// Wait after the first failed attempt; doubles after each further one.
-    pub base_backoff: Duration,
-    /// Relative jitter applied to each wait, in 0.0..=1.0 (0.25 = ±25 %).
-    pub jitter: f64,
-    /// No wait is shorter than this.
-    pub min_backoff: Duration,
+    /// The wait after each failed attempt (jittered, so contenders spread out).
+    pub backoff: Backoff,
 }
 
 impl Default for LockPolicy {
-    /// The reference's policy: distributed, 10 s TTL, 6 attempts, 100 ms·2^(n-1) ± 25 %,
-    /// at least 10 ms.
+    /// The reference's policy: distributed, 10 s TTL, 6 attempts, 100 ms·2^(n-1) ± 25 %
+    /// capped at 5 s. (The reference's 10 ms floor only matters for bases below 13 ms;
+    /// a [`Backoff`] has none.)
     fn default() -> Self {
         Self {
             mode: LockMode::Distributed,
             ttl: Duration::from_secs(10),
             attempts: 6,
-            base_backoff: Duration::from_millis(100),
-            jitter: 0.25,
-            min_backoff: Duration::from_millis(10),
+            backoff: Backoff {
+                base: Duration::from_millis(100),
+                max: Duration::from_secs(5),
+                jitter: 0.25,
+            },
         }
-    }
-}
-
-impl LockPolicy {
-    /// The wait after failed attempt `attempt` (1-based): `base·2^(attempt-1)` scaled by a
-    /// factor drawn uniformly from `1 ± jitter`, at least `min_backoff`.
-    pub fn backoff(&self, attempt: u32, rng: &dyn RandomSource) -> Duration {
-        let nominal = exponential_backoff(self.base_backoff, attempt);
-        let factor = 1.0 + self.jitter * (2.0 * rng.next_unit_f64() - 1.0);
-        let waited = nominal.mul_f64(factor.max(0.0));
-        waited.max(self.min_backoff)
     }
 }
 
@@ -92,9 +80,9 @@ pub enum ConfigError {
         /// The queue's visibility timeout.
         visibility: Duration,
     },
-    /// Jitter outside 0.0..=1.0.
-    #[error("lock jitter must be within 0.0..=1.0")]
-    Jitter,
+    /// A retry backoff is unusable (zero base, max below base, jitter out of range).
+    #[error(transparent)]
+    Backoff(#[from] BackoffError),
     /// The lease would expire while the worker may still be charging, letting a second
     /// worker start on the same order.
     #[error(
@@ -145,8 +133,10 @@ pub struct ServiceConfig {
     pub payment_timeout: Duration,
     /// Charge attempts (the first included) on transient errors before Failed.
     pub payment_attempts: u32,
-    /// Wait between charge attempts (doubles each time).
-    pub payment_backoff: Duration,
+    /// Wait between charge attempts (doubles each time, up to its max; default 200 ms,
+    /// max 5 s, no jitter). A jitter is drawn from the service's random source, and
+    /// [`worst_case_payment`](Self::worst_case_payment) counts it at its longest.
+    pub payment_backoff: Backoff,
     /// Bound on one event publish (events are best effort).
     pub publish_timeout: Duration,
     /// How long the worker loop waits for a job before checking for shutdown.
@@ -162,7 +152,10 @@ impl Default for ServiceConfig {
             lease: Duration::from_secs(30),
             payment_timeout: Duration::from_secs(5),
             payment_attempts: 3,
-            payment_backoff: Duration::from_millis(200),
+            payment_backoff: Backoff::fixed_schedule(
+                Duration::from_millis(200),
+                Duration::from_secs(5),
+            ),
             publish_timeout: Duration::from_secs(1),
             worker_poll: Duration::from_millis(500),
             reconciler: ReconcilerConfig::default(),
@@ -171,14 +164,15 @@ impl Default for ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// The longest a worker may spend charging one order.
+    /// The longest a worker may spend charging one order: every backoff counted at its
+    /// longest (`nominal · (1 + jitter)`).
     pub fn worst_case_payment(&self) -> Duration {
         // The attempts, their backoffs, and the closing void.
         let mut total = self.payment_timeout;
         for attempt in 1..=self.payment_attempts {
-            total += self.payment_timeout;
+            total = total.saturating_add(self.payment_timeout);
             if attempt < self.payment_attempts {
-                total += exponential_backoff(self.payment_backoff, attempt);
+                total = total.saturating_add(self.payment_backoff.longest(attempt));
             }
         }
         total
@@ -191,10 +185,8 @@ impl ServiceConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let durations = [
             ("lock.ttl", self.lock.ttl),
-            ("lock.base_backoff", self.lock.base_backoff),
             ("lease", self.lease),
             ("payment_timeout", self.payment_timeout),
-            ("payment_backoff", self.payment_backoff),
             ("publish_timeout", self.publish_timeout),
             ("worker_poll", self.worker_poll),
             ("reconciler.interval", self.reconciler.interval),
@@ -210,9 +202,8 @@ impl ServiceConfig {
         if let Some(name) = zero_duration.or(zero_count) {
             return Err(ConfigError::Zero(name));
         }
-        if !(0.0..=1.0).contains(&self.lock.jitter) {
-            return Err(ConfigError::Jitter);
-        }
+        self.lock.backoff.validate("lock.backoff")?;
+        self.payment_backoff.validate("payment_backoff")?;
         let payment = self.worst_case_payment();
         if self.lease <= payment {
             return Err(ConfigError::LeaseTooShort {
@@ -256,31 +247,89 @@ mod tests {
     use crate::runtime::SeededRandom;
 
     #[test]
-    fn backoff_doubles_within_jitter_and_respects_the_floor() {
+    fn backoff_doubles_within_jitter_and_is_capped() {
         let p = LockPolicy::default();
         let rng = SeededRandom::new(7);
         for attempt in 1..=5u32 {
             let nominal = 100.0 * f64::from(1u32 << (attempt - 1));
             for _ in 0..200 {
-                let ms = p.backoff(attempt, &rng).as_secs_f64() * 1000.0;
+                let ms = p.backoff.delay(attempt, &rng).as_secs_f64() * 1000.0;
                 assert!(
                     ms >= nominal * 0.75 - 1e-6 && ms <= nominal * 1.25 + 1e-6,
                     "{ms}"
                 );
             }
         }
-        let tiny = LockPolicy {
-            base_backoff: Duration::from_millis(1),
-            ..p
+        // No floor: a tiny base stays tiny (within its jitter); the max caps the growth.
+        let tiny = Backoff {
+            base: Duration::from_millis(1),
+            ..p.backoff
         };
-        assert_eq!(tiny.backoff(1, &rng), Duration::from_millis(10));
+        let ms = tiny.delay(1, &rng).as_secs_f64() * 1000.0;
+        assert!((0.75 - 1e-6..=1.25 + 1e-6).contains(&ms), "{ms}");
+        for _ in 0..200 {
+            let ms = p.backoff.delay(20, &rng).as_secs_f64() * 1000.0;
+            assert!(
+                (5000.0 * 0.75 - 1e-6..=5000.0 * 1.25 + 1e-6).contains(&ms),
+                "{ms}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_worst_case_payment_counts_each_backoff_at_its_longest() {
+        let fixed = ServiceConfig::default();
+        // 3 attempts: the void and 3 charges of 5 s, plus 200 + 400 ms of backoff.
+        assert_eq!(fixed.worst_case_payment(), Duration::from_millis(20_600));
+        let jittered = ServiceConfig {
+            payment_backoff: Backoff {
+                jitter: 0.5,
+                ..fixed.payment_backoff
+            },
+            ..fixed.clone()
+        };
+        assert_eq!(jittered.worst_case_payment(), Duration::from_millis(20_900));
+    }
+
+    #[test]
+    fn unusable_backoffs_are_refused_by_name() {
+        let mut bad_jitter = ServiceConfig::default();
+        bad_jitter.lock.backoff.jitter = 1.5;
+        assert_eq!(
+            bad_jitter.validate(),
+            Err(ConfigError::Backoff(BackoffError::Jitter("lock.backoff")))
+        );
+        let mut inverted = ServiceConfig::default();
+        inverted.payment_backoff.max = Duration::from_millis(1);
+        assert_eq!(
+            inverted.validate(),
+            Err(ConfigError::Backoff(BackoffError::MaxBelowBase(
+                "payment_backoff"
+            )))
+        );
+        let jittered_queue = QueueTimings {
+            retry_backoff: Backoff {
+                jitter: 0.1,
+                ..queue().retry_backoff
+            },
+            ..queue()
+        };
+        assert_eq!(
+            ServiceConfig::default().validate_with(jittered_queue),
+            Err(ConfigError::Queue(QueueTimingsError::Jittered(
+                "retry_backoff"
+            )))
+        );
     }
 
     fn queue() -> QueueTimings {
         QueueTimings {
             visibility_timeout: Duration::from_secs(30),
             max_attempts: 8,
-            retry_backoff: Duration::from_secs(1),
+            retry_backoff: Backoff::fixed_schedule(
+                Duration::from_secs(1),
+                Duration::from_secs(600),
+            ),
         }
     }
 
@@ -291,13 +340,13 @@ mod tests {
             ..ServiceConfig::default()
         };
         assert_eq!(zero_poll.validate(), Err(ConfigError::Zero("worker_poll")));
-        let zero_backoff = ServiceConfig {
-            payment_backoff: Duration::ZERO,
-            ..ServiceConfig::default()
-        };
+        let mut zero_backoff = ServiceConfig::default();
+        zero_backoff.payment_backoff.base = Duration::ZERO;
         assert_eq!(
             zero_backoff.validate(),
-            Err(ConfigError::Zero("payment_backoff"))
+            Err(ConfigError::Backoff(BackoffError::ZeroBase(
+                "payment_backoff"
+            )))
         );
         let mut zero_attempts = ServiceConfig::default();
         zero_attempts.lock.attempts = 0;

@@ -370,7 +370,7 @@ impl OrderService {
                 ServiceStats::bump(&self.stats.lock_retries);
                 self.ports
                     .clock
-                    .sleep(policy.backoff(attempt, &*self.ports.rng))
+                    .sleep(policy.backoff.delay(attempt, &*self.ports.rng))
                     .await;
             }
         }

@@ -29,7 +29,7 @@ pub use reconcile::ReconcileReport;
 pub use service::{OrderService, Ports};
 pub use stats::{ServiceStats, StatsSnapshot};
 
-pub use crate::runtime::{ManualClock, SeededRandom, exponential_backoff};
+pub use crate::runtime::{Backoff, BackoffError, ManualClock, SeededRandom};
 
 #[cfg(test)]
 mod tests;

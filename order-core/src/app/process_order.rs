@@ -12,7 +12,7 @@ use super::service::OrderService;
 use super::stats::ServiceStats;
 use crate::domain::{FailureReason, Lease, LeaseToken, Order, OrderId, OrderStatus, StatusChange};
 use crate::ports::{Delivery, Job, NackOutcome, OrderEventKind, PaymentOutcome, TransitionOutcome};
-use crate::runtime::{Either, exponential_backoff, race, with_timeout};
+use crate::runtime::{Either, race, with_timeout};
 
 /// Reason stored on orders failed because the provider never gave an answer.
 const PROVIDER_UNAVAILABLE: &str = "Payment provider unavailable.";
@@ -224,7 +224,7 @@ impl OrderService {
             warn!(order = %order.id(), attempt, error, "charge attempt failed");
             if attempt < attempts {
                 ServiceStats::bump(&self.stats.payment_retries);
-                let wait = exponential_backoff(self.config.payment_backoff, attempt);
+                let wait = self.config.payment_backoff.delay(attempt, &*self.ports.rng);
                 self.ports.clock.sleep(wait).await;
             }
         }

@@ -35,6 +35,7 @@ use crate::domain::{
     FailureReason, IdempotencyKey, Money, Order, OrderDraft, OrderId, OrderStatus, Product,
     ProductId, StatusChange, Timestamp, UserId,
 };
+use crate::runtime::{Backoff, BackoffError};
 
 // ---------------------------------------------------------------------------------------
 // OrderRepository
@@ -496,15 +497,17 @@ pub enum NackOutcome {
 
 /// The timings a queue runs on, which the service checks its own settings against
 /// ([`QueueTimings::validate`] is the one rule every queue adapter applies too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QueueTimings {
     /// How long a reserved, un-acknowledged delivery stays invisible before it is
     /// delivered again.
     pub visibility_timeout: Duration,
     /// Deliveries per job (the first included) before the dead letter.
     pub max_attempts: u32,
-    /// Delay before the first retry after a nack; doubles with every further attempt.
-    pub retry_backoff: Duration,
+    /// The delay after a nack of attempt `n` is `retry_backoff.nominal(n)`:
+    /// `min(base · 2^(n-1), max)`. Queue backoffs are deterministic — the delay is
+    /// reported ([`NackOutcome::Retried`]) and checked — so their jitter must be 0.
+    pub retry_backoff: Backoff,
 }
 
 /// Why queue timings are unusable.
@@ -513,22 +516,30 @@ pub enum QueueTimingsError {
     /// A duration or count that must be positive is zero.
     #[error("queue {0} must not be zero")]
     Zero(&'static str),
+    /// The retry backoff is unusable (zero base, max below base, jitter out of range).
+    #[error("queue {0}")]
+    Backoff(#[from] BackoffError),
+    /// The retry backoff has a jitter: a queue reports its retry delay exactly, so its
+    /// schedule must be deterministic.
+    #[error("queue {0}: the backoff jitter must be 0 (a queue reports its retry delay exactly)")]
+    Jittered(&'static str),
 }
 
 impl QueueTimings {
     /// The total delay a job's nacks add before its last attempt:
-    /// `Σ retry_backoff·2^(n-1)` for n in `1..max_attempts`. A job whose every attempt
+    /// `Σ retry_backoff.nominal(n)` for n in `1..max_attempts`. A job whose every attempt
     /// fails at once is dead-lettered after this long.
     pub fn retry_budget(&self) -> Duration {
         (1..self.max_attempts).fold(Duration::ZERO, |acc, n| {
-            acc.saturating_add(crate::runtime::exponential_backoff(self.retry_backoff, n))
+            acc.saturating_add(self.retry_backoff.nominal(n))
         })
     }
 
-    /// Refuses zero visibility timeouts, attempts and backoffs.
+    /// Refuses zero visibility timeouts and attempts, and an unusable or jittered
+    /// backoff.
     ///
     /// # Errors
-    /// [`QueueTimingsError::Zero`] naming the field.
+    /// [`QueueTimingsError`] naming the field.
     pub fn validate(&self) -> Result<(), QueueTimingsError> {
         if self.visibility_timeout.is_zero() {
             return Err(QueueTimingsError::Zero("visibility_timeout"));
@@ -536,8 +547,9 @@ impl QueueTimings {
         if self.max_attempts == 0 {
             return Err(QueueTimingsError::Zero("max_attempts"));
         }
-        if self.retry_backoff.is_zero() {
-            return Err(QueueTimingsError::Zero("retry_backoff"));
+        self.retry_backoff.validate("retry_backoff")?;
+        if self.retry_backoff.jitter != 0.0 {
+            return Err(QueueTimingsError::Jittered("retry_backoff"));
         }
         Ok(())
     }

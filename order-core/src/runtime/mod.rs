@@ -1,6 +1,6 @@
 //! What the service needs from a runtime, without depending on one: the two clocks
 //! ([`SystemClock`], [`ManualClock`]), a seedable random source ([`SeededRandom`]), the
-//! one retry schedule ([`exponential_backoff`]), and — for the core's own use — future
+//! one retry schedule ([`Backoff`]), and — for the core's own use — future
 //! combinators that race a future against a sleep.
 //!
 //! Everything here is pure `std`: no executor, no I/O crate. The clocks and the random
@@ -15,7 +15,7 @@ mod manual_clock;
 mod rng;
 mod system_clock;
 
-pub use backoff::exponential_backoff;
+pub use backoff::{Backoff, BackoffError};
 pub(crate) use future::{Either, race, with_timeout};
 pub use manual_clock::ManualClock;
 pub use rng::SeededRandom;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use order_core::app::{
-    CreateOrderRequest, LockMode, LockPolicy, OrderService, Ports, ProcessOutcome,
+    Backoff, CreateOrderRequest, LockMode, LockPolicy, OrderService, Ports, ProcessOutcome,
     ReconcilerConfig, SeededRandom, ServiceConfig, WorkerOutcome,
 };
 use order_core::domain::{Lease, LeaseToken, Money, OrderId, OrderStatus, StatusChange};
@@ -37,7 +37,7 @@ impl Rig {
         let mut config = RedisConfig::new(redis_url()).with_prefix(prefix);
         config.queue.visibility_timeout = Duration::from_millis(300);
         config.queue.max_attempts = 6;
-        config.queue.retry_backoff = Duration::from_millis(100);
+        config.queue.retry_backoff.base = Duration::from_millis(100);
         config.queue.poll_interval = Duration::from_millis(20);
         config.queue.consumer = format!("{test}-worker");
         let redis = RedisConnection::connect(config).await.unwrap();
@@ -63,7 +63,10 @@ impl Rig {
             lease: Duration::from_secs(2),
             payment_timeout: Duration::from_millis(100),
             payment_attempts: 2,
-            payment_backoff: Duration::from_millis(10),
+            payment_backoff: Backoff::fixed_schedule(
+                Duration::from_millis(10),
+                Duration::from_secs(1),
+            ),
             reconciler: ReconcilerConfig {
                 interval: Duration::from_millis(200),
                 stale_after: Duration::from_secs(1),

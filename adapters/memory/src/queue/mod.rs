@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use order_core::Timestamp;
+use order_core::app::Backoff;
 use order_core::ports::{
     Clock, Delivery, Job, JobQueue, NackOutcome, QueueError, QueueStats, QueueTimings,
     QueueTimingsError,
@@ -23,7 +24,7 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 /// Settings of a [`MemoryQueue`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QueueConfig {
     /// How long a reserved job stays invisible before it is delivered again
     /// (default 30 s).
@@ -32,9 +33,11 @@ pub struct QueueConfig {
     /// (default 8: the retries' backoffs then add up to 127 s, past the service's
     /// default 30 s lease). Zero is refused.
     pub max_attempts: u32,
-    /// Wait before the first retry after a nack; doubles with each attempt
-    /// (default 1 s). Zero is refused.
-    pub retry_backoff: Duration,
+    /// The retry schedule after a nack: its base (default 1 s) doubles with each
+    /// attempt, up to its max (default 10 min). Deterministic — the delay is reported
+    /// ([`NackOutcome::Retried`]) and checked — so a jitter other than 0 is refused, as
+    /// are a zero base and a max below the base.
+    pub retry_backoff: Backoff,
     /// Most jobs waiting and in flight together (default 1 000 000); dead letters do
     /// not count.
     pub capacity: u64,
@@ -48,7 +51,10 @@ impl Default for QueueConfig {
         Self {
             visibility_timeout: Duration::from_secs(30),
             max_attempts: 8,
-            retry_backoff: Duration::from_secs(1),
+            retry_backoff: Backoff::fixed_schedule(
+                Duration::from_secs(1),
+                Duration::from_secs(600),
+            ),
             capacity: 1_000_000,
             dead_letter_capacity: 10_000,
         }
@@ -57,9 +63,9 @@ impl Default for QueueConfig {
 
 impl QueueConfig {
     /// The delay before the retry that follows failed attempt `attempt` (1-based):
-    /// `retry_backoff · 2^(attempt-1)`, saturating (the exponent is capped at 20).
+    /// `retry_backoff.nominal(attempt)`: `min(base · 2^(attempt-1), max)`, saturating.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        order_core::app::exponential_backoff(self.retry_backoff, attempt)
+        self.retry_backoff.nominal(attempt)
     }
 
     /// The timings of the port, as [`JobQueue::timings`] reports them.
@@ -147,8 +153,8 @@ impl MemoryQueue {
     /// An empty queue with `config`, measuring deadlines and backoffs on `clock`.
     ///
     /// # Errors
-    /// [`QueueTimingsError`] for a zero visibility timeout, attempt count or backoff
-    /// (the rule every queue adapter applies).
+    /// [`QueueTimingsError`] for a zero visibility timeout or attempt count, or an
+    /// unusable or jittered backoff (the rule every queue adapter applies).
     pub fn new(clock: Arc<dyn Clock>, config: QueueConfig) -> Result<Self, QueueTimingsError> {
         config.timings().validate()?;
         Ok(Self {

@@ -4,6 +4,7 @@ use order_core::OrderId;
 
 use super::*;
 use crate::ManualClock;
+use order_core::app::BackoffError;
 
 fn job(n: u64) -> Job {
     Job::ProcessOrder(OrderId::new(n).unwrap())
@@ -130,13 +131,6 @@ fn zero_timings_are_refused_at_construction() {
         ),
         (
             QueueConfig {
-                retry_backoff: Duration::ZERO,
-                ..QueueConfig::default()
-            },
-            "retry_backoff",
-        ),
-        (
-            QueueConfig {
                 visibility_timeout: Duration::ZERO,
                 ..QueueConfig::default()
             },
@@ -147,6 +141,36 @@ fn zero_timings_are_refused_at_construction() {
             MemoryQueue::new(clock.clone(), config).err(),
             Some(QueueTimingsError::Zero(field))
         );
+    }
+    let sound = QueueConfig::default().retry_backoff;
+    for (retry_backoff, error) in [
+        (
+            Backoff {
+                base: Duration::ZERO,
+                ..sound
+            },
+            QueueTimingsError::Backoff(BackoffError::ZeroBase("retry_backoff")),
+        ),
+        (
+            Backoff {
+                max: Duration::from_millis(1),
+                ..sound
+            },
+            QueueTimingsError::Backoff(BackoffError::MaxBelowBase("retry_backoff")),
+        ),
+        (
+            Backoff {
+                jitter: 0.25,
+                ..sound
+            },
+            QueueTimingsError::Jittered("retry_backoff"),
+        ),
+    ] {
+        let config = QueueConfig {
+            retry_backoff,
+            ..QueueConfig::default()
+        };
+        assert_eq!(MemoryQueue::new(clock.clone(), config).err(), Some(error));
     }
 }
 
@@ -166,14 +190,14 @@ async fn a_deferred_job_comes_back_with_the_same_attempt_and_wakes_a_waiting_wor
 }
 
 #[test]
-fn backoff_doubles_per_attempt_and_saturates() {
+fn backoff_doubles_per_attempt_is_capped_and_saturates() {
     let c = QueueConfig::default();
     assert_eq!(c.backoff(1), Duration::from_secs(1));
     assert_eq!(c.backoff(2), Duration::from_secs(2));
     assert_eq!(c.backoff(5), Duration::from_secs(16));
-    assert_eq!(c.backoff(1000), Duration::from_secs(1 << 20));
+    assert_eq!(c.backoff(1000), Duration::from_secs(600), "capped at max");
     let huge = QueueConfig {
-        retry_backoff: Duration::MAX,
+        retry_backoff: Backoff::fixed_schedule(Duration::MAX, Duration::MAX),
         ..c
     };
     assert_eq!(huge.backoff(3), Duration::MAX);

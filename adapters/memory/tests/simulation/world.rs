@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use order_core::app::{
-    CancelOrderError, CreateOrderError, CreateOrderRequest, LockMode, LockPolicy, Ports,
+    Backoff, CancelOrderError, CreateOrderError, CreateOrderRequest, LockMode, LockPolicy, Ports,
     ReconcilerConfig, SeededRandom, ServiceConfig,
 };
 use order_core::ports::{Clock, PaymentOutcome};
@@ -37,14 +37,19 @@ pub fn service_config(lock_mode: LockMode) -> ServiceConfig {
             mode: lock_mode,
             ttl: Duration::from_secs(1),
             attempts: 3,
-            base_backoff: Duration::from_millis(20),
-            jitter: 0.25,
-            min_backoff: Duration::from_millis(5),
+            backoff: Backoff {
+                base: Duration::from_millis(20),
+                max: Duration::from_secs(1),
+                jitter: 0.25,
+            },
         },
         lease: Duration::from_secs(2),
         payment_timeout: Duration::from_millis(200),
         payment_attempts: 2,
-        payment_backoff: Duration::from_millis(100),
+        payment_backoff: Backoff::fixed_schedule(
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        ),
         publish_timeout: Duration::from_millis(100),
         worker_poll: Duration::from_millis(100),
         reconciler: ReconcilerConfig {
@@ -60,7 +65,7 @@ pub fn queue_config() -> QueueConfig {
         visibility_timeout: Duration::from_secs(1),
         // Backoffs 100+200+400+800+1600 ms = 3.1 s > the 2 s lease.
         max_attempts: 6,
-        retry_backoff: Duration::from_millis(100),
+        retry_backoff: Backoff::fixed_schedule(Duration::from_millis(100), Duration::from_secs(10)),
         capacity: 1_000_000,
         dead_letter_capacity: 100_000,
     }

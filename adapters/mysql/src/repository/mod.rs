@@ -27,10 +27,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use order_core::domain::{OrderDraft, StatusChange};
 use order_core::ports::{
-    ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, StrandedQuery,
-    TransitionOutcome,
+    ListFilter, OrderPage, OrderRepository, PlaceOutcome, RandomSource, RepositoryError,
+    StrandedQuery, TransitionOutcome,
 };
-use order_core::{IdempotencyKey, Order, OrderId, Product, Timestamp, UserId};
+use order_core::{IdempotencyKey, Order, OrderId, Product, SeededRandom, Timestamp, UserId};
 use sqlx::MySqlPool;
 
 use crate::error::{Context, DbError};
@@ -97,13 +97,24 @@ use sql::PRODUCTS;
 ///
 /// Instants are stored as UTC `DATETIME(3)`, exact to the millisecond; the pool's
 /// connections must run with `time_zone = '+00:00'` (sqlx's default, and what
-/// [`connect`](crate::connect) sets). Cheap to clone: the pool and the retry counter are
-/// shared.
-#[derive(Debug, Clone)]
+/// [`connect`](crate::connect) sets). Cheap to clone: the pool, the random source the
+/// retry jitter is drawn from and the retry counter are shared.
+#[derive(Clone)]
 pub struct MySqlOrderRepository {
     pool: MySqlPool,
     retry: RetryPolicy,
+    random: Arc<dyn RandomSource>,
     retries: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for MySqlOrderRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MySqlOrderRepository")
+            .field("pool", &self.pool)
+            .field("retry", &self.retry)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MySqlOrderRepository {
@@ -116,7 +127,9 @@ impl MySqlOrderRepository {
         Self::with_retry_policy(pool, RetryPolicy::default())
     }
 
-    /// A repository over `pool` retrying deadlocks and lock-wait timeouts under `retry`.
+    /// A repository over `pool` retrying deadlocks and lock-wait timeouts under `retry`,
+    /// its jitter drawn from [`SeededRandom::from_entropy`] (see
+    /// [`with_random_source`](Self::with_random_source)).
     pub fn with_retry_policy(pool: MySqlPool, retry: RetryPolicy) -> Self {
         Self {
             pool,
@@ -124,8 +137,17 @@ impl MySqlOrderRepository {
                 max_attempts: retry.max_attempts.max(1),
                 ..retry
             },
+            random: Arc::new(SeededRandom::from_entropy()),
             retries: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The same repository drawing its retry jitter from `random` (e.g. the service's
+    /// own source, or a seeded one for reproducible runs).
+    #[must_use]
+    pub fn with_random_source(mut self, random: Arc<dyn RandomSource>) -> Self {
+        self.random = random;
+        self
     }
 
     /// The pool the repository runs on.
@@ -160,7 +182,7 @@ impl MySqlOrderRepository {
                 Ok(value) => return Ok(value),
                 Err(e) if e.is_retryable() && n < self.retry.max_attempts => {
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    let pause = self.retry.delay(n);
+                    let pause = self.retry.delay(n, &*self.random);
                     tracing::debug!(op, attempt = n, ?pause, error = %order_core::app::ErrorChain(&e), "retrying after a lock conflict");
                     tokio::time::sleep(pause).await;
                     n += 1;

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_core::OrderStatus;
 use order_core::domain::{Lease, LeaseToken, StatusChange, UserId};
 use order_core::ports::{OrderRepository, PlaceOutcome, RepositoryError, TransitionOutcome};
+use order_core::{OrderStatus, SeededRandom};
 use order_mysql::{MySqlOrderRepository, RetryPolicy};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{Connection, Executor, MySqlPool};
@@ -216,7 +216,9 @@ async fn lock_wait_timeouts_are_retried_then_reported_unavailable(
         max_attempts: 2,
         ..RetryPolicy::default()
     };
-    let repo = MySqlOrderRepository::with_retry_policy(pool.clone(), policy);
+    // A seeded source: the retry pauses are the same on every run.
+    let repo = MySqlOrderRepository::with_retry_policy(pool.clone(), policy)
+        .with_random_source(Arc::new(SeededRandom::new(5)));
     let user = repo
         .add_user("u", "u@example.test", "h")
         .await

@@ -16,7 +16,7 @@
 //! Receipts name one delivery, `<entry id>/<attempt>`: `XCLAIM` keeps the entry id, so
 //! the id alone would let a worker that stalled past its visibility timeout ack the
 //! redelivery someone else now holds. `ack` (`XACK` + `XDEL`), `nack` (a new entry after
-//! `retry_backoff · 2^(attempt-1)`, or the dead letter) and `defer` (a new entry after
+//! `retry_backoff.nominal(attempt)`, or the dead letter) and `defer` (a new entry after
 //! the delay, written so that its next delivery carries the same attempt) act only
 //! while the entry is still pending with exactly that delivery; otherwise they change
 //! nothing. Every multi-step change is one Lua script, so a crash never leaves a job in
@@ -137,7 +137,8 @@ impl RedisQueue {
     ///
     /// # Errors
     /// [`ConnectError::InvalidConfig`] for unusable settings: timings refused by
-    /// [`QueueTimings::validate`] (zero visibility timeout, attempts or backoff), a zero
+    /// [`QueueTimings::validate`] (zero visibility timeout or attempts, an unusable or
+    /// jittered backoff), a zero
     /// bound, poll interval or number of blocking connections, empty names, or an
     /// `idle_consumer_timeout` shorter than twice the poll interval.
     pub async fn new(connection: &RedisConnection) -> Result<Self, ConnectError> {
@@ -300,7 +301,7 @@ impl JobQueue for RedisQueue {
         Ok(())
     }
 
-    /// Retries after `retry_backoff · 2^(attempt-1)`, or dead-letters once the
+    /// Retries after `retry_backoff.nominal(attempt)`, or dead-letters once the
     /// receipt's attempt reaches `max_attempts`. A delivery the queue no longer holds
     /// under this receipt (redelivered since, acked, dead-lettered, lost with Redis data)
     /// is left alone and reported as [`NackOutcome::Stale`]: the job is, or was, someone

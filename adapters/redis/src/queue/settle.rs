@@ -119,8 +119,8 @@ impl Inner {
         Ok(())
     }
 
-    /// `retry_backoff · 2^(attempt-1)`, saturating.
+    /// `retry_backoff.nominal(attempt)`: `min(base · 2^(attempt-1), max)`, saturating.
     fn backoff(&self, attempt: u32) -> Duration {
-        order_core::app::exponential_backoff(self.settings.retry_backoff, attempt)
+        self.settings.retry_backoff.nominal(attempt)
     }
 }

@@ -49,13 +49,17 @@ mod tests {
     #[test]
     fn settings_are_validated_with_the_port_rule_and_ours() {
         assert!(validate(&QueueConfig::default()).is_ok());
-        let zero_backoff = QueueConfig {
-            retry_backoff: Duration::ZERO,
-            ..QueueConfig::default()
-        };
+        let mut zero_backoff = QueueConfig::default();
+        zero_backoff.retry_backoff.base = Duration::ZERO;
         assert!(matches!(
             validate(&zero_backoff),
             Err(ConnectError::InvalidConfig(m)) if m.contains("retry_backoff")
+        ));
+        let mut jittered = QueueConfig::default();
+        jittered.retry_backoff.jitter = 0.1;
+        assert!(matches!(
+            validate(&jittered),
+            Err(ConnectError::InvalidConfig(m)) if m.contains("retry_backoff") && m.contains("jitter")
         ));
         let zero_visibility = QueueConfig {
             visibility_timeout: Duration::ZERO,

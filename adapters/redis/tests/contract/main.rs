@@ -128,7 +128,7 @@ fn test_config(url: String, test: &str) -> RedisConfig {
     config.queue.consumer = format!("{test}-consumer");
     config.queue.visibility_timeout = Duration::from_millis(300);
     config.queue.max_attempts = 3;
-    config.queue.retry_backoff = Duration::from_millis(200);
+    config.queue.retry_backoff.base = Duration::from_millis(200);
     config.queue.max_len = 16;
     config.queue.poll_interval = Duration::from_millis(50);
     config.queue.blocking_connections = 1;
@@ -283,7 +283,7 @@ async fn queue_timings_refused_by_the_port_rule_are_invalid_config() {
         match broken {
             "visibility_timeout" => config.queue.visibility_timeout = Duration::ZERO,
             "max_attempts" => config.queue.max_attempts = 0,
-            _ => config.queue.retry_backoff = Duration::ZERO,
+            _ => config.queue.retry_backoff.base = Duration::ZERO,
         }
         let connection = connect(config).await;
         let built = RedisQueue::new(&connection).await;

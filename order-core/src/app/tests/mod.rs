@@ -45,7 +45,10 @@ impl Mocks {
         queue.expect_timings().return_const(QueueTimings {
             visibility_timeout: Duration::from_secs(30),
             max_attempts: 8,
-            retry_backoff: Duration::from_secs(1),
+            retry_backoff: Backoff::fixed_schedule(
+                Duration::from_secs(1),
+                Duration::from_secs(600),
+            ),
         });
         let ports = Ports {
             repository: Arc::new(self.repo),

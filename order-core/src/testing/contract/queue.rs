@@ -12,16 +12,19 @@ use async_trait::async_trait;
 
 use crate::domain::OrderId;
 use crate::ports::{Delivery, Job, JobQueue, NackOutcome, QueueError, QueueStats, QueueTimings};
+use crate::runtime::Backoff;
 
 /// The queue settings the fixture built its adapter with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QueueContractConfig {
     /// Visibility timeout (keep it short against a real server, e.g. 300 ms).
     pub visibility_timeout: Duration,
     /// Deliveries before the dead letter; the checks need at least 3.
     pub max_attempts: u32,
-    /// First retry delay; doubles with each attempt (e.g. 100 ms on a real server).
-    pub retry_backoff: Duration,
+    /// The queue's retry schedule: its base is the first retry delay, doubling with each
+    /// attempt up to its max (e.g. 100 ms on a real server); its jitter is 0, as every
+    /// queue's is. The checks expect `retry_backoff.nominal(n)` after a nack of attempt n.
+    pub retry_backoff: Backoff,
     /// Most jobs the queue holds; the checks need 8..=256.
     pub capacity: u64,
 }
@@ -122,9 +125,10 @@ fn job(n: u64) -> Job {
     }
 }
 
-/// `retry_backoff · 2^(attempt-1)`: the delay the port promises after a nack.
+/// `min(retry_backoff.base · 2^(attempt-1), retry_backoff.max)`: the delay the port
+/// promises after a nack.
 fn backoff(config: &QueueContractConfig, attempt: u32) -> Duration {
-    crate::app::exponential_backoff(config.retry_backoff, attempt)
+    config.retry_backoff.nominal(attempt)
 }
 
 async fn enqueue<F: QueueFixture + ?Sized>(f: &F, j: Job) {
@@ -203,6 +207,11 @@ fn check_config(config: &QueueContractConfig) {
         "fixture bug: the queue checks need a capacity in 8..=256, got {}",
         config.capacity
     );
+    assert!(
+        config.retry_backoff.jitter == 0.0,
+        "fixture bug: a queue's retry backoff has no jitter, got {}",
+        config.retry_backoff.jitter
+    );
 }
 
 /// Jobs enqueued by one producer reach a single consumer in enqueue order, each on
@@ -274,7 +283,7 @@ pub async fn unacked_job_is_redelivered_after_the_visibility_timeout<F: QueueFix
     assert_eq!(stats(f).await, counts(0, 0, 0), "the queue must be empty");
 }
 
-/// A nack retries after `retry_backoff · 2^(attempt-1)` (reported exactly), not before,
+/// A nack retries after `retry_backoff.nominal(attempt)` (reported exactly), not before,
 /// with attempt + 1; the next nack doubles the delay.
 pub async fn nack_retries_after_the_backoff<F: QueueFixture + ?Sized>(f: &F) {
     let config = f.config();
@@ -546,7 +555,7 @@ pub async fn defer_redelivers_after_the_delay_without_using_an_attempt<F: QueueF
     check_config(&config);
     enqueue(f, job(22)).await;
     let first = expect_delivery(f, "a job was enqueued").await;
-    let delay = config.retry_backoff * 2;
+    let delay = config.retry_backoff.base * 2;
     for round in 0..config.max_attempts + 1 {
         let d = if round == 0 {
             first.clone()
