@@ -93,12 +93,7 @@ async fn build_validates_the_service_with_the_queue_once() {
         max_attempts: 3,
         ..QueueConfig::default()
     };
-    let err = Engine::builder()
-        .memory_with(short)
-        .simulated_payments(SimConfig::default())
-        .build()
-        .await
-        .unwrap_err();
+    let err = refused_memory_queue(short).await;
     assert!(
         matches!(
             err,
@@ -108,12 +103,7 @@ async fn build_validates_the_service_with_the_queue_once() {
     );
     let mut zero = QueueConfig::default();
     zero.retry_backoff.base = Duration::ZERO;
-    let err = Engine::builder()
-        .memory_with(zero)
-        .simulated_payments(SimConfig::default())
-        .build()
-        .await
-        .unwrap_err();
+    let err = refused_memory_queue(zero).await;
     assert!(
         matches!(
             err,
@@ -123,4 +113,14 @@ async fn build_validates_the_service_with_the_queue_once() {
         ),
         "{err:?}"
     );
+}
+
+/// What `build` says of an embedded engine whose memory queue is configured by `queue`.
+async fn refused_memory_queue(queue: QueueConfig) -> BuildError {
+    Engine::builder()
+        .memory_with(queue)
+        .simulated_payments(SimConfig::default())
+        .build()
+        .await
+        .expect_err("the queue settings are refused")
 }

@@ -174,7 +174,7 @@ fn zero_timings_are_refused_at_construction() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_deferred_job_comes_back_with_the_same_attempt_and_wakes_a_waiting_worker() {
     let (clock, q) = setup(QueueConfig::default());
     q.enqueue(job(1)).await.unwrap();
@@ -187,6 +187,32 @@ async fn a_deferred_job_comes_back_with_the_same_attempt_and_wakes_a_waiting_wor
     let again = reserve_now(&q).await.unwrap();
     assert_eq!((again.job, again.attempt), (job(1), 1));
     assert_ne!(again.receipt, d.receipt, "a new delivery, a new receipt");
+
+    // A defer with no delay wakes a worker already waiting in `reserve` (real time,
+    // paused here) instead of leaving it to sleep out its whole wait.
+    let q = Arc::new(q);
+    let waiter = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let got = q.reserve(Duration::from_secs(60)).await.unwrap();
+            (got, started.elapsed())
+        })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(
+        q.defer(&again, Duration::ZERO).await.unwrap(),
+        NackOutcome::Retried(Duration::ZERO)
+    );
+    let (got, waited) = waiter.await.unwrap();
+    let got = got.expect("the waiting worker receives the deferred job");
+    assert_eq!((got.job, got.attempt), (job(1), 1));
+    // Paused time: a woken worker sees no time pass; one left to its timer sees 30 s
+    // (its wait is capped at the in-flight delivery's visibility deadline).
+    assert!(
+        waited < Duration::from_secs(1),
+        "woken, not timed out: {waited:?}"
+    );
 }
 
 #[test]

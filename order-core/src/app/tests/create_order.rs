@@ -5,6 +5,35 @@ use super::*;
 
 const KEYS: [&str; 3] = ["idem:1:key-1", "product:2", "product:5"];
 
+/// The two doors into one use case: a raw request as a client sends it
+/// (`create_order`), and the typed draft a program builds from typed ids
+/// (`place_order`). They must behave identically, so the tests below run both.
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    Raw,
+    Typed,
+}
+
+const ENTRIES: [Entry; 2] = [Entry::Raw, Entry::Typed];
+
+/// Submits one unit of each of `products` (duplicates allowed) through `entry`.
+async fn submit(
+    svc: &OrderService,
+    entry: Entry,
+    products: &[i64],
+) -> Result<CreatedOrder, CreateOrderError> {
+    match entry {
+        Entry::Raw => svc.create_order(request(products)).await,
+        Entry::Typed => {
+            let items = products
+                .iter()
+                .map(|p| (ProductId::from_i64(*p).unwrap(), Quantity::new(1).unwrap()));
+            let draft = OrderDraft::new(user(), items, IdempotencyKey::new("key-1").unwrap());
+            svc.place_order(draft.unwrap()).await
+        }
+    }
+}
+
 /// A create for products 2 and 5 whose `place` answers `outcome`: every lock is taken
 /// ascending and released in reverse, and nothing is enqueued.
 async fn create_when_place_answers(
@@ -25,29 +54,33 @@ async fn create_when_place_answers(
 
 #[tokio::test]
 async fn a_successful_create_locks_ascending_places_releases_every_lock_then_enqueues() {
-    let mut m = Mocks::new();
-    let mut seq = Sequence::new();
-    expect_locked_create(&mut m, &mut seq, &KEYS);
-    m.repo
-        .expect_place()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|drafts, _| {
-            assert_eq!(drafts.len(), 1);
-            Ok(vec![PlaceOutcome::Placed(pending_order(&[2, 5]))])
-        });
-    expect_releases(&mut m, &mut seq, &KEYS);
-    m.queue
-        .expect_enqueue()
-        .with(eq(Job::ProcessOrder(OrderId::new(42).unwrap())))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
-    let svc = m.service();
-    // Products sent out of order and duplicated: locks are still taken once, ascending.
-    let created = svc.create_order(request(&[5, 2, 5])).await.unwrap();
-    assert!(!created.replayed);
-    assert_eq!(svc.stats().created, 1);
+    for entry in ENTRIES {
+        let mut m = Mocks::new();
+        let mut seq = Sequence::new();
+        expect_locked_create(&mut m, &mut seq, &KEYS);
+        m.repo
+            .expect_place()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|drafts, _| {
+                assert_eq!(drafts.len(), 1);
+                // The merged draft reaches the store as built: nothing re-parsed.
+                assert_eq!(drafts[0], draft(&[(2, 1), (5, 2)]));
+                Ok(vec![PlaceOutcome::Placed(pending_order(&[2, 5]))])
+            });
+        expect_releases(&mut m, &mut seq, &KEYS);
+        m.queue
+            .expect_enqueue()
+            .with(eq(Job::ProcessOrder(OrderId::new(42).unwrap())))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(()));
+        let svc = m.service();
+        // Products sent out of order and duplicated: locks are still taken once, ascending.
+        let created = submit(&svc, entry, &[5, 2, 5]).await.unwrap();
+        assert!(!created.replayed, "{entry:?}");
+        assert_eq!(svc.stats().created, 1, "{entry:?}");
+    }
 }
 
 #[tokio::test]
@@ -89,36 +122,38 @@ async fn a_key_committed_while_we_waited_is_replayed_by_place_and_not_enqueued_a
 
 #[tokio::test]
 async fn a_lock_still_busy_after_the_last_attempt_is_a_lock_conflict_and_releases_the_rest() {
-    let mut m = Mocks::new();
-    m.repo
-        .expect_find_by_key()
-        .times(1)
-        .returning(|_, _| Ok(None));
-    m.lock
-        .expect_try_acquire()
-        .with(eq("idem:1:key-1"), always(), always())
-        .times(1)
-        .returning(|_, _, _| Ok(true));
-    m.lock
-        .expect_try_acquire()
-        .with(eq("product:2"), always(), always())
-        .times(6)
-        .returning(|_, _, _| Ok(false));
-    m.lock
-        .expect_release()
-        .with(eq("idem:1:key-1"), always())
-        .times(1)
-        .returning(|_, _| Ok(true));
-    m.repo.expect_place().times(0);
-    m.queue.expect_enqueue().times(0);
-    let svc = m.service();
-    let err = svc.create_order(request(&[2, 5])).await.unwrap_err();
-    assert!(
-        matches!(err, CreateOrderError::LockConflict { product } if product.get() == 2),
-        "{err:?}"
-    );
-    assert_eq!(svc.stats().lock_retries, 5);
-    assert_eq!(svc.stats().lock_conflicts, 1);
+    for entry in ENTRIES {
+        let mut m = Mocks::new();
+        m.repo
+            .expect_find_by_key()
+            .times(1)
+            .returning(|_, _| Ok(None));
+        m.lock
+            .expect_try_acquire()
+            .with(eq("idem:1:key-1"), always(), always())
+            .times(1)
+            .returning(|_, _, _| Ok(true));
+        m.lock
+            .expect_try_acquire()
+            .with(eq("product:2"), always(), always())
+            .times(6)
+            .returning(|_, _, _| Ok(false));
+        m.lock
+            .expect_release()
+            .with(eq("idem:1:key-1"), always())
+            .times(1)
+            .returning(|_, _| Ok(true));
+        m.repo.expect_place().times(0);
+        m.queue.expect_enqueue().times(0);
+        let svc = m.service();
+        let err = submit(&svc, entry, &[2, 5]).await.unwrap_err();
+        assert!(
+            matches!(err, CreateOrderError::LockConflict { product } if product.get() == 2),
+            "{entry:?}: {err:?}"
+        );
+        assert_eq!(svc.stats().lock_retries, 5);
+        assert_eq!(svc.stats().lock_conflicts, 1);
+    }
 }
 
 #[tokio::test]
@@ -165,16 +200,20 @@ async fn a_lock_service_outage_fails_open_to_the_database_guard() {
 
 #[tokio::test]
 async fn a_replay_takes_no_lock_and_writes_nothing() {
-    let mut m = Mocks::new();
-    m.repo
-        .expect_find_by_key()
-        .times(1)
-        .returning(|_, _| Ok(Some(pending_order(&[2]))));
-    m.lock.expect_try_acquire().times(0);
-    m.repo.expect_place().times(0);
-    m.queue.expect_enqueue().times(0);
-    let created = m.service().create_order(request(&[2])).await.unwrap();
-    assert!(created.replayed);
+    for entry in ENTRIES {
+        let mut m = Mocks::new();
+        m.repo
+            .expect_find_by_key()
+            .times(1)
+            .returning(|_, _| Ok(Some(pending_order(&[2]))));
+        m.lock.expect_try_acquire().times(0);
+        m.repo.expect_place().times(0);
+        m.queue.expect_enqueue().times(0);
+        let svc = m.service();
+        let created = submit(&svc, entry, &[2]).await.unwrap();
+        assert!(created.replayed, "{entry:?}");
+        assert_eq!(svc.stats().replayed, 1, "{entry:?}");
+    }
 }
 
 #[tokio::test]
@@ -255,7 +294,7 @@ async fn a_total_too_large_for_money_is_a_validation_error_on_items() {
 }
 
 // ---------------------------------------------------------------------------------------
-// the typed path: place_order(OrderDraft)
+// the raw request's parse: the draft a program would build
 // ---------------------------------------------------------------------------------------
 
 fn draft(items: &[(u64, i64)]) -> OrderDraft {
@@ -263,86 +302,6 @@ fn draft(items: &[(u64, i64)]) -> OrderDraft {
         .iter()
         .map(|(p, q)| (ProductId::new(*p).unwrap(), Quantity::new(*q).unwrap()));
     OrderDraft::new(user(), items, IdempotencyKey::new("key-1").unwrap()).unwrap()
-}
-
-#[tokio::test]
-async fn a_typed_draft_locks_ascending_places_itself_releases_every_lock_then_enqueues() {
-    let mut m = Mocks::new();
-    let mut seq = Sequence::new();
-    expect_locked_create(&mut m, &mut seq, &KEYS);
-    let expected = draft(&[(2, 1), (5, 1)]);
-    let sent = expected.clone();
-    m.repo
-        .expect_place()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(move |drafts, _| {
-            // The very draft the program built reaches the store: nothing re-parsed.
-            assert_eq!(drafts, std::slice::from_ref(&expected));
-            Ok(vec![PlaceOutcome::Placed(pending_order(&[2, 5]))])
-        });
-    expect_releases(&mut m, &mut seq, &KEYS);
-    m.queue
-        .expect_enqueue()
-        .with(eq(Job::ProcessOrder(OrderId::new(42).unwrap())))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
-    let svc = m.service();
-    let created = svc.place_order(sent).await.unwrap();
-    assert!(!created.replayed);
-    assert_eq!(svc.stats().created, 1);
-}
-
-#[tokio::test]
-async fn a_typed_draft_whose_key_committed_earlier_is_replayed_without_locking() {
-    let mut m = Mocks::new();
-    m.repo
-        .expect_find_by_key()
-        .times(1)
-        .returning(|_, _| Ok(Some(pending_order(&[2]))));
-    m.lock.expect_try_acquire().times(0);
-    m.repo.expect_place().times(0);
-    m.queue.expect_enqueue().times(0);
-    let svc = m.service();
-    let created = svc.place_order(draft(&[(2, 1)])).await.unwrap();
-    assert!(created.replayed);
-    assert_eq!(svc.stats().replayed, 1);
-}
-
-#[tokio::test]
-async fn a_typed_draft_behind_a_busy_product_is_a_lock_conflict_and_releases_the_key() {
-    let mut m = Mocks::new();
-    m.repo
-        .expect_find_by_key()
-        .times(1)
-        .returning(|_, _| Ok(None));
-    m.lock
-        .expect_try_acquire()
-        .with(eq("idem:1:key-1"), always(), always())
-        .times(1)
-        .returning(|_, _, _| Ok(true));
-    m.lock
-        .expect_try_acquire()
-        .with(eq("product:2"), always(), always())
-        .times(6)
-        .returning(|_, _, _| Ok(false));
-    m.lock
-        .expect_release()
-        .with(eq("idem:1:key-1"), always())
-        .times(1)
-        .returning(|_, _| Ok(true));
-    m.repo.expect_place().times(0);
-    m.queue.expect_enqueue().times(0);
-    let err = m
-        .service()
-        .place_order(draft(&[(2, 1), (5, 1)]))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, CreateOrderError::LockConflict { product } if product.get() == 2),
-        "{err:?}"
-    );
 }
 
 #[test]

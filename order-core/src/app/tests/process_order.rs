@@ -170,11 +170,7 @@ async fn an_unreachable_provider_releases_the_lease_and_the_job_is_retried() {
         .times(1)
         .returning(|_, _| Ok(NackOutcome::Retried(Duration::from_secs(1))));
     let svc = m.service();
-    let delivery = Delivery {
-        job: Job::ProcessOrder(order.id()),
-        receipt: "r1".into(),
-        attempt: 1,
-    };
+    let delivery = first_delivery(&order);
     let out = svc.handle_delivery(&delivery).await;
     assert!(matches!(out, WorkerOutcome::Released(_)), "{out:?}");
     assert_eq!(svc.stats().payments_unresolved, 1);
@@ -218,11 +214,7 @@ async fn a_live_lease_defers_the_job_without_using_an_attempt() {
         .expect_defer()
         .times(1)
         .returning(|_, d| Ok(NackOutcome::Retried(d)));
-    let delivery = Delivery {
-        job: Job::ProcessOrder(order.id()),
-        receipt: "r1".into(),
-        attempt: 1,
-    };
+    let delivery = first_delivery(&order);
     let out = m.service().handle_delivery(&delivery).await;
     assert!(matches!(out, WorkerOutcome::Deferred(_)), "{out:?}");
 }
@@ -256,13 +248,18 @@ async fn a_database_error_on_completion_releases_the_lease_before_the_nack() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(NackOutcome::Retried(Duration::from_secs(1))));
-    let delivery = Delivery {
-        job: Job::ProcessOrder(order.id()),
-        receipt: "r1".into(),
-        attempt: 1,
-    };
+    let delivery = first_delivery(&order);
     let svc = m.service();
     let out = svc.handle_delivery(&delivery).await;
     assert!(matches!(out, WorkerOutcome::Released(_)), "{out:?}");
     assert_eq!(svc.stats().leases_released, 1);
+}
+
+/// The first delivery of `order`'s job.
+fn first_delivery(order: &Order) -> Delivery {
+    Delivery {
+        job: Job::ProcessOrder(order.id()),
+        receipt: "r1".into(),
+        attempt: 1,
+    }
 }
