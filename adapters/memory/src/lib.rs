@@ -19,6 +19,7 @@
 //! This crate depends on `order-core` and Tokio's `sync`/`time` only; nothing here does
 //! I/O. All state lives behind short std mutexes that are never held across an `.await`.
 
+mod accounts;
 mod clock;
 mod events;
 mod lock;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use order_core::app::Ports;
 use order_core::ports::{Clock, PaymentGateway, QueueTimingsError, RandomSource};
 
+pub use accounts::MemoryAccounts;
 pub use clock::{ManualClock, SystemClock};
 pub use events::MemoryEventBus;
 pub use lock::MemoryLock;

@@ -6,7 +6,7 @@ use super::errors::{
 };
 use super::service::OrderService;
 use super::stats::ServiceStats;
-use crate::domain::{Order, OrderId, OrderStatus, Product, StatusChange, UserId};
+use crate::domain::{Order, OrderId, OrderStatus, Product, ProductId, StatusChange, UserId};
 use crate::ports::{ListFilter, OrderEventKind, OrderPage, TransitionOutcome};
 
 /// Filter and page for [`OrderService::list_orders`], as the caller sent them.
@@ -115,5 +115,13 @@ impl OrderService {
     /// [`ListProductsError::Unavailable`] / `Unexpected` when the store failed.
     pub async fn list_products(&self) -> Result<Vec<Product>, ListProductsError> {
         Ok(self.ports.repository.products().await?)
+    }
+
+    /// The product with this id, with its price and stock; `None` when there is none.
+    ///
+    /// # Errors
+    /// [`ListProductsError::Unavailable`] / `Unexpected` when the store failed.
+    pub async fn get_product(&self, id: ProductId) -> Result<Option<Product>, ListProductsError> {
+        Ok(self.ports.repository.product(id).await?)
     }
 }

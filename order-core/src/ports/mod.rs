@@ -52,6 +52,7 @@ macro_rules! cause_constructors {
     };
 }
 
+mod accounts;
 mod events;
 mod lock;
 mod payments;
@@ -59,6 +60,7 @@ mod queue;
 mod repository;
 mod time;
 
+pub use accounts::*;
 pub use events::*;
 pub use lock::*;
 pub use payments::*;
@@ -66,6 +68,7 @@ pub use queue::*;
 pub use repository::*;
 pub use time::*;
 
+cause_constructors!(AccountError::Unavailable, unavailable, unavailable_msg);
 cause_constructors!(RepositoryError::Unavailable, unavailable, unavailable_msg);
 cause_constructors!(LockError::Unavailable, unavailable, unavailable_msg);
 cause_constructors!(PaymentError::Transient, transient, transient_msg);

@@ -174,6 +174,15 @@ pub trait OrderRepository: Send + Sync {
     /// [`RepositoryError`] when the store failed.
     async fn products(&self) -> Result<Vec<Product>, RepositoryError>;
 
+    /// The product with this id, if any. The default reads [`products`](Self::products)
+    /// and picks one; an adapter with an index overrides it with a single-row read.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the store failed.
+    async fn product(&self, id: ProductId) -> Result<Option<Product>, RepositoryError> {
+        Ok(self.products().await?.into_iter().find(|p| p.id == id))
+    }
+
     /// Claims up to `query.limit` stranded orders for the reconciler and returns their
     /// ids, oldest hand-out first. An order is stranded at `now` when its last hand-out
     /// — its placement, or its last claim by this method — is at or before `now -
