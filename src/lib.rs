@@ -9,6 +9,7 @@
 //! | `payment-sim` | yes | the simulated payment provider ([`payment_sim`]) |
 //! | `mysql` | no | orders, stock and the payment ledger on MySQL/MariaDB ([`mysql`]) |
 //! | `redis` | no | lock, queue and events on Redis ([`redis`]) |
+//! | `http` | yes | the REST API: an axum `Router` over the service ([`http`]) |
 //!
 //! An embedder with adapters of their own needs none of them (`default-features =
 //! false`), or only `order-core`.
@@ -45,6 +46,8 @@ mod engine;
 mod workers;
 
 pub use order_core as core;
+#[cfg(feature = "http")]
+pub use order_http as http;
 #[cfg(feature = "memory")]
 pub use order_memory as memory;
 #[cfg(feature = "mysql")]
