@@ -51,6 +51,10 @@ pub(crate) struct BackendArgs {
     /// Seconds to finish in-flight requests and jobs after SIGTERM/Ctrl-C.
     #[arg(long, env = "ORDERS_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
+    /// A worker does not start an order younger than this many milliseconds, so a
+    /// cancel inside the window always wins (0: no window).
+    #[arg(long, env = "ORDERS_GRACE_PERIOD_MS", default_value_t = 0)]
+    pub grace_period_ms: u64,
     /// Payment simulation: probability of approval (the reference: 0.8).
     #[arg(long, env = "ORDERS_PAYMENT_APPROVAL_RATE", default_value_t = 0.8)]
     pub payment_approval_rate: f64,
@@ -63,6 +67,14 @@ impl BackendArgs {
             rate_limit_per_minute: self.rate_limit_per_minute,
             token_ttl: Duration::from_secs(self.token_ttl_secs),
             ..ApiSettings::default()
+        }
+    }
+
+    /// The service configuration these flags give.
+    pub(crate) fn service_config(&self) -> ServiceConfig {
+        ServiceConfig {
+            grace_period: Duration::from_millis(self.grace_period_ms),
+            ..ServiceConfig::default()
         }
     }
 
@@ -135,7 +147,7 @@ async fn memory(args: &BackendArgs) -> Result<Backend, AnyError> {
     let engine = Engine::builder()
         .memory()
         .simulated_payments(args.simulation()?)
-        .config(ServiceConfig::default())
+        .config(args.service_config())
         .build()
         .await?;
     let memory = engine.memory().ok_or("built with .memory()")?;
@@ -209,7 +221,7 @@ async fn real(
         .mysql(pool.clone())
         .redis(&redis)
         .simulated_payments(args.simulation()?)
-        .config(ServiceConfig::default())
+        .config(args.service_config())
         .build()
         .await?;
     let repository = engine.mysql().ok_or("built with .mysql()")?.clone();

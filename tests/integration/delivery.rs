@@ -150,6 +150,10 @@ struct World {
 
 impl World {
     fn new(queue: QueueConfig) -> Self {
+        Self::with_config(queue, ServiceConfig::default())
+    }
+
+    fn with_config(queue: QueueConfig, config: ServiceConfig) -> Self {
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_764_000_000_000)));
         let adapters = MemoryAdapters::new(clock.clone(), queue).unwrap();
         let gateway = Arc::new(Outage {
@@ -168,7 +172,7 @@ impl World {
         let mut ports = adapters.ports(gateway.clone(), Arc::new(SeededRandom::new(7)));
         ports.repository = repo.clone();
         ports.queue = lossy.clone();
-        let service = OrderService::new(ports, ServiceConfig::default()).unwrap();
+        let service = OrderService::new(ports, config).unwrap();
         let user = adapters.repository.add_user();
         let product = adapters
             .repository
@@ -363,6 +367,63 @@ async fn a_lost_start_race_defers_the_job_until_the_winners_lease_expires() {
         OrderStatus::Paid
     );
     assert_eq!(w.order(id).status(), OrderStatus::Paid);
+}
+
+#[tokio::test]
+async fn inside_the_grace_period_the_job_waits_without_an_attempt_and_a_cancel_wins() {
+    let grace = Duration::from_secs(5);
+    let config = ServiceConfig {
+        grace_period: grace,
+        ..ServiceConfig::default()
+    };
+    let w = World::with_config(QueueConfig::default(), config);
+    let cancelled = w.place("change-of-mind").await;
+    let kept = w.place("kept").await;
+    for expected in [cancelled, kept] {
+        let delivery = w.next().await;
+        assert_eq!(delivery.job, Job::ProcessOrder(expected));
+        let out = w.service.handle_delivery(&delivery).await;
+        let WorkerOutcome::Deferred(delay) = out else {
+            panic!("a job inside the grace period must be deferred, got {out:?}");
+        };
+        assert!(
+            delay >= grace && delay < grace + Duration::from_secs(1),
+            "{delay:?}"
+        );
+        assert_eq!(
+            w.order(expected).status(),
+            OrderStatus::Pending,
+            "nothing written"
+        );
+    }
+    assert_eq!(
+        w.gateway.inner.calls(cancelled) + w.gateway.inner.calls(kept),
+        0,
+        "no charge inside the window"
+    );
+    w.nothing_due().await;
+    // The customer changes their mind inside the window: the cancel always wins.
+    w.clock.advance(Duration::from_secs(2));
+    let order = w.service.cancel_order(w.user, cancelled).await.unwrap();
+    assert_eq!(order.status(), OrderStatus::Cancelled);
+    w.nothing_due().await;
+    // The window ends: the deferred jobs come back with their first attempt unused.
+    w.clock.advance(grace);
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let retry = w.next().await;
+        assert_eq!(retry.attempt, 1, "a deferral uses no attempt");
+        let out = w.service.handle_delivery(&retry).await;
+        statuses.push(match out {
+            WorkerOutcome::Acked(ProcessOutcome::AlreadyTerminal(s)) => s,
+            other => completed(&other),
+        });
+    }
+    statuses.sort_by_key(|s| s.to_string());
+    assert_eq!(statuses, vec![OrderStatus::Cancelled, OrderStatus::Paid]);
+    assert_eq!(w.order(kept).status(), OrderStatus::Paid);
+    assert_eq!(w.stats().await, (0, 0, 0), "both jobs finished");
+    w.assert_stock_conserved();
 }
 
 #[tokio::test]

@@ -143,6 +143,11 @@ pub struct ServiceConfig {
     pub worker_poll: Duration,
     /// The reconciler's schedule.
     pub reconciler: ReconcilerConfig,
+    /// A worker does not start an order younger than this (DESIGN §6, default zero: no
+    /// wait): its job is deferred, using no attempt, until the order is this old, so a
+    /// cancel inside the window always wins. Shops use it as a change-of-mind window;
+    /// tests and demos use it to make a cancel deterministic.
+    pub grace_period: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -159,6 +164,7 @@ impl Default for ServiceConfig {
             publish_timeout: Duration::from_secs(1),
             worker_poll: Duration::from_millis(500),
             reconciler: ReconcilerConfig::default(),
+            grace_period: Duration::ZERO,
         }
     }
 }

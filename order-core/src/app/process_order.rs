@@ -21,8 +21,9 @@ const PROVIDER_UNAVAILABLE: &str = "Payment provider unavailable.";
 /// redelivery finds the lease expired rather than a few milliseconds short of it.
 const DEFER_SLACK: Duration = Duration::from_millis(50);
 
-/// What [`OrderService::process_order`] did. Every variant but `LeaseHeld` means the job
-/// is finished and must be acknowledged; `LeaseHeld` means it must be deferred.
+/// What [`OrderService::process_order`] did. Every variant but `LeaseHeld` and `TooYoung`
+/// means the job is finished and must be acknowledged; those two mean it must be
+/// deferred.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessOutcome {
     /// No such order (acked and logged).
@@ -39,6 +40,13 @@ pub enum ProcessOutcome {
     /// the job, using no attempt).
     LeaseHeld {
         /// How long until the lease expires.
+        retry_after: Duration,
+    },
+    /// The order is Pending and younger than the configured
+    /// [`grace_period`](crate::app::ServiceConfig::grace_period): nothing was written;
+    /// look again when it has passed (the worker defers the job, using no attempt).
+    TooYoung {
+        /// How long until the grace period ends.
         retry_after: Duration,
     },
 }
@@ -77,7 +85,15 @@ impl OrderService {
             until: now.saturating_add(self.config.lease),
         };
         let change = match (order.status(), order.lease()) {
-            (OrderStatus::Pending, _) => StatusChange::Start { lease },
+            (OrderStatus::Pending, _) => {
+                let ripe_at = order.created_at().saturating_add(self.config.grace_period);
+                if now < ripe_at {
+                    return Ok(ProcessOutcome::TooYoung {
+                        retry_after: ripe_at.saturating_since(now),
+                    });
+                }
+                StatusChange::Start { lease }
+            }
             (OrderStatus::Processing, Some(current)) if current.until <= now => {
                 StatusChange::TakeOver {
                     expired: current.token,
@@ -254,11 +270,14 @@ impl OrderService {
         let Job::ProcessOrder(id) = delivery.job;
         let queue = &self.ports.queue;
         match self.process_order(id).await {
-            Ok(ProcessOutcome::LeaseHeld { retry_after }) => {
+            Ok(
+                ProcessOutcome::LeaseHeld { retry_after }
+                | ProcessOutcome::TooYoung { retry_after },
+            ) => {
                 ServiceStats::bump(&self.stats.deferred);
                 let delay = retry_after.saturating_add(DEFER_SLACK);
                 debug!(order = %id, ?delay, attempt = delivery.attempt,
-                    "order held by a live processing lease; deferring the job");
+                    "order held by a live processing lease or in its grace period; deferring the job");
                 if let Err(e) = queue.defer(delivery, delay).await {
                     warn!(order = %id, error = %ErrorChain(&e), "defer failed; the job will be redelivered");
                 }
