@@ -1,4 +1,4 @@
-//! Every check of order-core's four contract suites against the memory adapters — the
+//! Every check of order-core's five contract suites against the memory adapters — the
 //! reference the MySQL and Redis adapters are held to — with no server: time-dependent
 //! checks run on a [`ManualClock`], so none of them sleeps.
 //!
@@ -14,14 +14,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use order_core::app::Backoff;
 use order_core::domain::RestockError;
-use order_core::ports::{DistributedLock, EventPublisher, JobQueue, OrderEvent, OrderRepository};
+use order_core::ports::{
+    AccountStore, DistributedLock, EventPublisher, JobQueue, OrderEvent, OrderRepository,
+};
+use order_core::testing::contract::accounts::AccountsFixture;
 use order_core::testing::contract::events::EventsFixture;
 use order_core::testing::contract::lock::LockFixture;
 use order_core::testing::contract::queue::{QueueContractConfig, QueueFixture};
 use order_core::testing::contract::repository::RepositoryFixture;
 use order_core::{Money, ProductId, Timestamp, UserId};
 use order_memory::{
-    ManualClock, MemoryEventBus, MemoryLock, MemoryOrderRepository, MemoryQueue, QueueConfig,
+    ManualClock, MemoryAccounts, MemoryEventBus, MemoryLock, MemoryOrderRepository, MemoryQueue,
+    QueueConfig,
 };
 use tokio::sync::{Mutex, broadcast};
 
@@ -40,6 +44,10 @@ mod queue {
 mod events {
     // The fixture may also be an expression (evaluated inside each async test).
     order_core::events_contract!(|| super::events_fixture().await);
+}
+
+mod accounts {
+    order_core::accounts_contract!(super::accounts_fixture);
 }
 
 fn manual_clock() -> Arc<ManualClock> {
@@ -194,5 +202,36 @@ impl EventsFixture for MemoryEventsFixture {
             Ok(Err(e)) => panic!("the memory bus receiver failed: {e}"),
             Err(_) => None,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Accounts
+// ---------------------------------------------------------------------------------------
+
+/// The accounts store over the repository its accounts are users of.
+struct MemoryAccountsFixture {
+    repo: Arc<MemoryOrderRepository>,
+    accounts: MemoryAccounts,
+}
+
+async fn accounts_fixture() -> MemoryAccountsFixture {
+    let repo = Arc::new(MemoryOrderRepository::new());
+    MemoryAccountsFixture {
+        accounts: MemoryAccounts::new(repo.clone()),
+        repo,
+    }
+}
+
+#[async_trait]
+impl AccountsFixture for MemoryAccountsFixture {
+    fn accounts(&self) -> &dyn AccountStore {
+        &self.accounts
+    }
+    fn repository(&self) -> Arc<dyn OrderRepository> {
+        self.repo.clone()
+    }
+    async fn add_product(&self, price: Money, stock: u64) -> ProductId {
+        self.repo.add_product("Contract product", price, stock)
     }
 }

@@ -8,6 +8,10 @@
 //!   changes fenced by the processing lease, the reconciler's claims of stranded orders
 //!   (`FOR UPDATE SKIP LOCKED`), and deadlock retries. It also seeds and inspects users
 //!   and products, and restocks within [`MAX_STOCK`](order_core::domain::MAX_STOCK).
+//! - [`MySqlAccountStore`] implements [`AccountStore`](order_core::ports::AccountStore):
+//!   accounts in `users` (unique e-mail, case-insensitively) and bearer-token digests with
+//!   their expiry in `api_tokens`; its accounts are the users the repository on the same
+//!   database takes orders from.
 //! - [`MySqlPaymentLedger`] implements
 //!   [`PaymentLedger`](order_payment_sim::PaymentLedger): the simulated provider's durable
 //!   "first outcome per charge key" record, shared by every process.
@@ -23,6 +27,7 @@
 //! [`SetupError`]. Each keeps the `sqlx::Error` as its cause, behind `anyhow`, reachable
 //! through [`std::error::Error::source`] and never flattened to text.
 
+mod accounts;
 mod error;
 mod ledger;
 mod repository;
@@ -34,6 +39,7 @@ use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
+pub use accounts::MySqlAccountStore;
 pub use error::{MySqlRestockError, SetupError};
 pub use ledger::MySqlPaymentLedger;
 pub use repository::{MySqlOrderRepository, QueryPlan};

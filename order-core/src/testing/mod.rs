@@ -2,8 +2,8 @@
 //!
 //! - [`contract`]: one suite per driven port, generic over the adapter, so any adapter
 //!   (ours or yours) can be held to the port's promises — in one line per suite with
-//!   [`repository_contract!`], [`lock_contract!`], [`queue_contract!`] and
-//!   [`events_contract!`];
+//!   [`repository_contract!`], [`lock_contract!`], [`queue_contract!`],
+//!   [`events_contract!`] and [`accounts_contract!`];
 //! - [`strategies`]: proptest strategies for domain values and command sequences;
 //! - [`model`]: the reference model of the order state machine and [`model::run_commands`],
 //!   which drives a real `OrderService` with generated commands and checks it against
@@ -18,4 +18,6 @@ pub mod scripted;
 pub mod strategies;
 
 /// The contract macros, also at the crate root (where `#[macro_export]` puts them).
-pub use crate::{events_contract, lock_contract, queue_contract, repository_contract};
+pub use crate::{
+    accounts_contract, events_contract, lock_contract, queue_contract, repository_contract,
+};

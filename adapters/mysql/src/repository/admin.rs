@@ -182,6 +182,21 @@ impl MySqlOrderRepository {
         }
     }
 
+    /// Checks that the database answers: one `SELECT 1` on the pool, for health checks
+    /// (it takes a connection from the pool, opening one if none is idle).
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`] when the database cannot be reached or the pool
+    /// timed out; [`RepositoryError::Unexpected`] for any other failure.
+    pub async fn ping(&self) -> Result<(), RepositoryError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .ctx("pinging the database")
+            .map_err(DbError::into_repository)?;
+        Ok(())
+    }
+
     /// A product's current stock, or `None` when it does not exist.
     ///
     /// # Errors

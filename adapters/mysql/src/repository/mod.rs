@@ -30,7 +30,9 @@ use order_core::ports::{
     ListFilter, OrderPage, OrderRepository, PlaceOutcome, RandomSource, RepositoryError,
     StrandedQuery, TransitionOutcome,
 };
-use order_core::{IdempotencyKey, Order, OrderId, Product, SeededRandom, Timestamp, UserId};
+use order_core::{
+    IdempotencyKey, Order, OrderId, Product, ProductId, SeededRandom, Timestamp, UserId,
+};
 use sqlx::MySqlPool;
 
 use crate::error::{Context, DbError};
@@ -39,7 +41,7 @@ use crate::retry::RetryPolicy;
 pub use admin::QueryPlan;
 
 use rows::{ProductRow, Read, load_order, load_order_by_key, load_page};
-use sql::PRODUCTS;
+use sql::{PRODUCT_BY_ID, PRODUCTS};
 
 /// Orders and stock in MySQL/MariaDB, changed atomically.
 ///
@@ -327,5 +329,22 @@ impl OrderRepository for MySqlOrderRepository {
         rows.into_iter()
             .map(|row| row.into_product().map_err(DbError::into_repository))
             .collect()
+    }
+
+    /// One row by primary key (`SELECT … WHERE id = ?`), read as
+    /// [`products`](OrderRepository::products) reads each row.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the database failed or the row is not a valid product.
+    async fn product(&self, id: ProductId) -> Result<Option<Product>, RepositoryError> {
+        let row = sqlx::query_as::<_, ProductRow>(PRODUCT_BY_ID)
+            .bind(id.get())
+            .fetch_optional(&self.pool)
+            .await
+            .ctx("reading a product")
+            .map_err(DbError::into_repository)?;
+        row.map(ProductRow::into_product)
+            .transpose()
+            .map_err(DbError::into_repository)
     }
 }

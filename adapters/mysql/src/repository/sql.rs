@@ -117,6 +117,7 @@ pub(super) const CAS_RELEASE: &str = "UPDATE orders SET lease_until = LEAST(leas
      updated_at = ? WHERE id = ? AND status = 'PROCESSING' AND lease_token = ?";
 
 pub(super) const PRODUCTS: &str = "SELECT id, name, price, stock FROM products ORDER BY id";
+pub(super) const PRODUCT_BY_ID: &str = "SELECT id, name, price, stock FROM products WHERE id = ?";
 
 /// Units of one product held by its PENDING and PROCESSING orders (what Cancel and Fail
 /// would put back), as BIGINT UNSIGNED.

@@ -53,6 +53,28 @@ async fn migrate_creates_the_schema_and_is_idempotent(pool: MySqlPool) {
     );
 }
 
+/// `ping` answers on a live database, and reports an unreachable one as `Unavailable`.
+#[sqlx::test(migrator = "order_mysql::MIGRATOR")]
+async fn ping_answers_and_an_unreachable_server_is_unavailable(pool: MySqlPool) {
+    MySqlOrderRepository::new(pool)
+        .ping()
+        .await
+        .expect("a live database answers");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dead = sqlx::mysql::MySqlPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(300))
+        .connect_lazy(&format!("mysql://nobody@127.0.0.1:{port}/none"))
+        .expect("lazy pool");
+    let err = MySqlOrderRepository::new(dead)
+        .ping()
+        .await
+        .expect_err("nobody listens there");
+    assert!(matches!(err, RepositoryError::Unavailable(_)), "{err:?}");
+}
+
 /// The seeding helpers report what they could not do instead of pretending.
 #[sqlx::test(migrator = "order_mysql::MIGRATOR")]
 async fn seeding_helpers_refuse_what_the_schema_refuses(pool: MySqlPool) {

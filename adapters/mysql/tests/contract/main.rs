@@ -7,10 +7,12 @@
 //!
 //! - [`repository`]: order-core's repository contract suite, every check against MySQL
 //!   (the memory adapter, the reference, runs the same suite in `order-memory`'s tests);
+//! - [`accounts`]: order-core's accounts contract suite against MySQL, and how tokens
+//!   are stored (hex digest, expiry; migration 0006 on tokens issued before it);
 //! - [`ledger`]: the payment-ledger contract against both ledgers;
 //! - [`concurrency`]: oversell, lock ordering, deadlock and lock-wait retries under load;
 //! - [`claims`]: the reconciler's claims of stranded orders and the lease release;
-//! - [`inspection`]: connect/migrate and the seeding helpers;
+//! - [`inspection`]: connect/migrate, the health check and the seeding helpers;
 //! - [`regressions`]: defects that were fixed, each named after its scenario;
 //! - [`explain`]: the indexes of the migrations serve the adapter's read queries.
 
@@ -22,6 +24,7 @@
 // A test binary: `pub` marks what its modules share, not a public API.
 #![allow(unreachable_pub)]
 
+mod accounts;
 mod claims;
 mod concurrency;
 mod explain;

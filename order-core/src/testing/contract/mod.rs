@@ -13,6 +13,7 @@
 //! | `DistributedLock` | [`lock::LockFixture`] | [`lock_contract!`](crate::lock_contract) |
 //! | `JobQueue` | [`queue::QueueFixture`] | [`queue_contract!`](crate::queue_contract) |
 //! | `EventPublisher` | [`events::EventsFixture`] | [`events_contract!`](crate::events_contract) |
+//! | `AccountStore` | [`accounts::AccountsFixture`] | [`accounts_contract!`](crate::accounts_contract) |
 //!
 //! ```ignore
 //! // tests/contract.rs of your adapter crate
@@ -43,7 +44,7 @@
 //! a no-op unless you override it). A check that fails panics before `teardown`, so
 //! clean-up that must also happen on failure belongs in a `Drop` of the fixture.
 //! The tests are written where the macro is invoked: invoke two suites in one module
-//! only if their check names differ (they do for the four suites here), and run one
+//! only if their check names differ (they do for the five suites here), and run one
 //! suite against two adapters from two modules.
 //!
 //! # One list per suite
@@ -52,6 +53,7 @@
 //! `lock.rs`): the generated tests and the suite's `CHECKS` both come from that list,
 //! and this crate's tests fail when a `pub async fn` check is missing from it.
 
+pub mod accounts;
 pub mod events;
 pub mod lock;
 pub mod queue;
@@ -150,7 +152,7 @@ macro_rules! assert_checks_are_functions {
 mod tests {
     use std::collections::BTreeSet;
 
-    use super::{events, lock, queue, repository};
+    use super::{accounts, events, lock, queue, repository};
 
     mod lock_fns {
         use super::lock;
@@ -163,6 +165,10 @@ mod tests {
     mod events_fns {
         use super::events;
         crate::__events_checks! { [assert_checks_are_functions] events, EventsFixture }
+    }
+    mod accounts_fns {
+        use super::accounts;
+        crate::__accounts_checks! { [assert_checks_are_functions] accounts, AccountsFixture }
     }
     mod repository_fns {
         use super::repository;
@@ -206,6 +212,7 @@ mod tests {
         assert_list_is_complete("lock", include_str!("lock.rs"), lock::CHECKS);
         assert_list_is_complete("queue", include_str!("queue.rs"), queue::CHECKS);
         assert_list_is_complete("events", include_str!("events.rs"), events::CHECKS);
+        assert_list_is_complete("accounts", include_str!("accounts.rs"), accounts::CHECKS);
         let repository_sources = [
             include_str!("repository/place.rs"),
             include_str!("repository/transitions.rs"),
@@ -223,6 +230,7 @@ mod tests {
             queue::CHECKS,
             events::CHECKS,
             repository::CHECKS,
+            accounts::CHECKS,
         ]
         .concat();
         let distinct: BTreeSet<&str> = all.iter().copied().collect();

@@ -90,6 +90,7 @@ macro_rules! __repository_checks {
             unknown_order_is_not_found,
             list_by_user_is_newest_first_filtered_and_paged,
             products_are_listed_ascending_with_current_stock,
+            product_reads_one_product_as_products_lists_it,
             find_by_key_is_scoped_to_the_user,
             release_expires_the_holders_lease_at_once,
             claim_stranded_hands_each_order_out_once_per_stale_after,

@@ -100,6 +100,50 @@ pub async fn products_are_listed_ascending_with_current_stock(f: &dyn Repository
     );
 }
 
+/// `product(id)` is exactly the matching element of `products()` (current price, stock
+/// and name), and `None` for an id no product has.
+pub async fn product_reads_one_product_as_products_lists_it(f: &dyn RepositoryFixture) {
+    let user = f.add_user().await;
+    let a = f.add_product(price("12.34"), 9).await;
+    let b = f.add_product(price("0.00"), 0).await;
+    let c = f.add_product(price("99999.99"), 3).await;
+    placed(f, draft(user, "k", &[(a, 2), (c, 3)]), at(0)).await;
+    let products = match f.repository().products().await {
+        Ok(p) => p,
+        Err(e) => panic!("products() failed: {}", crate::app::ErrorChain(&e)),
+    };
+    assert_eq!(products.len(), 3, "products() must list the three products");
+    for listed in &products {
+        let one = match f.repository().product(listed.id).await {
+            Ok(p) => p,
+            Err(e) => panic!(
+                "product({}) failed: {}",
+                listed.id,
+                crate::app::ErrorChain(&e)
+            ),
+        };
+        assert_eq!(
+            one.as_ref(),
+            Some(listed),
+            "product({}) must equal its element of products()",
+            listed.id
+        );
+    }
+    let stocks: Vec<(ProductId, u64)> = products.iter().map(|p| (p.id, p.stock)).collect();
+    let mut expected = vec![(a, 7), (b, 0), (c, 0)];
+    expected.sort_by_key(|(id, _)| *id);
+    assert_eq!(stocks, expected, "product() reads the current stock");
+    let ghost = missing_product(a.max(b).max(c));
+    match f.repository().product(ghost).await {
+        Ok(None) => {}
+        Ok(Some(p)) => panic!("product({ghost}) must be None: no such product, got {p:?}"),
+        Err(e) => panic!(
+            "product({ghost}) must be None, not an error: {}",
+            crate::app::ErrorChain(&e)
+        ),
+    }
+}
+
 /// `find_by_key` finds an order by its owner and key, and only so.
 pub async fn find_by_key_is_scoped_to_the_user(f: &dyn RepositoryFixture) {
     let alice = f.add_user().await;
