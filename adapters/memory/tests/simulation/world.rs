@@ -57,6 +57,7 @@ pub fn service_config(lock_mode: LockMode) -> ServiceConfig {
             stale_after: Duration::from_secs(2),
             batch: 16,
         },
+        grace_period: Duration::ZERO,
     }
 }
 
