@@ -7,7 +7,8 @@ use std::sync::Arc;
 use order_core::OrderService;
 use order_core::app::{ConfigError, Ports, SeededRandom, ServiceConfig};
 use order_core::ports::{
-    Clock, DistributedLock, EventPublisher, JobQueue, OrderRepository, PaymentGateway, RandomSource,
+    AccountStore, Clock, DistributedLock, EventPublisher, JobQueue, OrderRepository,
+    PaymentGateway, RandomSource,
 };
 
 use crate::Workers;
@@ -45,6 +46,7 @@ pub enum BuildError {
 /// builder created, for seeding and inspection.
 pub struct Engine {
     service: Arc<OrderService>,
+    accounts: Option<Arc<dyn AccountStore>>,
     #[cfg(feature = "memory")]
     memory: Option<order_memory::MemoryAdapters>,
     #[cfg(feature = "mysql")]
@@ -71,6 +73,15 @@ impl Engine {
     /// The use cases.
     pub fn service(&self) -> &Arc<OrderService> {
         &self.service
+    }
+
+    /// The account store of the same deployment as the repository: the one given to
+    /// [`EngineBuilder::accounts`]; else, when the repository is ours, the accounts
+    /// beside it (MySQL's `users`/`api_tokens` tables with [`EngineBuilder::mysql`],
+    /// memory with [`EngineBuilder::memory`]); else `None` (an embedder's own
+    /// repository: its users are theirs to store).
+    pub fn accounts(&self) -> Option<&Arc<dyn AccountStore>> {
+        self.accounts.as_ref()
     }
 
     /// The memory adapters, when [`EngineBuilder::memory`] created them (also those the
@@ -112,6 +123,7 @@ impl Engine {
 #[must_use = "an EngineBuilder does nothing until `build` is called"]
 pub struct EngineBuilder {
     repository: Option<Arc<dyn OrderRepository>>,
+    accounts: Option<Arc<dyn AccountStore>>,
     payments: Option<Arc<dyn PaymentGateway>>,
     lock: Option<Arc<dyn DistributedLock>>,
     queue: Option<Arc<dyn JobQueue>>,
@@ -143,6 +155,13 @@ impl std::fmt::Debug for EngineBuilder {
 }
 
 impl EngineBuilder {
+    /// Accounts and bearer tokens (what `order-http` authenticates against); by default
+    /// those beside our repository, see [`Engine::accounts`].
+    pub fn accounts(mut self, accounts: Arc<dyn AccountStore>) -> Self {
+        self.accounts = Some(accounts);
+        self
+    }
+
     /// Orders and stock.
     pub fn repository(mut self, repository: Arc<dyn OrderRepository>) -> Self {
         self.repository = Some(repository);
@@ -261,12 +280,17 @@ impl EngineBuilder {
             None => Arc::new(SeededRandom::from_entropy()),
         };
 
+        #[allow(unused_mut)]
+        let mut accounts = self.accounts;
         #[cfg(feature = "mysql")]
         let mysql = self.mysql.map(|pool| {
             let repository = Arc::new(order_mysql::MySqlOrderRepository::new(pool.clone()));
-            ports
-                .repository
-                .get_or_insert_with(|| repository.clone() as Arc<dyn OrderRepository>);
+            if ports.repository.is_none() {
+                ports.repository = Some(repository.clone());
+                accounts.get_or_insert_with(|| {
+                    Arc::new(order_mysql::MySqlAccountStore::new(pool.clone()))
+                });
+            }
             (pool, repository)
         });
 
@@ -287,9 +311,12 @@ impl EngineBuilder {
         let memory = match self.memory {
             Some(queue) => {
                 let memory = order_memory::MemoryAdapters::new(clock.clone(), queue)?;
-                ports
-                    .repository
-                    .get_or_insert_with(|| memory.repository.clone());
+                if ports.repository.is_none() {
+                    ports.repository = Some(memory.repository.clone());
+                    accounts.get_or_insert_with(|| {
+                        Arc::new(order_memory::MemoryAccounts::new(memory.repository.clone()))
+                    });
+                }
                 ports.lock.get_or_insert_with(|| memory.lock.clone());
                 ports.queue.get_or_insert_with(|| memory.queue.clone());
                 ports.events.get_or_insert_with(|| memory.events.clone());
@@ -326,6 +353,7 @@ impl EngineBuilder {
         let service = Arc::new(OrderService::new(ports, self.config)?);
         Ok(Engine {
             service,
+            accounts,
             #[cfg(feature = "memory")]
             memory,
             #[cfg(feature = "mysql")]

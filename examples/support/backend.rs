@@ -16,7 +16,7 @@ use order_engine::core::app::{OrderService, ServiceConfig};
 use order_engine::core::domain::Money;
 use order_engine::core::ports::{AccountError, AccountStore};
 use order_engine::http::{ApiSettings, HealthProbe, seed_demo_accounts};
-use order_engine::memory::{MemoryAccounts, ReferenceData};
+use order_engine::memory::ReferenceData;
 use order_engine::payment_sim::SimConfig;
 use order_engine::{Engine, Workers};
 
@@ -152,7 +152,7 @@ async fn memory(args: &BackendArgs) -> Result<Backend, AnyError> {
         .await?;
     let memory = engine.memory().ok_or("built with .memory()")?;
     let repository = memory.repository.clone();
-    let accounts = Arc::new(MemoryAccounts::new(repository.clone()));
+    let accounts = engine.accounts().ok_or("built on the memory repository")?.clone();
     seed_demo_accounts(accounts.as_ref()).await?;
     for (name, cents, stock) in ReferenceData::PRODUCTS {
         repository.add_product(name, Money::from_cents(cents)?, stock);
@@ -197,7 +197,6 @@ async fn real(
     redis_url: &str,
     seed: bool,
 ) -> Result<Backend, AnyError> {
-    use order_engine::mysql::{MySqlAccountStore, MySqlOrderRepository};
     use order_engine::redis::{RedisConfig, RedisConnection};
     use sqlx::migrate::MigrateDatabase;
 
@@ -225,7 +224,7 @@ async fn real(
         .build()
         .await?;
     let repository = engine.mysql().ok_or("built with .mysql()")?.clone();
-    let accounts = Arc::new(MySqlAccountStore::new(pool));
+    let accounts = engine.accounts().ok_or("built on the MySQL repository")?.clone();
     let seeded = seed && seed_mysql(accounts.as_ref(), &repository).await?;
     Ok(Backend {
         label: "MySQL + Redis",

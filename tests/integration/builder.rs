@@ -124,3 +124,45 @@ async fn refused_memory_queue(queue: QueueConfig) -> BuildError {
         .await
         .expect_err("the queue settings are refused")
 }
+
+#[tokio::test]
+async fn the_accounts_beside_our_memory_repository_own_orders_there_and_an_own_repository_has_none()
+ {
+    use order_core::ports::NewAccount;
+
+    let engine = Engine::builder()
+        .memory()
+        .simulated_payments(SimConfig::default())
+        .build()
+        .await
+        .unwrap();
+    let accounts = engine.accounts().expect("memory accounts beside the memory repository");
+    let account = accounts
+        .create_account(NewAccount {
+            name: "Dana".into(),
+            email: "dana@example.com".into(),
+            password_hash: "h".into(),
+        })
+        .await
+        .unwrap();
+    let repository = &engine.memory().unwrap().repository;
+    let product = repository.add_product("p", Money::parse("1.00").unwrap(), 5);
+    let created = engine
+        .service()
+        .create_order(CreateOrderRequest::new(account.id, [(product, 1)], "k"))
+        .await
+        .unwrap();
+    assert_eq!(created.order.user(), account.id, "the account is a user of the repository");
+
+    let own = Engine::builder()
+        .memory()
+        .repository(Arc::new(MemoryOrderRepository::new()))
+        .simulated_payments(SimConfig::default())
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        own.accounts().is_none(),
+        "no accounts are invented for an embedder's own repository"
+    );
+}
