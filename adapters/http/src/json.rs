@@ -1,0 +1,176 @@
+//! JSON in and out: the request-body pipeline every JSON route shares (media type →
+//! size limit → parse to an object, in that order) and [`Json`], the response wrapper.
+//!
+//! Bodies are parsed to a [`serde_json::Value`] and validated by hand, so that a 422
+//! lists every field at fault at once, and so that no serde rejection text ever reaches
+//! a client. serde_json's recursion limit bounds nesting: a deeply nested body is a 400,
+//! not a stack overflow.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ServerFault};
+
+/// A JSON response body (`Content-Type: application/json`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Json<T>(pub(crate) T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(bytes) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                bytes,
+            )
+                .into_response(),
+            // Our DTOs hold strings and integers only; should one ever fail, the client
+            // gets the opaque 500 and the log gets the reason.
+            Err(e) => {
+                let mut response = (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    r#"{"message":"Internal server error.","error_code":"INTERNAL_ERROR"}"#,
+                )
+                    .into_response();
+                response
+                    .extensions_mut()
+                    .insert(ServerFault(format!("cannot serialise the response: {e}")));
+                response
+            }
+        }
+    }
+}
+
+/// Whether `headers` declare a JSON body: `application/json`, any parameters
+/// (`; charset=utf-8`) allowed, case-insensitively.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// Reads the whole body, at most `limit` bytes of it as streamed (the
+/// `Content-Length` is only a shortcut for refusing early).
+///
+/// # Errors
+/// 413 past the limit; 400 when the body could not be read at all.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) => {
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(ApiError::PayloadTooLarge(limit))
+            } else {
+                Err(ApiError::MalformedJson(
+                    "The request body could not be read.".to_owned(),
+                ))
+            }
+        }
+    }
+}
+
+/// Parses `bytes` as one JSON object.
+///
+/// # Errors
+/// 400 `MALFORMED_JSON` for an empty body, invalid JSON (with serde_json's line and
+/// column), nesting beyond serde_json's recursion limit, or a value that is not an
+/// object.
+pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::MalformedJson(
+            "The request body is empty; a JSON object is expected.".to_owned(),
+        ));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::MalformedJson(
+            "The request body must be a JSON object.".to_owned(),
+        )),
+        Err(e) => Err(ApiError::MalformedJson(format!(
+            "The request body is not valid JSON: {e}."
+        ))),
+    }
+}
+
+/// The JSON-body pipeline: 415 unless `Content-Type` is JSON, 413 past `limit`, then
+/// 400 unless the body is one JSON object.
+///
+/// # Errors
+/// As above, in that order.
+pub(crate) async fn json_object(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Map<String, Value>, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let bytes = read_limited(headers, body, limit).await?;
+    parse_object(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_content_type_with_parameters_is_still_json() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/JSON ; charset=utf-8"),
+        );
+        assert!(is_json(&h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/json"));
+        assert!(!is_json(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jsonx"),
+        );
+        assert!(!is_json(&h));
+    }
+
+    #[test]
+    fn nesting_beyond_the_recursion_limit_is_malformed_json_not_a_crash() {
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        let err = parse_object(deep.as_bytes()).err();
+        assert!(matches!(err, Some(ApiError::MalformedJson(_))), "{err:?}");
+    }
+
+    #[test]
+    fn arrays_scalars_and_blank_bodies_are_not_objects() {
+        for body in ["[]", "1", "\"x\"", "null", "  ", ""] {
+            let err = parse_object(body.as_bytes()).err();
+            assert!(
+                matches!(err, Some(ApiError::MalformedJson(_))),
+                "{body}: {err:?}"
+            );
+        }
+    }
+}
