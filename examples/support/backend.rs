@@ -84,7 +84,9 @@ impl BackendArgs {
     }
 
     fn real_urls(&self) -> Result<Option<(&str, &str)>, AnyError> {
-        let nonempty = |v: &Option<String>| v.as_deref().filter(|s| !s.trim().is_empty());
+        fn nonempty(v: &Option<String>) -> Option<&str> {
+            v.as_deref().filter(|s| !s.trim().is_empty())
+        }
         match (nonempty(&self.database_url), nonempty(&self.redis_url)) {
             (Some(db), Some(redis)) => Ok(Some((db, redis))),
             (None, None) => Ok(None),
