@@ -107,8 +107,9 @@ async fn run(args: Args) -> Result<(), AnyError> {
     // Intake stops at the signal: the listener closes and keep-alive connections are
     // told to go; requests already running finish, bounded by the deadline below.
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = backend::shutdown_signal();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        backend::shutdown_signal().await;
+        signal.await;
         eprintln!("shutting down: no new requests; draining");
         let _ = signalled_tx.send(());
     });
