@@ -40,7 +40,7 @@ type HistogramKey = (&'static str, String, &'static str);
 /// Labels of a request counter: method, route template, status code.
 type CounterKey = (&'static str, String, u16);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Series {
     durations: BTreeMap<HistogramKey, Histogram>,
     requests: BTreeMap<CounterKey, u64>,
@@ -105,20 +105,12 @@ impl HttpMetrics {
             .or_default() += 1;
     }
 
-    fn snapshot(&self) -> (Vec<(HistogramKey, Histogram)>, Vec<(CounterKey, u64)>) {
-        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        (
-            series
-                .durations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            series
-                .requests
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-        )
+    /// A copy of every series, taken under the lock.
+    fn snapshot(&self) -> Series {
+        self.series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -241,7 +233,10 @@ fn render_service(out: &mut String, stats: StatsSnapshot) {
 }
 
 fn render_http(out: &mut String, http: &HttpMetrics) {
-    let (durations, requests) = http.snapshot();
+    let Series {
+        durations,
+        requests,
+    } = http.snapshot();
     header(
         out,
         "orders_http_request_duration_seconds",

@@ -179,7 +179,8 @@ fn idempotency_key(fields: &mut Fields, headers: &HeaderMap) -> Option<String> {
     }
 }
 
-/// Parses the raw query of `GET /api/orders`: `status` (a status name, any case),
+/// Parses the raw query of `GET /api/orders`: `status` (a status name, upper case as
+/// documented),
 /// `page` (1..=2^32-1, default 1), `per_page` (1..=50, default 15).
 ///
 /// # Errors
@@ -205,9 +206,9 @@ pub(crate) fn list_query(raw: Option<&str>) -> Result<OrderQuery, ApiError> {
         }
         seen.push(name.clone());
         match name.as_str() {
-            "status" => match OrderStatus::parse(&value) {
-                Ok(s) => query.status = Some(s),
-                Err(_) => errors.add(
+            "status" => match OrderStatus::ALL.into_iter().find(|s| s.as_str() == value) {
+                Some(s) => query.status = Some(s),
+                None => errors.add(
                     "status",
                     "The selected status is invalid (PENDING, PROCESSING, PAID, FAILED or CANCELLED).",
                 ),
@@ -291,7 +292,7 @@ mod tests {
     #[test]
     fn defaults_apply_and_every_bad_parameter_is_listed() {
         assert_eq!(list_query(None).ok(), Some(OrderQuery::default()));
-        let q = list_query(Some("status=paid&page=2&per_page=50")).ok();
+        let q = list_query(Some("status=PAID&page=2&per_page=50")).ok();
         assert_eq!(
             q,
             Some(OrderQuery {
@@ -301,7 +302,7 @@ mod tests {
             })
         );
         let Err(ApiError::Validation(e)) =
-            list_query(Some("status=LOST&page=0&per_page=abc&user_id=1&page=3"))
+            list_query(Some("status=paid&page=0&per_page=abc&user_id=1&page=3"))
         else {
             panic!("expected a validation error");
         };

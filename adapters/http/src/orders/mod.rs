@@ -27,7 +27,8 @@ use crate::json::{Json, json_object};
 /// The one answer for a missing order and for another user's.
 const ORDER_NOT_FOUND: &str = "Order not found.";
 
-/// `POST /api/orders` body (documentation: the body is validated by hand).
+/// `POST /api/orders` body. (The handler validates the raw JSON by hand, to list every
+/// field at fault; this type documents the shape.)
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateOrder)]
@@ -71,7 +72,7 @@ pub(crate) struct CreateOrderItem {
     tag = "orders",
     security(("bearer" = [])),
     params(
-        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
             pattern = "^[!-~]+$",
             description = "The idempotency key, instead of (or equal to) the body's `idempotency_key`"),
     ),
@@ -177,9 +178,9 @@ fn unknown_product(product: ProductId, items: &[RequestedItem]) -> ApiError {
     tag = "orders",
     security(("bearer" = [])),
     params(
-        ("status" = Option<StatusDto>, Query, description = "Only orders in this status (any case)"),
-        ("page" = Option<u32>, Query, minimum = 1, maximum = 4294967295_i64, description = "1-based page (default 1)"),
-        ("per_page" = Option<u32>, Query, minimum = 1, maximum = 50, description = "Orders per page (default 15)"),
+        ("status" = Option<StatusDto>, Query, nullable = false, description = "Only orders in this status"),
+        ("page" = Option<i64>, Query, nullable = false, minimum = 1, maximum = 4294967295_i64, description = "1-based page (default 1)"),
+        ("per_page" = Option<i64>, Query, nullable = false, minimum = 1, maximum = 50, description = "Orders per page (default 15)"),
     ),
     responses(
         (status = 200, description = "A page of the caller's orders", body = OrderList),
