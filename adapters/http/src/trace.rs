@@ -98,7 +98,15 @@ pub(crate) async fn observe(
             tracing::error!(trace_id = %trace_id, status = status.as_u16(), error = %cause, "request failed");
         });
     }
-    metrics.record(&method, &route, status, started.elapsed());
+    let took = started.elapsed();
+    metrics.record(&method, &route, status, took);
+    span.in_scope(|| {
+        tracing::debug!(
+            status = status.as_u16(),
+            took_ms = took.as_secs_f64() * 1000.0,
+            "request served"
+        );
+    });
     if let Ok(value) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert(TRACE_ID_HEADER, value);
     }

@@ -10,6 +10,7 @@ mod helpers;
 
 mod auth;
 mod create_order;
+mod faults;
 mod ops;
 mod protocol;
 mod read_orders;
