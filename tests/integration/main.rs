@@ -23,6 +23,7 @@ mod builder;
 mod concurrency;
 mod delivery;
 mod embedder;
+mod http;
 mod real;
 mod state_machine;
 mod support;
