@@ -1,15 +1,19 @@
 //! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` attributes
 //! and the DTOs' `ToSchema` derives, then completed by [`Common`] with what every
-//! operation shares: the bearer security scheme, the `X-Trace-Id` request header and
-//! response header, `WWW-Authenticate` on 401s and `Retry-After` on 429s. Served at
-//! `GET /api/openapi.json`; it is meant to be fuzzed against the server (every status
-//! an operation can answer is listed with its body).
+//! operation shares: the bearer security scheme, the `X-Trace-Id` response header,
+//! `WWW-Authenticate` on 401s and `Retry-After` on 429s. Served at
+//! `GET /api/openapi.json`; it is fuzzed against the server (schemathesis), so it says
+//! only what the server holds to: every status an operation can answer is listed with
+//! its body, and no request is called valid that the server refuses. Two request headers
+//! are therefore described in prose, not listed as parameters: `X-Trace-Id` (any value
+//! is accepted; an invalid one is replaced) and `Idempotency-Key` (an alternative to a
+//! required body field, which OpenAPI cannot express).
 
 use axum::response::{IntoResponse, Response};
-use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{HeaderBuilder, RefOr, Required};
+use utoipa::openapi::{HeaderBuilder, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::json::Json;
@@ -20,8 +24,10 @@ use crate::json::Json;
     info(
         title = "Order API",
         description = "Place, list, read and cancel orders; products; health and metrics. \
-            Every error body is `{message, error_code, errors?}`; every response carries \
-            `X-Trace-Id`.",
+            Every error body is `{message, error_code, errors?}`. Every response carries \
+            `X-Trace-Id`: the request's own `X-Trace-Id` header when it sent one of 1..=128 \
+            characters of [A-Za-z0-9._-] (any other value is replaced, never refused), else \
+            a fresh id.",
     ),
     paths(
         crate::auth::issue_token,
@@ -83,24 +89,8 @@ fn string_schema(pattern: Option<&str>) -> ObjectBuilder {
         .pattern(pattern)
 }
 
-/// Adds the shared request header and the shared response headers to `operation`.
+/// Adds the shared response headers to `operation`.
 fn complete(operation: &mut Operation) {
-    let trace_param = ParameterBuilder::new()
-        .name("X-Trace-Id")
-        .parameter_in(ParameterIn::Header)
-        .required(Required::False)
-        // Any value is accepted (an invalid one is replaced, not refused), so the
-        // schema puts no bound on it.
-        .description(Some(
-            "Echoed back when it is 1..=128 of [A-Za-z0-9._-]; otherwise replaced by a fresh id",
-        ))
-        .schema(Some(string_schema(None)))
-        .build();
-    operation
-        .parameters
-        .get_or_insert_with(Vec::new)
-        .push(RefOr::T(trace_param));
-
     for (status, response) in operation.responses.responses.iter_mut() {
         let RefOr::T(response) = response else {
             continue;

@@ -38,14 +38,10 @@ pub(crate) struct CreateOrderBody {
     #[schema(min_items = 1, max_items = 50)]
     items: Vec<CreateOrderItem>,
     /// Makes the request safe to retry: the same key and lines replay the first order.
-    /// Required here or in the `Idempotency-Key` header (the same in both when both).
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[!-~]+$",
-        nullable = false
-    )]
-    idempotency_key: Option<String>,
+    /// May be sent as the `Idempotency-Key` header instead (equal to this when both are
+    /// sent).
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
+    idempotency_key: String,
     /// Optional; when sent it must be the caller's own id (else 403).
     #[schema(minimum = 1, nullable = false)]
     user_id: Option<u64>,
@@ -66,16 +62,17 @@ pub(crate) struct CreateOrderItem {
 }
 
 /// Places an order for the caller (or replays the one placed with the same key).
+///
+/// The idempotency key may come in the `Idempotency-Key` request header instead of the
+/// body's `idempotency_key`; when both are sent they must be equal (else 422 on
+/// `idempotency_key`). The header is described here rather than listed as a parameter:
+/// OpenAPI cannot say "this header or that field", and listing both as optional would
+/// call a request with neither (or with two different keys) valid.
 #[utoipa::path(
     post,
     path = "/api/orders",
     tag = "orders",
     security(("bearer" = [])),
-    params(
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
-            pattern = "^[!-~]+$",
-            description = "The idempotency key, instead of (or equal to) the body's `idempotency_key`"),
-    ),
     request_body(content = CreateOrderBody, content_type = "application/json"),
     responses(
         (status = 201, description = "Order placed", body = OrderEnvelope,

@@ -199,7 +199,7 @@ async fn a_valid_trace_id_is_echoed_and_anything_else_is_replaced_by_a_fresh_one
 }
 
 #[tokio::test]
-async fn the_openapi_document_is_3_1_and_lists_every_route_and_the_bearer_scheme() {
+async fn the_openapi_document_is_3_1_and_lists_every_route_status_bound_and_the_bearer_scheme() {
     let app = TestApp::new().await;
     let resp = app.get("/api/openapi.json").send().await;
     assert_eq!(resp.status, StatusCode::OK);
@@ -263,12 +263,18 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_and_the_bearer_scheme
         schemas["OrderStatus"]["enum"],
         json!(["PENDING", "PROCESSING", "PAID", "FAILED", "CANCELLED"])
     );
+    assert_eq!(body["required"], json!(["items", "idempotency_key"]));
     assert!(
-        create["parameters"]
-            .as_array()
+        create["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("Idempotency-Key")),
+        "the header alternative is described: {create}"
+    );
+    assert!(
+        doc["info"]["description"]
+            .as_str()
             .unwrap()
-            .iter()
-            .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header")
+            .contains("X-Trace-Id")
     );
     assert_eq!(doc, serde_json::to_value(order_http::openapi()).unwrap());
 }
