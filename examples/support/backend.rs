@@ -205,10 +205,10 @@ async fn real(
     if !sqlx::MySql::database_exists(database_url).await? {
         // Several processes starting at once may race here; the loser's error is
         // harmless when the database now exists.
-        if let Err(e) = sqlx::MySql::create_database(database_url).await {
-            if !sqlx::MySql::database_exists(database_url).await? {
-                return Err(e.into());
-            }
+        if let Err(e) = sqlx::MySql::create_database(database_url).await
+            && !sqlx::MySql::database_exists(database_url).await?
+        {
+            return Err(e.into());
         }
     }
     let pool = order_engine::mysql::connect(database_url, args.db_max_connections).await?;
