@@ -1,6 +1,6 @@
 //! Inputs at the edge that the API accepts, each writing the order the design says
 //! (they cannot sit in the bad-input table, which asserts nothing is written), and a
-//! token that expires (a server with a one-second token lifetime).
+//! token that expires (a server with a one-second token lifetime), and the rate limit.
 
 use std::time::Duration;
 
@@ -104,4 +104,39 @@ async fn an_expired_token_is_refused_with_401_and_writes_nothing() {
     let fresh = client.login("alice@example.com").await;
     assert_eq!(client.order_count(&fresh.token).await, 0);
     assert_eq!(client.stock(1).await, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_per_user_rate_limit_requests_get_429_with_retry_after_and_write_nothing() {
+    let stack = Stack::with_env(&[("ORDERS_RATE_LIMIT_PER_MINUTE", "5")]).await;
+    let client = stack.client;
+    let [alice, bob, _] = client.login_all().await;
+    for _ in 0..5 {
+        client
+            .get("/api/orders", Some(&alice.token))
+            .await
+            .expect(200, "");
+    }
+    let limited = client
+        .create(&alice.token, &[(1, 1)], "over-the-limit")
+        .await;
+    limited.expect(429, "RATE_LIMIT_EXCEEDED");
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in whole seconds");
+    assert!(
+        (1..=60).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    assert_eq!(
+        client.stock(1).await,
+        50,
+        "the refused create wrote nothing"
+    );
+    // The limit is per user: bob still has his whole budget.
+    client
+        .get("/api/orders", Some(&bob.token))
+        .await
+        .expect(200, "");
 }

@@ -196,7 +196,15 @@ impl Server {
                 server.stop();
                 // Let the stderr reader catch up with what the process wrote last.
                 std::thread::sleep(Duration::from_millis(100));
-                panic!("{label} {why}; stderr:\n{}", server.stderr_text());
+                let stderr = server.stderr_text();
+                // target/ is shared: a build with other features replaces the binary.
+                let hint = if stderr.contains("no MySQL/Redis adapters") {
+                    "\n(the binary was built without mysql,redis: build it first: \
+                     cargo build --examples --all-features)"
+                } else {
+                    ""
+                };
+                panic!("{label} {why}; stderr:\n{stderr}{hint}");
             }
         }
         server

@@ -106,11 +106,15 @@ async fn assert_one_order(replies: &[Reply], client: Client, alice: &Session) {
             _ => panic!("unexpected answer: {reply:?}"),
         }
     }
-    assert_eq!(
-        replies.iter().filter(|r| r.status == 201).count(),
-        1,
-        "{replies:?}"
+    let count = |status: u16| replies.iter().filter(|r| r.status == status).count();
+    println!(
+        "{} requests with one key: {} created, {} replayed, {} in flight",
+        replies.len(),
+        count(201),
+        count(200),
+        count(409)
     );
+    assert_eq!(count(201), 1, "{replies:?}");
     assert!(
         ids.windows(2).all(|w| w[0] == w[1]),
         "one order id for all: {ids:?}"
