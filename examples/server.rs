@@ -84,9 +84,8 @@ async fn run(args: Args) -> Result<(), AnyError> {
     let addr = listener.local_addr()?;
     banner(addr, &args, &backend);
 
-    let workers = (args.role != Role::Api).then(|| {
-        Workers::spawn_with_reconciler(&backend.service, usize::from(args.concurrency))
-    });
+    let workers = (args.role != Role::Api)
+        .then(|| Workers::spawn_with_reconciler(&backend.service, usize::from(args.concurrency)));
     let router = match args.role {
         Role::All | Role::Api => {
             let api = Api::new(

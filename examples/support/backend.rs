@@ -154,7 +154,10 @@ async fn memory(args: &BackendArgs) -> Result<Backend, AnyError> {
         .await?;
     let memory = engine.memory().ok_or("built with .memory()")?;
     let repository = memory.repository.clone();
-    let accounts = engine.accounts().ok_or("built on the memory repository")?.clone();
+    let accounts = engine
+        .accounts()
+        .ok_or("built on the memory repository")?
+        .clone();
     seed_demo_accounts(accounts.as_ref()).await?;
     for (name, cents, stock) in ReferenceData::PRODUCTS {
         repository.add_product(name, Money::from_cents(cents)?, stock);
@@ -226,7 +229,10 @@ async fn real(
         .build()
         .await?;
     let repository = engine.mysql().ok_or("built with .mysql()")?.clone();
-    let accounts = engine.accounts().ok_or("built on the MySQL repository")?.clone();
+    let accounts = engine
+        .accounts()
+        .ok_or("built on the MySQL repository")?
+        .clone();
     let seeded = seed && seed_mysql(accounts.as_ref(), &repository).await?;
     Ok(Backend {
         label: "MySQL + Redis",
@@ -266,9 +272,11 @@ async fn seed_mysql(
 
 #[cfg(not(all(feature = "mysql", feature = "redis")))]
 async fn real(_: &BackendArgs, _: &str, _: &str, _: bool) -> Result<Backend, AnyError> {
-    Err("DATABASE_URL and REDIS_URL are set, but this build has no MySQL/Redis adapters: \
+    Err(
+        "DATABASE_URL and REDIS_URL are set, but this build has no MySQL/Redis adapters: \
          run with --features mysql,redis"
-        .into())
+            .into(),
+    )
 }
 
 #[cfg(all(feature = "mysql", feature = "redis"))]

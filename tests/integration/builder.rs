@@ -127,7 +127,7 @@ async fn refused_memory_queue(queue: QueueConfig) -> BuildError {
 
 #[tokio::test]
 async fn the_accounts_beside_our_memory_repository_own_orders_there_and_an_own_repository_has_none()
- {
+{
     use order_core::ports::NewAccount;
 
     let engine = Engine::builder()
@@ -136,7 +136,9 @@ async fn the_accounts_beside_our_memory_repository_own_orders_there_and_an_own_r
         .build()
         .await
         .unwrap();
-    let accounts = engine.accounts().expect("memory accounts beside the memory repository");
+    let accounts = engine
+        .accounts()
+        .expect("memory accounts beside the memory repository");
     let account = accounts
         .create_account(NewAccount {
             name: "Dana".into(),
@@ -152,7 +154,11 @@ async fn the_accounts_beside_our_memory_repository_own_orders_there_and_an_own_r
         .create_order(CreateOrderRequest::new(account.id, [(product, 1)], "k"))
         .await
         .unwrap();
-    assert_eq!(created.order.user(), account.id, "the account is a user of the repository");
+    assert_eq!(
+        created.order.user(),
+        account.id,
+        "the account is a user of the repository"
+    );
 
     let own = Engine::builder()
         .memory()

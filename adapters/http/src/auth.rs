@@ -168,7 +168,13 @@ fn account_fault(e: AccountError) -> ApiError {
 /// The token in `Authorization: Bearer <token>`, if the header is well-formed: scheme
 /// case-insensitive, then one token of visible ASCII (at most 512 characters).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    // A second Authorization header makes the credentials ambiguous: refused, not
+    // resolved by picking one.
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim_start();
     let well_formed = scheme.eq_ignore_ascii_case("bearer")

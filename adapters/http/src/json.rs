@@ -53,10 +53,9 @@ impl<T: Serialize> IntoResponse for Json<T> {
 /// Whether `headers` declare a JSON body: `application/json`, any parameters
 /// (`; charset=utf-8`) allowed, case-insensitively.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    // Two Content-Type headers declare no one type: not JSON.
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next().and_then(|v| v.to_str().ok()), values.next()) else {
         return false;
     };
     let essence = value.split(';').next().unwrap_or_default().trim();

@@ -142,6 +142,18 @@ fn idempotency_key(fields: &mut Fields, headers: &HeaderMap) -> Option<String> {
             return None;
         }
     };
+    if headers
+        .get_all(IDEMPOTENCY_KEY_HEADER)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        fields.error(
+            FIELD,
+            "The Idempotency-Key header must be sent at most once.",
+        );
+        return None;
+    }
     let header = match headers.get(IDEMPOTENCY_KEY_HEADER).map(|v| v.to_str()) {
         None => None,
         Some(Ok(v)) => Some(v.to_owned()),

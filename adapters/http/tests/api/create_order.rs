@@ -402,3 +402,43 @@ async fn a_key_whose_first_request_is_still_running_is_409_in_flight_with_retry_
     assert_eq!(resp.header("retry-after"), Some("1"));
     assert_eq!(app.stocks(), before);
 }
+
+#[tokio::test]
+async fn a_header_sent_twice_is_refused_not_resolved_by_picking_one() {
+    let app = TestApp::new().await;
+    let token = app.alice_token().await;
+    let before = app.stocks();
+    let body = json!({"items": [{"product_id": app.mouse.get(), "quantity": 1}]});
+
+    let two_keys = app
+        .post("/api/orders")
+        .bearer(&token)
+        .header("idempotency-key", "a1")
+        .header("idempotency-key", "b2")
+        .json(body.clone())
+        .send()
+        .await;
+    two_keys.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED");
+    assert_eq!(two_keys.error_fields(), vec!["idempotency_key".to_owned()]);
+
+    let two_tokens = app
+        .post("/api/orders")
+        .bearer(&token)
+        .header("authorization", "Bearer nope")
+        .header("idempotency-key", "t1")
+        .json(body.clone())
+        .send()
+        .await;
+    two_tokens.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+
+    let two_types = app
+        .post("/api/orders")
+        .bearer(&token)
+        .header("idempotency-key", "c1")
+        .header("content-type", "text/plain")
+        .json(body)
+        .send()
+        .await;
+    two_types.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE");
+    assert_eq!(app.stocks(), before, "nothing was written");
+}
