@@ -32,15 +32,20 @@ const STDERR_KEPT: usize = 64 * 1024;
 /// The `server` example binary beside this test binary
 /// (`target/debug/deps/integration-…` → `target/debug/examples/server`).
 pub fn server_binary() -> PathBuf {
+    example_binary("server")
+}
+
+/// The example binary `name` beside this test binary (`../examples/{name}`).
+pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let candidate = exe
         .parent()
         .and_then(Path::parent)
-        .map(|debug| debug.join("examples").join("server"));
+        .map(|debug| debug.join("examples").join(name));
     match candidate {
         Some(path) if path.is_file() => path,
         _ => panic!(
-            "no server binary beside {} (expected ../examples/server): build it first: \
+            "no {name} binary beside {} (expected ../examples/{name}): build it first: \
              cargo build --examples --all-features (tests/run does)",
             exe.display()
         ),
@@ -129,7 +134,18 @@ impl Server {
     /// Spawns the server binary with `args` and `env` (every inherited `ORDERS_*`
     /// variable removed first) and waits for its `listening on http://ADDR` line.
     pub fn spawn(label: &str, args: &[&str], env: &[(String, String)]) -> Server {
-        let mut command = Command::new(server_binary());
+        Server::spawn_binary(&server_binary(), label, args, env)
+    }
+
+    /// As [`spawn`](Self::spawn), for another example binary that prints the same
+    /// `listening on` line (the `worker`).
+    pub fn spawn_binary(
+        binary: &Path,
+        label: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Server {
+        let mut command = Command::new(binary);
         command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
@@ -144,7 +160,7 @@ impl Server {
         command.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = command
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", server_binary().display()));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
 
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr.take().unwrap();
@@ -289,6 +305,12 @@ impl Stack {
     /// A stack whose processes get `extra` environment variables too (they override
     /// the defaults), e.g. `ORDERS_GRACE_PERIOD_MS`, `ORDERS_TOKEN_TTL_SECS`.
     pub async fn with_env(extra: &[(&str, &str)]) -> Stack {
+        Stack::with_role("all", extra).await
+    }
+
+    /// A stack whose first process runs `--role {role} --seed` (e.g. `api`: then only
+    /// the worker processes a test starts take jobs).
+    pub async fn with_role(role: &str, extra: &[(&str, &str)]) -> Stack {
         let database = TestDatabase::create().await;
         let prefix = unique_prefix("http");
         let redis = Cleanup::new(&prefix);
@@ -310,7 +332,8 @@ impl Stack {
             env.retain(|(k, _)| k != name);
             env.push(((*name).to_owned(), (*value).to_owned()));
         }
-        let server = Server::spawn("server --role all", &["--role", "all", "--seed"], &env);
+        let label = format!("server --role {role}");
+        let server = Server::spawn(&label, &["--role", role, "--seed"], &env);
         Stack {
             client: server.client(),
             server,
@@ -318,6 +341,12 @@ impl Stack {
             _database: database,
             _redis: redis,
         }
+    }
+
+    /// A `worker` process (the worker binary) on the same database and Redis prefix.
+    pub fn spawn_worker(&self) -> Server {
+        let binary = example_binary("worker");
+        Server::spawn_binary(&binary, "worker", &["--concurrency", "64"], &self.env)
     }
 
     /// A second process, `--role api`, on the same database and Redis prefix.

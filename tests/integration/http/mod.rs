@@ -14,5 +14,6 @@ mod bad_input;
 mod client;
 mod edge_cases;
 mod harness;
+mod processes;
 mod races;
 mod scenarios;
