@@ -106,7 +106,7 @@ pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError>
             "The request body is empty; a JSON object is expected.".to_owned(),
         ));
     }
-    match serde_json::from_slice::<Value>(bytes) {
+    match serde_json::from_slice::<Strict>(bytes).map(|s| s.0) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::MalformedJson(
             "The request body must be a JSON object.".to_owned(),
@@ -114,6 +114,87 @@ pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError>
         Err(e) => Err(ApiError::MalformedJson(format!(
             "The request body is not valid JSON: {e}."
         ))),
+    }
+}
+
+/// A JSON value parsed like [`Value`], except that an object naming one member twice is
+/// an error: `{"idempotency_key":"a","idempotency_key":"b"}` has no one meaning, and
+/// taking the last (as `Value` does) would silently pick one.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON has no NaN or infinity, so `from_f64` only fails on input serde_json
+        // never produces; null is the harmless answer then.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if members.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate member `{key}`"
+                )));
+            }
+            members.insert(key, value);
+        }
+        Ok(Value::Object(members))
     }
 }
 
@@ -171,5 +252,29 @@ mod tests {
                 "{body}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_member_named_twice_at_any_depth_is_malformed_json() {
+        for body in [
+            r#"{"idempotency_key":"a","idempotency_key":"b","items":[]}"#,
+            r#"{"items":[{"product_id":1,"quantity":1,"quantity":2}]}"#,
+        ] {
+            match parse_object(body.as_bytes()) {
+                Err(ApiError::MalformedJson(m)) => assert!(m.contains("duplicate"), "{m}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn strict_parsing_keeps_every_value_as_serde_json_reads_it() {
+        let body = r#"{"a":[1,-2,18446744073709551615,1.5,1e30,"s",null,true,{"b":{}}]}"#;
+        let strict = parse_object(body.as_bytes()).unwrap();
+        let plain: Value = serde_json::from_str(
+            r#"{"a":[1,-2,18446744073709551615,1.5,1e30,"s",null,true,{"b":{}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(Value::Object(strict), plain);
     }
 }

@@ -333,6 +333,14 @@ fn cases(ctx: &Ctx) -> Vec<Case> {
             "MALFORMED_JSON",
         ),
         (
+            "a member named twice",
+            json_type,
+            br#"{"idempotency_key":"dup-a","idempotency_key":"dup-b","items":[{"product_id":2,"quantity":1}]}"#
+                .to_vec(),
+            400,
+            "MALFORMED_JSON",
+        ),
+        (
             "invalid UTF-8",
             json_type,
             b"{\"items\": \"\xff\xfe\"}".to_vec(),
