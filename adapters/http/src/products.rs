@@ -40,17 +40,9 @@ pub(crate) async fn list_products(
     .into_response())
 }
 
-/// The product id in a path: digits only, 1..=`i64::MAX`.
+/// The product id in a path ([`path_id`](crate::validate::path_id)).
 fn product_id(path: Result<Path<String>, PathRejection>) -> Option<ProductId> {
-    let Ok(Path(raw)) = path else { return None };
-    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n = raw.parse::<u64>().ok()?;
-    if n > i64::MAX as u64 {
-        return None;
-    }
-    ProductId::new(n).ok()
+    ProductId::new(crate::validate::path_id(path)?).ok()
 }
 
 /// One product.

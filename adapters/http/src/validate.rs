@@ -7,6 +7,23 @@
 use order_core::app::ValidationErrors;
 use serde_json::{Map, Value};
 
+/// The id in a path segment (`/api/orders/{id}`): digits only, 1..=`i64::MAX` (what
+/// every store can hold); anything else — `abc`, `0`, `-1`, a number past `i64::MAX`,
+/// a path axum could not extract — names nothing, which the routes answer with 404.
+pub(crate) fn path_id(
+    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Option<u64> {
+    let Ok(axum::extract::Path(raw)) = path else {
+        return None;
+    };
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse::<u64>()
+        .ok()
+        .filter(|n| (1..=i64::MAX as u64).contains(n))
+}
+
 /// The message for a field the API does not know.
 pub(crate) const UNKNOWN_FIELD: &str = "unknown field";
 

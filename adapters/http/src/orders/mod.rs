@@ -218,18 +218,9 @@ pub(crate) async fn list_orders(
     Ok(Json(body).into_response())
 }
 
-/// The order id in a path: digits only, 1..=`i64::MAX` (what every store can hold);
-/// anything else names no order.
+/// The order id in a path ([`path_id`](crate::validate::path_id)).
 fn order_id(path: Result<Path<String>, PathRejection>) -> Option<OrderId> {
-    let Ok(Path(raw)) = path else { return None };
-    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n = raw.parse::<u64>().ok()?;
-    if n > i64::MAX as u64 {
-        return None;
-    }
-    OrderId::new(n).ok()
+    OrderId::new(crate::validate::path_id(path)?).ok()
 }
 
 /// One of the caller's orders.
