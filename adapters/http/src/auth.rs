@@ -76,6 +76,7 @@ pub(crate) struct TokenResponse {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not application/json", body = ErrorBody),
         (status = 422, description = "Missing, mistyped or unknown fields", body = ErrorBody),
+        (status = 429, description = "Too many login attempts for this e-mail (`RATE_LIMIT_EXCEEDED`, `Retry-After`)", body = ErrorBody),
         (status = 503, description = "The account store is unavailable", body = ErrorBody),
     )
 )]
@@ -94,6 +95,11 @@ pub(crate) async fn issue_token(
         _ => return Err(ApiError::Validation(fields.into_errors())),
     };
 
+    // Throttled per account before any password is checked: guessing one account's
+    // password costs the same budget as using the API.
+    if let Err(retry_after) = state.login_limiter.check(email.to_lowercase()) {
+        return Err(ApiError::RateLimited { retry_after });
+    }
     let credentials = state
         .accounts
         .credentials(&email)

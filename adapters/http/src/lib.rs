@@ -63,7 +63,7 @@ pub use settings::ApiSettings;
 
 use crate::error::ApiError;
 use crate::metrics::HttpMetrics;
-use crate::rate_limit::UserRateLimit;
+use crate::rate_limit::{LoginRateLimit, UserRateLimit};
 
 /// What the API routes share.
 #[derive(Clone)]
@@ -72,6 +72,7 @@ pub(crate) struct ApiState {
     accounts: Arc<dyn AccountStore>,
     settings: Arc<ApiSettings>,
     limiter: Arc<UserRateLimit>,
+    login_limiter: Arc<LoginRateLimit>,
 }
 
 /// What the operations routes (`/metrics`, `/api/health`) share.
@@ -123,12 +124,17 @@ impl Api {
             settings.rate_limit_per_minute,
             service.ports().clock.clone(),
         );
+        let login_limiter = LoginRateLimit::new(
+            settings.rate_limit_per_minute,
+            service.ports().clock.clone(),
+        );
         Api {
             state: ApiState {
                 service,
                 accounts,
                 settings: Arc::new(settings),
                 limiter: Arc::new(limiter),
+                login_limiter: Arc::new(login_limiter),
             },
             probes: Vec::new(),
             metrics: Arc::default(),

@@ -1,5 +1,6 @@
-//! The per-user rate limit of the authenticated routes: a `governor` GCRA limiter keyed
-//! by [`UserId`], `Quota::per_minute(n)` (a burst of `n`, then one request every
+//! The per-user rate limits: a `governor` GCRA limiter keyed by [`UserId`] on the
+//! authenticated routes, and one keyed by the (lowercased) e-mail on `POST /api/tokens`
+//! so that guessing one account's password is throttled too; `Quota::per_minute(n)` (a burst of `n`, then one request every
 //! `60/n` s), measured on the service's own [`Clock`] — so a test on a `ManualClock`
 //! controls it, and every instance of the API agrees with the service on what time it
 //! is. The state is per process: behind a load balancer each instance allows `n`.
@@ -27,28 +28,34 @@ impl governor::clock::Clock for ServiceClock {
     }
 }
 
-type Keyed = RateLimiter<UserId, HashMapStateStore<UserId>, ServiceClock, NoOpMiddleware<Duration>>;
+type Keyed<K> = RateLimiter<K, HashMapStateStore<K>, ServiceClock, NoOpMiddleware<Duration>>;
+
+/// The limit of the authenticated routes, per user.
+pub(crate) type UserRateLimit = RateLimit<UserId>;
+
+/// The limit of login attempts, per lowercased e-mail.
+pub(crate) type LoginRateLimit = RateLimit<String>;
 
 /// How often (in checks) stale users are dropped from the limiter's table.
 const HOUSEKEEPING_EVERY: u64 = 4096;
 
 /// The limiter, or nothing when the limit is disabled (0 per minute).
-pub(crate) struct UserRateLimit {
-    limiter: Option<Keyed>,
+pub(crate) struct RateLimit<K: std::hash::Hash + Eq + Clone> {
+    limiter: Option<Keyed<K>>,
     clock: Arc<dyn Clock>,
     checks: AtomicU64,
 }
 
-impl std::fmt::Debug for UserRateLimit {
+impl<K: std::hash::Hash + Eq + Clone> std::fmt::Debug for RateLimit<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserRateLimit")
+        f.debug_struct("RateLimit")
             .field("enabled", &self.limiter.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl UserRateLimit {
-    /// `per_minute` requests per minute and user on `clock`; `0` disables the limit.
+impl<K: std::hash::Hash + Eq + Clone> RateLimit<K> {
+    /// `per_minute` requests per minute and key on `clock`; `0` disables the limit.
     pub(crate) fn new(per_minute: u32, clock: Arc<dyn Clock>) -> Self {
         let limiter = NonZeroU32::new(per_minute).map(|n| {
             RateLimiter::new(
@@ -64,9 +71,9 @@ impl UserRateLimit {
         }
     }
 
-    /// Counts one request of `user`: `Ok` when allowed, else `Err(seconds)` until the
+    /// Counts one request of `key`: `Ok` when allowed, else `Err(seconds)` until the
     /// next one is (rounded up, at least 1: what `Retry-After` says).
-    pub(crate) fn check(&self, user: UserId) -> Result<(), u64> {
+    pub(crate) fn check(&self, key: K) -> Result<(), u64> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
@@ -75,7 +82,7 @@ impl UserRateLimit {
         {
             limiter.retain_recent();
         }
-        limiter.check_key(&user).map_err(|not_until| {
+        limiter.check_key(&key).map_err(|not_until| {
             let now = Duration::from_millis(self.clock.now().as_millis());
             let wait = not_until.wait_time_from(now);
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

@@ -220,6 +220,34 @@ async fn the_third_request_of_a_user_limited_to_two_a_minute_is_refused_with_ret
 }
 
 #[tokio::test]
+async fn login_attempts_are_limited_per_email_so_a_password_cannot_be_guessed_at_full_speed() {
+    let app = TestApp::with_settings(ApiSettings {
+        rate_limit_per_minute: 2,
+        ..ApiSettings::default()
+    })
+    .await;
+    let login = |email: &'static str, password: &'static str| {
+        app.post("/api/tokens")
+            .json(serde_json::json!({"email": email, "password": password}))
+            .send()
+    };
+    for _ in 0..2 {
+        let wrong = login("alice@example.com", "guess").await;
+        wrong.assert_error(StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS");
+    }
+    // The budget is the e-mail's, whatever its case, and even the right password waits.
+    let third = login("ALICE@example.com", "password").await;
+    third.assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED");
+    assert_eq!(third.header("retry-after"), Some("30"));
+    // Another account is not affected.
+    let bob = login("bob@example.com", "password").await;
+    assert_eq!(bob.status, StatusCode::CREATED, "{}", bob.text);
+    app.clock.advance(Duration::from_secs(30));
+    let later = login("alice@example.com", "password").await;
+    assert_eq!(later.status, StatusCode::CREATED, "{}", later.text);
+}
+
+#[tokio::test]
 async fn a_rate_limit_of_zero_disables_it() {
     let app = TestApp::with_settings(ApiSettings {
         rate_limit_per_minute: 0,
