@@ -53,13 +53,17 @@ async fn two_api_processes_and_two_worker_processes_share_one_database_and_prefi
         200 - 20,
         "each order took its unit once"
     );
-    let paid: u64 = [
-        metrics(&workers[0].client()).await,
-        metrics(&workers[1].client()).await,
-    ]
-    .iter()
-    .map(|m| paid_in(m))
-    .sum();
+    // A worker counts an order paid just after its commit, which the API may already
+    // show: wait for the counters to catch up (they must reach 20 and never pass it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let paid = loop {
+        let paid: u64 = paid_in(&metrics(&workers[0].client()).await)
+            + paid_in(&metrics(&workers[1].client()).await);
+        if paid >= 20 || std::time::Instant::now() > deadline {
+            break paid;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(paid, 20, "the worker processes paid every order, once");
     assert_eq!(
         paid_in(&metrics(&apis[0]).await) + paid_in(&metrics(&apis[1]).await),
