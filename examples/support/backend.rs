@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use order_engine::core::app::{OrderService, ServiceConfig};
 use order_engine::core::domain::Money;
-use order_engine::core::ports::{AccountError, AccountStore};
+use order_engine::core::ports::AccountStore;
 use order_engine::http::{ApiSettings, HealthProbe, seed_demo_accounts};
 use order_engine::memory::ReferenceData;
 use order_engine::payment_sim::SimConfig;
@@ -259,7 +259,9 @@ async fn seed_mysql(
     }
     match seed_demo_accounts(accounts).await {
         Ok(_) => {}
-        Err(order_engine::http::SeedError::Store(AccountError::EmailTaken)) => return Ok(false),
+        Err(order_engine::http::SeedError::Store(
+            order_engine::core::ports::AccountError::EmailTaken,
+        )) => return Ok(false),
         Err(e) => return Err(e.into()),
     }
     for (name, cents, stock) in ReferenceData::PRODUCTS {
