@@ -14,20 +14,8 @@ server="${CARGO_TARGET_DIR:-target}/debug/examples/server"
 [ -x "$server" ] || die "$server is missing: cargo build --examples --all-features (tests/run does)"
 
 work=$(mktemp -d)
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-
-env -u DATABASE_URL -u REDIS_URL ORDERS_GRACE_PERIOD_MS=2000 \
-  "$server" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
-pid=$!
-for _ in $(seq 100); do
-  grep -q '^listening on ' "$work/server.out" 2>/dev/null && break
-  kill -0 "$pid" 2>/dev/null || { cat "$work/server.err" >&2; die "the server exited"; }
-  sleep 0.1
-done
-api=$(sed -n 's/^listening on //p' "$work/server.out" | head -1)
-[ -n "$api" ] || die "the server printed no 'listening on' line"
+. tests/lib/embedded_server.sh
+start_embedded_server "$server" ORDERS_GRACE_PERIOD_MS=2000
 
 sed -n '/<!-- readme-session:start -->/,/<!-- readme-session:end -->/p' README.md \
   | sed '1,2d;$d' | sed '$d' >"$work/session.sh"

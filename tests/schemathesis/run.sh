@@ -34,27 +34,8 @@ fi
 
 # 2. The server on the memory adapters, on a free port.
 work=$(mktemp -d)
-pid=""
-cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-env -u DATABASE_URL -u REDIS_URL ORDERS_RATE_LIMIT_PER_MINUTE=0 \
-  "$server" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
-pid=$!
-for _ in $(seq 300); do
-  grep -q '^listening on ' "$work/server.out" 2>/dev/null && break
-  kill -0 "$pid" 2>/dev/null || { cat "$work/server.err" >&2; die "the server exited"; }
-  sleep 0.1
-done
-api=$(sed -n 's/^listening on //p' "$work/server.out" | head -1)
-[ -n "$api" ] || { cat "$work/server.err" >&2; die "the server printed no 'listening on' line"; }
+. tests/lib/embedded_server.sh
+start_embedded_server "$server" ORDERS_RATE_LIMIT_PER_MINUTE=0
 
 # 3. A token for alice.
 login=$(curl -sS -X POST "$api/api/tokens" -H 'Content-Type: application/json' \
