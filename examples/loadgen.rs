@@ -243,7 +243,7 @@ async fn adapter_order(shop: &Shop, key: &str) -> Result<(), AnyError> {
         .await?
         .pop()
     {
-        Some(PlaceOutcome::Placed(_)) => Ok(()),
+        Some(PlaceOutcome::Placed(..)) => Ok(()),
         other => Err(format!("adapter: unexpected outcome {other:?}").into()),
     }
 }

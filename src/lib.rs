@@ -10,6 +10,7 @@
 //! | `mysql` | no | orders, stock and the payment ledger on MySQL/MariaDB ([`mysql`]) |
 //! | `redis` | no | lock, queue and events on Redis ([`redis`]) |
 //! | `http` | yes | the REST API: an axum `Router` over the service ([`http`]) |
+//! | `pusher` | yes | the WebSocket gateway (Pusher protocol 7) for live order events ([`pusher`]) |
 //!
 //! An embedder with adapters of their own needs none of them (`default-features =
 //! false`), or only `order-core`.
@@ -54,6 +55,8 @@ pub use order_memory as memory;
 pub use order_mysql as mysql;
 #[cfg(feature = "payment-sim")]
 pub use order_payment_sim as payment_sim;
+#[cfg(feature = "pusher")]
+pub use order_pusher as pusher;
 #[cfg(feature = "redis")]
 pub use order_redis as redis;
 

@@ -15,8 +15,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use order_engine::core::domain::{MAX_STOCK, OrderDraft, RestockError, StatusChange};
 use order_engine::core::ports::{
-    ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, StrandedQuery,
-    TransitionOutcome,
+    EventPage, ListFilter, OrderEvent, OrderPage, OrderRepository, PlaceOutcome, RepositoryError,
+    StrandedQuery, TransitionOutcome,
 };
 use order_engine::core::{
     IdempotencyKey, Money, Order, OrderId, OrderStatus, Product, ProductId, Timestamp, UserId,
@@ -37,6 +37,10 @@ struct Store {
     orders: Vec<Order>,
     /// `(order, when the reconciler last claimed it)`.
     claims: Vec<(OrderId, Timestamp)>,
+    /// Every user's event log, in commit order (so each user's seqs ascend).
+    events: Vec<OrderEvent>,
+    /// `(user, latest seq)`: pruning never lowers it.
+    last_seqs: Vec<(UserId, u64)>,
 }
 
 fn is_open(order: &Order) -> bool {
@@ -123,6 +127,24 @@ impl Store {
         self.products.iter_mut().find(|p| p.id == id)
     }
 
+    /// Appends the event recording `order`'s status under its owner's next seq.
+    fn log(&mut self, order: &Order) -> OrderEvent {
+        let user = order.user();
+        let seq = match self.last_seqs.iter_mut().find(|(u, _)| *u == user) {
+            Some((_, last)) => {
+                *last += 1;
+                *last
+            }
+            None => {
+                self.last_seqs.push((user, 1));
+                1
+            }
+        };
+        let event = OrderEvent::logged(order, seq);
+        self.events.push(event.clone());
+        event
+    }
+
     fn order_by_key(&self, user: UserId, key: &IdempotencyKey) -> Option<&Order> {
         self.orders
             .iter()
@@ -169,7 +191,8 @@ impl Store {
             }
         }
         self.orders.push(order.clone());
-        PlaceOutcome::Placed(order)
+        let event = self.log(&order);
+        PlaceOutcome::Placed(order, event)
     }
 }
 
@@ -208,7 +231,8 @@ impl OrderRepository for VecRepository {
         if let Some(slot) = store.orders.iter_mut().find(|o| o.id() == id) {
             *slot = updated.clone();
         }
-        Ok(TransitionOutcome::Applied(updated))
+        let event = (change.from() != change.to()).then(|| store.log(&updated));
+        Ok(TransitionOutcome::Applied(updated, event))
     }
 
     async fn get(&self, id: OrderId) -> Result<Option<Order>, RepositoryError> {
@@ -250,6 +274,40 @@ impl OrderRepository for VecRepository {
 
     async fn products(&self) -> Result<Vec<Product>, RepositoryError> {
         Ok(self.store().products.clone())
+    }
+
+    async fn events_after(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<EventPage, RepositoryError> {
+        let store = self.store();
+        Ok(EventPage {
+            events: store
+                .events
+                .iter()
+                .filter(|e| e.user == user && e.seq > after)
+                .take(limit as usize)
+                .cloned()
+                .collect(),
+            last_seq: store
+                .last_seqs
+                .iter()
+                .find(|(u, _)| *u == user)
+                .map_or(0, |(_, last)| *last),
+        })
+    }
+
+    async fn prune_events(&self, before: Timestamp, limit: u32) -> Result<u64, RepositoryError> {
+        let mut store = self.store();
+        let mut deleted = 0u64;
+        store.events.retain(|e| {
+            let prune = deleted < u64::from(limit) && e.at < before;
+            deleted += u64::from(prune);
+            !prune
+        });
+        Ok(deleted)
     }
 
     async fn claim_stranded(

@@ -63,6 +63,18 @@ impl OrderRepository for Yielding {
     async fn products(&self) -> Result<Vec<Product>, RepositoryError> {
         self.0.products().await
     }
+    async fn events_after(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<order_core::ports::EventPage, RepositoryError> {
+        self.0.events_after(user, after, limit).await
+    }
+    async fn prune_events(&self, before: Timestamp, limit: u32) -> Result<u64, RepositoryError> {
+        self.0.prune_events(before, limit).await
+    }
+
     async fn claim_stranded(
         &self,
         query: StrandedQuery,

@@ -69,7 +69,7 @@ impl OrderRepository for Faulty {
                 },
             };
             let won = self.inner.transition(id, rival, now).await?;
-            assert!(matches!(won, TransitionOutcome::Applied(_)), "{won:?}");
+            assert!(matches!(won, TransitionOutcome::Applied(..)), "{won:?}");
         }
         self.inner.transition(id, change, now).await
     }
@@ -93,6 +93,18 @@ impl OrderRepository for Faulty {
     async fn products(&self) -> Result<Vec<order_core::domain::Product>, RepositoryError> {
         self.inner.products().await
     }
+    async fn events_after(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<order_core::ports::EventPage, RepositoryError> {
+        self.inner.events_after(user, after, limit).await
+    }
+    async fn prune_events(&self, before: Timestamp, limit: u32) -> Result<u64, RepositoryError> {
+        self.inner.prune_events(before, limit).await
+    }
+
     async fn claim_stranded(
         &self,
         query: StrandedQuery,

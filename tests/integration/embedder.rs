@@ -45,7 +45,7 @@ impl OrderRepository for AuditedRepository {
     ) -> Result<TransitionOutcome, RepositoryError> {
         let (from, to) = (change.from(), change.to());
         let out = self.inner.transition(id, change, now).await?;
-        if let TransitionOutcome::Applied(_) = &out {
+        if let TransitionOutcome::Applied(..) = &out {
             self.audit.lock().unwrap().push((id, from, to));
         }
         Ok(out)
@@ -70,6 +70,18 @@ impl OrderRepository for AuditedRepository {
     async fn products(&self) -> Result<Vec<Product>, RepositoryError> {
         self.inner.products().await
     }
+    async fn events_after(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<order_core::ports::EventPage, RepositoryError> {
+        self.inner.events_after(user, after, limit).await
+    }
+    async fn prune_events(&self, before: Timestamp, limit: u32) -> Result<u64, RepositoryError> {
+        self.inner.prune_events(before, limit).await
+    }
+
     async fn claim_stranded(
         &self,
         query: StrandedQuery,

@@ -83,6 +83,7 @@ mod tests {
 
     fn event(n: u64) -> OrderEvent {
         OrderEvent {
+            seq: n,
             kind: OrderEventKind::Paid,
             order: OrderId::new(n).unwrap(),
             user: UserId::new(1).unwrap(),

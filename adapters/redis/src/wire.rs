@@ -2,10 +2,12 @@
 //! message, versioned so that a gateway can reject a format it does not know.
 //!
 //! ```text
-//! {"v":1,"kind":"order.failed","order":42,"user":7,"total":"2029.97","reason":"card declined","at":1700000000123}
+//! {"v":2,"seq":5,"kind":"order.failed","order":42,"user":7,"total":"2029.97","reason":"card declined","at":1700000000123}
 //! ```
 //!
-//! - `v`: format version, always 1 for now;
+//! - `v`: format version, 2 (version 1 had no `seq`; a message in it is refused rather
+//!   than delivered without the sequence number clients use to find gaps);
+//! - `seq`: the event's per-user sequence number in the durable event log;
 //! - `kind`: the event name (`order.created`, `order.processing`, `order.paid`,
 //!   `order.failed`, `order.cancelled`);
 //! - `order`, `user`: positive integer ids;
@@ -23,7 +25,7 @@ use order_core::ports::{OrderEvent, OrderEventKind};
 use serde::{Deserialize, Serialize};
 
 /// The current format version.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 
 /// Why a message is not a valid order event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +52,10 @@ pub enum DecodeError {
 #[derive(Serialize, Deserialize)]
 struct Wire<'a> {
     v: u32,
+    // Defaulted so that a version-1 message (which has none) is refused for its version,
+    // the clearer reason, rather than as malformed.
+    #[serde(default)]
+    seq: u64,
     #[serde(borrow)]
     kind: Cow<'a, str>,
     order: u64,
@@ -72,6 +78,7 @@ pub fn encode_event(event: &OrderEvent) -> String {
     };
     let wire = Wire {
         v: WIRE_VERSION,
+        seq: event.seq,
         kind: Cow::Borrowed(event.kind.name()),
         order: event.order.get(),
         user: event.user.get(),
@@ -94,6 +101,12 @@ pub fn decode_event(text: &str) -> Result<OrderEvent, DecodeError> {
     if wire.v != WIRE_VERSION {
         return Err(DecodeError::UnsupportedVersion(wire.v));
     }
+    if wire.seq == 0 {
+        return Err(DecodeError::InvalidField {
+            field: "seq",
+            reason: "a sequence number starts at 1".into(),
+        });
+    }
     let kind = match wire.kind.as_ref() {
         "order.created" => OrderEventKind::Created,
         "order.processing" => OrderEventKind::Processing,
@@ -109,6 +122,7 @@ pub fn decode_event(text: &str) -> Result<OrderEvent, DecodeError> {
         other => return Err(DecodeError::UnknownKind(other.to_owned())),
     };
     Ok(OrderEvent {
+        seq: wire.seq,
         kind,
         order: OrderId::new(wire.order).map_err(|e| invalid("order", e))?,
         user: UserId::new(wire.user).map_err(|e| invalid("user", e))?,
@@ -130,6 +144,7 @@ mod tests {
 
     fn event(kind: OrderEventKind) -> OrderEvent {
         OrderEvent {
+            seq: 5,
             kind,
             order: OrderId::new(42).unwrap(),
             user: UserId::new(7).unwrap(),
@@ -158,11 +173,11 @@ mod tests {
             encode_event(&event(OrderEventKind::Failed(FailureReason::new(
                 "declined"
             )))),
-            r#"{"v":1,"kind":"order.failed","order":42,"user":7,"total":"2029.97","reason":"declined","at":1700000000123}"#
+            r#"{"v":2,"seq":5,"kind":"order.failed","order":42,"user":7,"total":"2029.97","reason":"declined","at":1700000000123}"#
         );
         assert_eq!(
             encode_event(&event(OrderEventKind::Paid)),
-            r#"{"v":1,"kind":"order.paid","order":42,"user":7,"total":"2029.97","at":1700000000123}"#
+            r#"{"v":2,"seq":5,"kind":"order.paid","order":42,"user":7,"total":"2029.97","at":1700000000123}"#
         );
     }
 
@@ -173,18 +188,18 @@ mod tests {
             Err(DecodeError::Malformed(_))
         ));
         assert_eq!(
-            decode_event(r#"{"v":2,"kind":"order.paid","order":1,"user":1,"total":"1.00","at":0}"#),
-            Err(DecodeError::UnsupportedVersion(2))
+            decode_event(r#"{"v":1,"kind":"order.paid","order":1,"user":1,"total":"1.00","at":0}"#),
+            Err(DecodeError::UnsupportedVersion(1))
         );
         assert_eq!(
             decode_event(
-                r#"{"v":1,"kind":"order.shipped","order":1,"user":1,"total":"1.00","at":0}"#
+                r#"{"v":2,"seq":1,"kind":"order.shipped","order":1,"user":1,"total":"1.00","at":0}"#
             ),
             Err(DecodeError::UnknownKind("order.shipped".into()))
         );
         assert!(matches!(
             decode_event(
-                r#"{"v":1,"kind":"order.failed","order":1,"user":1,"total":"1.00","at":0}"#
+                r#"{"v":2,"seq":1,"kind":"order.failed","order":1,"user":1,"total":"1.00","at":0}"#
             ),
             Err(DecodeError::InvalidField {
                 field: "reason",
@@ -192,17 +207,25 @@ mod tests {
             })
         ));
         assert!(matches!(
-            decode_event(r#"{"v":1,"kind":"order.paid","order":0,"user":1,"total":"1.00","at":0}"#),
+            decode_event(
+                r#"{"v":2,"seq":1,"kind":"order.paid","order":0,"user":1,"total":"1.00","at":0}"#
+            ),
             Err(DecodeError::InvalidField { field: "order", .. })
         ));
         assert!(matches!(
-            decode_event(r#"{"v":1,"kind":"order.paid","order":1,"user":1,"total":"-1","at":0}"#),
+            decode_event(
+                r#"{"v":2,"seq":1,"kind":"order.paid","order":1,"user":1,"total":"-1","at":0}"#
+            ),
             Err(DecodeError::InvalidField { field: "total", .. })
+        ));
+        assert!(matches!(
+            decode_event(r#"{"v":2,"kind":"order.paid","order":1,"user":1,"total":"1.00","at":0}"#),
+            Err(DecodeError::InvalidField { field: "seq", .. })
         ));
         // Unknown fields from a newer publisher are ignored.
         assert!(
             decode_event(
-                r#"{"v":1,"kind":"order.paid","order":1,"user":1,"total":"1.00","at":0,"x":1}"#
+                r#"{"v":2,"seq":1,"kind":"order.paid","order":1,"user":1,"total":"1.00","at":0,"x":1}"#
             )
             .is_ok()
         );

@@ -11,7 +11,7 @@ use super::errors::{CreateOrderError, ErrorChain, ValidationErrors};
 use super::service::OrderService;
 use super::stats::ServiceStats;
 use crate::domain::{IdempotencyKey, Money, Order, OrderDraft, ProductId, Quantity, UserId};
-use crate::ports::{Job, LockError, LockToken, OrderEventKind, PlaceOutcome};
+use crate::ports::{Job, LockError, LockToken, OrderEvent, PlaceOutcome};
 
 /// The most lines one create request may send (counted before merging duplicates): the
 /// domain's [`OrderDraft::MAX_LINES`].
@@ -201,7 +201,7 @@ impl OrderService {
             Some(LockTarget::Key(_)) => {
                 // The request holding our key may have finished just now: replay if so.
                 match self.replay(&draft).await {
-                    Ok(Some(found)) => Ok(found),
+                    Ok(Some(found)) => Ok((found, None)),
                     Ok(None) => Err(CreateOrderError::IdempotencyKeyInFlight),
                     Err(e) => Err(e),
                 }
@@ -213,12 +213,15 @@ impl OrderService {
         };
         self.release(locks).await;
 
-        if let Ok(created) = &result
-            && !created.replayed
-        {
-            self.after_commit(&created.order).await;
+        match result {
+            Ok((created, event)) => {
+                if let Some(event) = event {
+                    self.after_commit(&created.order, event).await;
+                }
+                Ok(created)
+            }
+            Err(e) => Err(e),
         }
-        result
     }
 
     /// The order an earlier request with `draft`'s key created, if any: a replay when its
@@ -246,7 +249,11 @@ impl OrderService {
 
     /// Places `draft` in the repository (the database guard decides stock and the
     /// idempotency record atomically) and maps its answer to the use case's result.
-    async fn commit(&self, draft: &OrderDraft) -> Result<CreatedOrder, CreateOrderError> {
+    /// A new order comes with the `order.created` event its placement logged.
+    async fn commit(
+        &self,
+        draft: &OrderDraft,
+    ) -> Result<(CreatedOrder, Option<OrderEvent>), CreateOrderError> {
         let now = self.ports.clock.now();
         let mut outcomes = self
             .ports
@@ -262,19 +269,25 @@ impl OrderService {
             }
         };
         match outcome {
-            PlaceOutcome::Placed(order) => {
+            PlaceOutcome::Placed(order, event) => {
                 ServiceStats::bump(&self.stats.created);
-                Ok(CreatedOrder {
-                    order,
-                    replayed: false,
-                })
+                Ok((
+                    CreatedOrder {
+                        order,
+                        replayed: false,
+                    },
+                    Some(event),
+                ))
             }
             PlaceOutcome::Replayed(order) => {
                 ServiceStats::bump(&self.stats.replayed);
-                Ok(CreatedOrder {
-                    order,
-                    replayed: true,
-                })
+                Ok((
+                    CreatedOrder {
+                        order,
+                        replayed: true,
+                    },
+                    None,
+                ))
             }
             PlaceOutcome::KeyReused { existing } => {
                 Err(CreateOrderError::IdempotencyKeyReused { existing })
@@ -307,7 +320,7 @@ impl OrderService {
     /// Enqueue and announce a freshly committed order. Neither may fail the request: the
     /// order exists. A failed enqueue is counted; the reconciler claims the order once it
     /// is `stale_after` old and enqueues it again.
-    async fn after_commit(&self, order: &Order) {
+    async fn after_commit(&self, order: &Order, created: OrderEvent) {
         if let Err(e) = self
             .ports
             .queue
@@ -318,7 +331,7 @@ impl OrderService {
             warn!(order = %order.id(), error = %ErrorChain(&e),
                 "order committed but its job was not enqueued; the reconciler will hand it out");
         }
-        self.publish(order, OrderEventKind::Created).await;
+        self.publish(created).await;
     }
 
     /// Takes every lock of `draft` in [`LockTarget`] order, stopping at the first one that

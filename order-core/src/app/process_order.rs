@@ -11,7 +11,7 @@ use super::errors::{ErrorChain, ProcessOrderError};
 use super::service::OrderService;
 use super::stats::ServiceStats;
 use crate::domain::{FailureReason, Lease, LeaseToken, Order, OrderId, OrderStatus, StatusChange};
-use crate::ports::{Delivery, Job, NackOutcome, OrderEventKind, PaymentOutcome, TransitionOutcome};
+use crate::ports::{Delivery, Job, NackOutcome, PaymentOutcome, TransitionOutcome};
 use crate::runtime::{Either, race, with_timeout};
 
 /// Reason stored on orders failed because the provider never gave an answer.
@@ -115,15 +115,18 @@ impl OrderService {
             }
         };
         let taking_over = matches!(change, StatusChange::TakeOver { .. });
-        let order = match repo.transition(id, change, now).await? {
-            TransitionOutcome::Applied(o) => o,
+        let (order, started) = match repo.transition(id, change, now).await? {
+            TransitionOutcome::Applied(o, event) => (o, event),
             TransitionOutcome::LostRace(current) => return Ok(self.lost_to(&current)),
             TransitionOutcome::NotFound => return Ok(ProcessOutcome::Missing),
         };
         if taking_over {
             ServiceStats::bump(&self.stats.lease_takeovers);
         }
-        self.publish(&order, OrderEventKind::Processing).await;
+        // A take-over changes only the lease: its `order.processing` was logged by Start.
+        if let Some(event) = started {
+            self.publish(event).await;
+        }
 
         // From here the order is ours. Every way out but a completion gives the lease
         // back, so the retry can take over at once instead of finding our live lease.
@@ -173,22 +176,15 @@ impl OrderService {
             .transition(id, completion, now)
             .await?
         {
-            TransitionOutcome::Applied(done) => {
-                let kind = match (done.status(), done.failure_reason()) {
-                    (OrderStatus::Paid, _) => {
-                        ServiceStats::bump(&self.stats.paid);
-                        OrderEventKind::Paid
-                    }
-                    (_, reason) => {
-                        ServiceStats::bump(&self.stats.failed);
-                        OrderEventKind::Failed(
-                            reason
-                                .cloned()
-                                .unwrap_or_else(|| FailureReason::new("unknown")),
-                        )
-                    }
-                };
-                self.publish(&done, kind).await;
+            TransitionOutcome::Applied(done, event) => {
+                if done.status() == OrderStatus::Paid {
+                    ServiceStats::bump(&self.stats.paid);
+                } else {
+                    ServiceStats::bump(&self.stats.failed);
+                }
+                if let Some(event) = event {
+                    self.publish(event).await;
+                }
                 Ok(ProcessOutcome::Completed(done))
             }
             TransitionOutcome::LostRace(current) => {
@@ -207,7 +203,7 @@ impl OrderService {
         let now = self.ports.clock.now();
         let release = StatusChange::Release { lease };
         match self.ports.repository.transition(id, release, now).await {
-            Ok(TransitionOutcome::Applied(_)) => {
+            Ok(TransitionOutcome::Applied(..)) => {
                 ServiceStats::bump(&self.stats.leases_released);
                 debug!(order = %id, "gave the processing lease back for the retry");
             }

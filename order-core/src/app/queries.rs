@@ -7,7 +7,7 @@ use super::errors::{
 use super::service::OrderService;
 use super::stats::ServiceStats;
 use crate::domain::{Order, OrderId, OrderStatus, Product, ProductId, StatusChange, UserId};
-use crate::ports::{ListFilter, OrderEventKind, OrderPage, TransitionOutcome};
+use crate::ports::{ListFilter, OrderPage, TransitionOutcome};
 
 /// Filter and page for [`OrderService::list_orders`], as the caller sent them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +54,11 @@ impl OrderService {
         }
         let now = self.ports.clock.now();
         match repo.transition(id, StatusChange::Cancel, now).await? {
-            TransitionOutcome::Applied(o) => {
+            TransitionOutcome::Applied(o, event) => {
                 ServiceStats::bump(&self.stats.cancelled);
-                self.publish(&o, OrderEventKind::Cancelled).await;
+                if let Some(event) = event {
+                    self.publish(event).await;
+                }
                 Ok(o)
             }
             TransitionOutcome::LostRace(o) if o.status() == OrderStatus::Cancelled => Ok(o),

@@ -11,10 +11,9 @@ use tracing::warn;
 use super::config::ServiceConfig;
 use super::errors::ErrorChain;
 use super::stats::{ServiceStats, StatsSnapshot};
-use crate::domain::Order;
 use crate::ports::{
-    Clock, DistributedLock, EventPublisher, JobQueue, OrderEvent, OrderEventKind, OrderRepository,
-    PaymentGateway, RandomSource,
+    Clock, DistributedLock, EventPublisher, JobQueue, OrderEvent, OrderRepository, PaymentGateway,
+    RandomSource,
 };
 use crate::runtime::with_timeout;
 
@@ -95,17 +94,12 @@ impl OrderService {
         self.stats.snapshot()
     }
 
-    /// Broadcasts `kind` for `order`, best effort: bounded by `publish_timeout`, and a
-    /// failure is counted and logged, never returned — the order's state is already
-    /// committed, and events are notifications, not the record.
-    pub(super) async fn publish(&self, order: &Order, kind: OrderEventKind) {
-        let event = OrderEvent {
-            kind,
-            order: order.id(),
-            user: order.user(),
-            total: order.total(),
-            at: order.updated_at(),
-        };
+    /// Broadcasts `event` (as the repository logged it), best effort: bounded by
+    /// `publish_timeout`, and a failure is counted and logged, never returned — the
+    /// order's state and its event are already committed to the log, which is what a
+    /// client that missed the broadcast reads.
+    pub(super) async fn publish(&self, event: OrderEvent) {
+        let order = event.order;
         let name = event.kind.name();
         let sent = with_timeout(
             &*self.ports.clock,
@@ -116,11 +110,11 @@ impl OrderService {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 ServiceStats::bump(&self.stats.publish_failures);
-                warn!(order = %order.id(), event = name, error = %ErrorChain(&e), "event not published");
+                warn!(order = %order, event = name, error = %ErrorChain(&e), "event not published");
             }
             None => {
                 ServiceStats::bump(&self.stats.publish_failures);
-                warn!(order = %order.id(), event = name, "event publish timed out");
+                warn!(order = %order, event = name, "event publish timed out");
             }
         }
     }

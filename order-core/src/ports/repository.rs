@@ -8,6 +8,7 @@ use crate::domain::{
     IdempotencyKey, Order, OrderDraft, OrderId, OrderStatus, Product, ProductId, StatusChange,
     Timestamp, UserId,
 };
+use crate::ports::OrderEvent;
 
 /// Errors of [`OrderRepository`]. Business outcomes (stock, duplicates, lost races) are
 /// not errors: they are variants of [`PlaceOutcome`] and [`TransitionOutcome`].
@@ -25,8 +26,10 @@ pub enum RepositoryError {
 /// What happened to one draft in [`OrderRepository::place`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlaceOutcome {
-    /// A new order was stored and its stock reserved.
-    Placed(Order),
+    /// A new order was stored and its stock reserved; its `order.created` event was
+    /// appended to the owner's event log in the same atomic step (the second field, as
+    /// logged: [`OrderEvent::logged`]).
+    Placed(Order, OrderEvent),
     /// The (user, key) pair already names an order created from the same lines
     /// ([`OrderDraft::same_lines_as`]): this is it.
     Replayed(Order),
@@ -56,8 +59,11 @@ pub enum PlaceOutcome {
 /// What happened to one [`OrderRepository::transition`] call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransitionOutcome {
-    /// The change was applied (and stock returned if the change returns stock).
-    Applied(Order),
+    /// The change was applied (and stock returned if the change returns stock). When
+    /// the change moved the order to another status (every change but `TakeOver` and
+    /// `Release`, which only move the lease) its event was appended to the owner's event
+    /// log in the same atomic step: the second field, as logged ([`OrderEvent::logged`]).
+    Applied(Order, Option<OrderEvent>),
     /// The order was not in the expected status or the fence did not match: someone else
     /// won. Nothing was written. Carries the order as it is now.
     LostRace(Order),
@@ -83,6 +89,17 @@ pub struct ListFilter {
     pub page: u32,
     /// Orders per page (the service bounds it to 1..=50).
     pub per_page: u32,
+}
+
+/// A slice of one user's event log, from [`OrderRepository::events_after`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    /// Events with `seq` above the requested one, ascending by `seq`, at most the limit.
+    pub events: Vec<OrderEvent>,
+    /// The user's latest `seq` (0 when the user has no event yet). Events between the
+    /// requested `seq` and the first one returned were pruned when the first returned
+    /// `seq` is above `after + 1`, or when `events` is empty and `last_seq > after`.
+    pub last_seq: u64,
 }
 
 /// What [`OrderRepository::claim_stranded`] looks for.
@@ -114,6 +131,10 @@ pub trait OrderRepository: Send + Sync {
     /// taken (under the same row lock): a price change committed while the draft waited
     /// for the row is the price it pays.
     ///
+    /// Each placed order's `order.created` event is appended to its owner's event log
+    /// in the same atomic step, with the owner's next `seq` (see
+    /// [`events_after`](Self::events_after)); replays and refusals append nothing.
+    ///
     /// Returns exactly one outcome per draft, in the drafts' order.
     ///
     /// # Errors
@@ -131,6 +152,11 @@ pub trait OrderRepository: Send + Sync {
     /// time `now`, exactly as [`Order::apply`] would. When the change returns stock
     /// (Cancel, Fail) the quantities go back in the same atomic step, so stock is returned
     /// exactly once however many callers race.
+    ///
+    /// A change that moves the order to another status (Start, Pay, Fail, Cancel)
+    /// appends its event ([`OrderEvent::logged`] of the changed order) to the owner's
+    /// event log in the same atomic step, with the owner's next `seq`; TakeOver and
+    /// Release, which move only the lease, append nothing, and neither does a lost race.
     ///
     /// # Errors
     /// [`RepositoryError`] when the store failed; nothing was written. A lost race is
@@ -182,6 +208,31 @@ pub trait OrderRepository: Send + Sync {
     async fn product(&self, id: ProductId) -> Result<Option<Product>, RepositoryError> {
         Ok(self.products().await?.into_iter().find(|p| p.id == id))
     }
+
+    /// The durable event log of `user`: the events with `seq > after`, ascending, at
+    /// most `limit` of them, and the user's latest `seq`.
+    ///
+    /// The log is what a client that missed live events reads. Each user's `seq` runs
+    /// 1, 2, 3, … in the order the changes committed, with no gap and no repeat, however
+    /// many processes write concurrently; events leave the log only through
+    /// [`prune_events`](Self::prune_events), oldest first, and `seq` never restarts.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the store failed.
+    async fn events_after(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<EventPage, RepositoryError>;
+
+    /// Deletes up to `limit` logged events that happened before `before` (the event
+    /// log's retention) and returns how many it deleted. Later events, and every
+    /// user's `seq` counter, are untouched.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the store failed; nothing was deleted.
+    async fn prune_events(&self, before: Timestamp, limit: u32) -> Result<u64, RepositoryError>;
 
     /// Claims up to `query.limit` stranded orders for the reconciler and returns their
     /// ids, oldest hand-out first. An order is stranded at `now` when its last hand-out

@@ -413,7 +413,7 @@ pub async fn run_commands(
                     .await
                     .map_err(|e| ctx(format!("{e:?}")))?;
                 match (model.orders[i].status, got) {
-                    (OrderStatus::Pending, TransitionOutcome::Applied(o))
+                    (OrderStatus::Pending, TransitionOutcome::Applied(o, _))
                         if o.status() == OrderStatus::Processing =>
                     {
                         model.orders[i].status = OrderStatus::Processing;
@@ -477,7 +477,7 @@ pub async fn run_commands(
                 let holds = model.orders[i].status == OrderStatus::Processing
                     && model.orders[i].lease.map(|l| l.0) == Some(token);
                 match (holds, got) {
-                    (true, TransitionOutcome::Applied(o)) if o.status() == change.to() => {
+                    (true, TransitionOutcome::Applied(o, _)) if o.status() == change.to() => {
                         model.orders[i].status = change.to();
                         model.orders[i].lease = None;
                         if change.returns_stock() {

@@ -11,14 +11,14 @@
 //! `add_product`, `restock`, `stock`, `orders`) for wiring and tests; users are just ids
 //! here (names, e-mails and credentials belong to whoever authenticates).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use order_core::domain::{IdError, MAX_STOCK, OrderDraft, RestockError, StatusChange};
 use order_core::ports::{
-    ListFilter, OrderPage, OrderRepository, PlaceOutcome, RepositoryError, StrandedQuery,
-    TransitionOutcome,
+    EventPage, ListFilter, OrderEvent, OrderPage, OrderRepository, PlaceOutcome, RepositoryError,
+    StrandedQuery, TransitionOutcome,
 };
 use order_core::{
     IdempotencyKey, Money, Order, OrderId, OrderStatus, Product, ProductId, Timestamp, UserId,
@@ -55,9 +55,29 @@ struct State {
     /// When the reconciler last claimed an order (its placement counts as the first
     /// hand-out, so an order is only here once claimed).
     handed_out: HashMap<OrderId, Timestamp>,
+    /// Each user's event log (what is left of it after pruning) and latest seq.
+    logs: HashMap<UserId, EventLog>,
     last_user: u64,
     last_product: u64,
     last_order: u64,
+}
+
+/// One user's event log: the retained events in seq order, and the latest seq (which
+/// pruning never lowers).
+#[derive(Debug, Default)]
+struct EventLog {
+    events: VecDeque<OrderEvent>,
+    last_seq: u64,
+}
+
+impl EventLog {
+    /// Appends the event recording `order`'s current status under the next seq.
+    fn append(&mut self, order: &Order) -> OrderEvent {
+        self.last_seq += 1;
+        let event = OrderEvent::logged(order, self.last_seq);
+        self.events.push_back(event.clone());
+        event
+    }
 }
 
 /// What one `place` call will write, decided before anything is written.
@@ -70,6 +90,10 @@ struct Plan {
     /// Keys claimed by `orders` (index into it), so a second draft with the same key in
     /// one batch replays the first.
     keys: HashMap<(UserId, IdempotencyKey), usize>,
+    /// The `order.created` events of `orders`, with the seqs they will have.
+    events: Vec<OrderEvent>,
+    /// Each user's latest seq as this call will leave it.
+    last_seq: HashMap<UserId, u64>,
     last_order: u64,
 }
 
@@ -296,7 +320,14 @@ impl State {
         }
         plan.keys.insert(key, plan.orders.len());
         plan.orders.push(order.clone());
-        Ok(PlaceOutcome::Placed(order))
+        let seq = plan
+            .last_seq
+            .entry(draft.user())
+            .or_insert_with(|| self.logs.get(&draft.user()).map_or(0, |log| log.last_seq));
+        *seq += 1;
+        let event = OrderEvent::logged(&order, *seq);
+        plan.events.push(event.clone());
+        Ok(PlaceOutcome::Placed(order, event))
     }
 
     /// Writes a plan. Nothing here can fail: every check happened in `decide`.
@@ -316,7 +347,56 @@ impl State {
             self.open.insert(order.id());
             self.orders.insert(order.id(), order);
         }
+        for event in plan.events {
+            let log = self.logs.entry(event.user).or_default();
+            log.last_seq = event.seq;
+            log.events.push_back(event);
+        }
         self.last_order = plan.last_order;
+    }
+
+    fn events_after(&self, user: UserId, after: u64, limit: u32) -> EventPage {
+        let Some(log) = self.logs.get(&user) else {
+            return EventPage {
+                events: Vec::new(),
+                last_seq: 0,
+            };
+        };
+        // Seqs are consecutive from the front's, so the first wanted index is direct.
+        let first = log.events.front().map_or(0, |e| e.seq);
+        let skip =
+            usize::try_from(after.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
+        EventPage {
+            events: log
+                .events
+                .iter()
+                .skip(skip)
+                .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                .cloned()
+                .collect(),
+            last_seq: log.last_seq,
+        }
+    }
+
+    fn prune_events(&mut self, before: Timestamp, limit: u32) -> u64 {
+        let mut left = u64::from(limit);
+        for log in self.logs.values_mut() {
+            let kept = log.events.len();
+            let mut budget = left;
+            log.events.retain(|e| {
+                if budget > 0 && e.at < before {
+                    budget -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+            left -= (kept - log.events.len()) as u64;
+            if left == 0 {
+                break;
+            }
+        }
+        u64::from(limit) - left
     }
 
     fn transition(
@@ -364,8 +444,14 @@ impl State {
             self.open.remove(&id);
             self.handed_out.remove(&id);
         }
+        let event = (change.from() != change.to()).then(|| {
+            self.logs
+                .entry(updated.user())
+                .or_default()
+                .append(&updated)
+        });
         self.orders.insert(id, updated.clone());
-        Ok(TransitionOutcome::Applied(updated))
+        Ok(TransitionOutcome::Applied(updated, event))
     }
 
     fn list_by_user(&self, user: UserId, filter: ListFilter) -> OrderPage {
@@ -480,6 +566,26 @@ impl OrderRepository for MemoryOrderRepository {
 
     async fn products(&self) -> Result<Vec<Product>, RepositoryError> {
         Ok(self.guard().products.values().cloned().collect())
+    }
+
+    /// Reads the user's log under the mutex: the events appended by every committed
+    /// change, in seq order.
+    ///
+    /// # Errors
+    /// Never.
+    async fn events_after(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<EventPage, RepositoryError> {
+        Ok(self.guard().events_after(user, after, limit))
+    }
+
+    /// # Errors
+    /// Never.
+    async fn prune_events(&self, before: Timestamp, limit: u32) -> Result<u64, RepositoryError> {
+        Ok(self.guard().prune_events(before, limit))
     }
 }
 

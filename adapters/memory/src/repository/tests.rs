@@ -63,7 +63,7 @@ async fn place_one(repo: &MemoryOrderRepository, d: OrderDraft, now: u64) -> Pla
 
 async fn placed(repo: &MemoryOrderRepository, d: OrderDraft, now: u64) -> Order {
     match place_one(repo, d, now).await {
-        PlaceOutcome::Placed(o) => o,
+        PlaceOutcome::Placed(o, _) => o,
         other => panic!("expected Placed, got {other:?}"),
     }
 }
@@ -91,7 +91,7 @@ async fn concurrent_orders_for_the_last_unit_never_oversell() {
         .collect();
     let mut placed = 0;
     for t in tasks {
-        if matches!(t.await.unwrap()[0], PlaceOutcome::Placed(_)) {
+        if matches!(t.await.unwrap()[0], PlaceOutcome::Placed(..)) {
             placed += 1;
         }
     }
@@ -115,7 +115,7 @@ async fn racing_cancels_return_the_stock_exactly_once() {
     let mut applied = 0;
     for t in tasks {
         match t.await.unwrap().unwrap() {
-            TransitionOutcome::Applied(o) => {
+            TransitionOutcome::Applied(o, _) => {
                 applied += 1;
                 assert_eq!(o.cancelled_at(), Some(at(2)));
             }
@@ -151,12 +151,12 @@ async fn a_cancel_racing_a_worker_start_has_exactly_one_winner() {
         let s = start.await.unwrap().unwrap();
         let final_status = repo.get(id).await.unwrap().unwrap().status();
         match (c, s) {
-            (TransitionOutcome::Applied(_), TransitionOutcome::LostRace(o)) => {
+            (TransitionOutcome::Applied(..), TransitionOutcome::LostRace(o)) => {
                 assert_eq!(o.status(), OrderStatus::Cancelled, "round {round}");
                 assert_eq!(final_status, OrderStatus::Cancelled);
                 assert_eq!(repo.stock(f.mouse), Some(200));
             }
-            (TransitionOutcome::LostRace(o), TransitionOutcome::Applied(_)) => {
+            (TransitionOutcome::LostRace(o), TransitionOutcome::Applied(..)) => {
                 assert_eq!(o.status(), OrderStatus::Processing, "round {round}");
                 assert_eq!(final_status, OrderStatus::Processing);
                 assert_eq!(repo.stock(f.mouse), Some(195));

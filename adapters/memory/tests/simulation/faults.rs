@@ -343,7 +343,7 @@ impl OrderRepository for SimRepo {
         let out = self.inner.place(drafts, now).await?;
         for o in &out {
             match o {
-                PlaceOutcome::Placed(order) => {
+                PlaceOutcome::Placed(order, _) => {
                     self.ctx.trace.record(2, order.id().get());
                     lock(&self.history).insert(order.id(), vec![OrderStatus::Pending]);
                 }
@@ -393,7 +393,7 @@ impl OrderRepository for SimRepo {
         self.ctx
             .watch(id, || format!("transition {change:?} -> {out:?}"));
         match &out {
-            TransitionOutcome::Applied(after) => {
+            TransitionOutcome::Applied(after, _) => {
                 let before = before.map_or(OrderStatus::Pending, |o| o.status());
                 self.ctx
                     .trace
@@ -465,6 +465,18 @@ impl OrderRepository for SimRepo {
 
     async fn products(&self) -> Result<Vec<Product>, RepositoryError> {
         self.inner.products().await
+    }
+
+    async fn events_after(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<order_core::ports::EventPage, RepositoryError> {
+        self.inner.events_after(user, after, limit).await
+    }
+    async fn prune_events(&self, before: Timestamp, limit: u32) -> Result<u64, RepositoryError> {
+        self.inner.prune_events(before, limit).await
     }
 
     async fn claim_stranded(

@@ -15,6 +15,7 @@
 //! implementation, which delegates to those modules.
 
 mod admin;
+mod events;
 mod place;
 mod rows;
 mod sql;
@@ -27,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use order_core::domain::{OrderDraft, StatusChange};
 use order_core::ports::{
-    ListFilter, OrderPage, OrderRepository, PlaceOutcome, RandomSource, RepositoryError,
+    EventPage, ListFilter, OrderPage, OrderRepository, PlaceOutcome, RandomSource, RepositoryError,
     StrandedQuery, TransitionOutcome,
 };
 use order_core::{
@@ -315,6 +316,33 @@ impl OrderRepository for MySqlOrderRepository {
             return Ok(Vec::new());
         }
         self.retrying("claim_stranded", || self.claim_stranded_once(query, now))
+            .await
+    }
+
+    /// `SELECT … FROM order_events WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?`
+    /// over the primary key, then the user's counter (`users.event_seq`).
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the database failed or a row is not a valid event.
+    async fn events_after(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<EventPage, RepositoryError> {
+        self.events_after_once(user, after, limit)
+            .await
+            .map_err(DbError::into_repository)
+    }
+
+    /// `DELETE … WHERE at < ? ORDER BY at LIMIT ?` over the `order_events_at` index: the
+    /// oldest events first, one statement (its own transaction). The user counters are
+    /// not touched.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the database failed; nothing was deleted.
+    async fn prune_events(&self, before: Timestamp, limit: u32) -> Result<u64, RepositoryError> {
+        self.retrying("prune_events", || self.prune_events_once(before, limit))
             .await
     }
 

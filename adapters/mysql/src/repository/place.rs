@@ -12,8 +12,9 @@ use order_core::{IdempotencyKey, Money, Order, ProductId, Quantity, Timestamp, U
 use sqlx::{AssertSqlSafe, MySqlConnection, Row};
 
 use super::MySqlOrderRepository;
+use super::events;
 use super::rows::{ProductRow, Read, load_order, load_order_by_key, order_id};
-use super::sql::{IN_LIST_CHUNK, INSERT_ORDER, USER_AND_KEY, repeat_sql};
+use super::sql::{IN_LIST_CHUNK, INSERT_ORDER, UNBUMP_EVENT_SEQ, USER_AND_KEY, repeat_sql};
 use crate::error::{Context, DbError, code};
 use crate::time::to_sql;
 
@@ -133,7 +134,7 @@ impl MySqlOrderRepository {
         }
         .await;
         match result {
-            Ok(Some(placed @ PlaceOutcome::Placed(_))) => {
+            Ok(Some(placed @ PlaceOutcome::Placed(..))) => {
                 tx.commit().await.ctx("committing a placed order")?;
                 Ok(Some(placed))
             }
@@ -220,7 +221,7 @@ async fn place_in_transaction(
             Decision::Refuse(outcome) => outcomes[i] = Some(outcome),
             Decision::Place(prices) => {
                 let outcome = insert_order(conn, draft, &prices, now, Stock::Take).await?;
-                if let PlaceOutcome::Placed(order) = &outcome {
+                if let PlaceOutcome::Placed(order, _) = &outcome {
                     for (product, quantity) in draft.items() {
                         if let Some(p) = locked.get_mut(product) {
                             p.stock -= u64::from(quantity.get());
@@ -286,6 +287,9 @@ async fn lock_products(
 }
 
 /// What to do with one draft, given the locked products.
+// A refusal is one of PlaceOutcome's small variants, but the type is the whole enum; a
+// Decision lives on the stack for one draft, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Decision {
     /// Place it at these unit prices (one per line, in the draft's order).
     Place(Vec<Money>),
@@ -344,6 +348,13 @@ async fn insert_order(
             draft.idempotency_key()
         ))
     })?;
+    // The user's next event seq first: the bump locks the user's row before the order's
+    // foreign-key check would take a shared lock on it, so two placements of one user
+    // queue on the row instead of deadlocking on a shared-to-exclusive upgrade. An
+    // unknown user matches no row.
+    let Some(seq) = events::next_seq(conn, draft.user()).await? else {
+        return Ok(PlaceOutcome::UnknownUser(draft.user()));
+    };
     let at = to_sql(now);
     let inserted = sqlx::query(INSERT_ORDER)
         .bind(draft.user().get())
@@ -358,6 +369,13 @@ async fn insert_order(
     let done = match inserted {
         Ok(done) => done,
         Err(e) => {
+            // No order, so no event: give the seq back (the rest of the transaction may
+            // still commit other drafts, and the log must not show a gap).
+            sqlx::query(UNBUMP_EVENT_SEQ)
+                .bind(draft.user().get())
+                .execute(&mut *conn)
+                .await
+                .ctx("giving back an unused event seq")?;
             return match e.server_code() {
                 Some(code::DUPLICATE_KEY) => {
                     // A concurrent twin (another transaction) committed this key while we
@@ -412,7 +430,8 @@ async fn insert_order(
 
     let order = Order::place(id, draft, prices, now)
         .map_err(|e| DbError::data(format!("order {id}: {e}")))?;
-    Ok(PlaceOutcome::Placed(order))
+    let event = events::append(conn, &order, seq).await?;
+    Ok(PlaceOutcome::Placed(order, event))
 }
 
 /// The current unit price of each of the draft's products, in the draft's order; `None`

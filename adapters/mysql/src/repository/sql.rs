@@ -141,3 +141,21 @@ pub(super) fn repeat_sql(head: &str, item: &str, sep: &str, n: usize, tail: &str
     sql.push_str(tail);
     sql
 }
+
+/// Bumps a user's event counter and hands the new value back through the OK packet's
+/// last-insert id (see migration 0007); matches no row for an unknown user.
+pub(super) const BUMP_EVENT_SEQ: &str =
+    "UPDATE users SET event_seq = LAST_INSERT_ID(event_seq + 1) WHERE id = ?";
+/// Gives back a bump whose change did not happen (a placement refused after it).
+pub(super) const UNBUMP_EVENT_SEQ: &str =
+    "UPDATE users SET event_seq = event_seq - 1 WHERE id = ? AND event_seq > 0";
+pub(super) const INSERT_EVENT: &str = "INSERT INTO order_events \
+     (user_id, seq, order_id, kind, total_amount, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)";
+pub(super) const EVENTS_AFTER: &str = concat!(
+    "SELECT user_id, seq, order_id, kind, total_amount, reason, ",
+    ms!("at"),
+    " AS at_ms FROM order_events WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+);
+pub(super) const LAST_EVENT_SEQ: &str = "SELECT event_seq FROM users WHERE id = ?";
+/// Oldest first over `order_events_at`, at most the limit per statement.
+pub(super) const PRUNE_EVENTS: &str = "DELETE FROM order_events WHERE at < ? ORDER BY at LIMIT ?";

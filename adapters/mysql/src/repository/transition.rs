@@ -10,6 +10,7 @@ use order_core::{OrderId, ProductId, Timestamp};
 use sqlx::{AssertSqlSafe, MySqlConnection};
 
 use super::MySqlOrderRepository;
+use super::events;
 use super::place::{Adjust, adjust_stock};
 use super::rows::{Read, load_items, load_order, order_id, product_id};
 use super::sql::{
@@ -137,13 +138,20 @@ impl MySqlOrderRepository {
             let order = load_order(&mut tx, id.get())
                 .await?
                 .ok_or_else(|| DbError::data(format!("order {id} vanished after its update")))?;
-            Ok(Some(order))
+            // A status change is logged with it; a lease-only change (TakeOver, Release)
+            // is not an event.
+            let event = if change.from() != change.to() {
+                Some(events::log_change(&mut tx, &order).await?)
+            } else {
+                None
+            };
+            Ok(Some((order, event)))
         }
         .await;
         match result {
-            Ok(Some(order)) => {
+            Ok(Some((order, event))) => {
                 tx.commit().await.ctx("committing a transition")?;
-                Ok(TransitionOutcome::Applied(order))
+                Ok(TransitionOutcome::Applied(order, event))
             }
             Ok(None) => {
                 tx.rollback().await.ctx("rolling back")?;

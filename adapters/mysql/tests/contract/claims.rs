@@ -49,7 +49,7 @@ async fn place(
         .await
         .expect("place");
     match out.into_iter().next() {
-        Some(PlaceOutcome::Placed(o)) => o,
+        Some(PlaceOutcome::Placed(o, _)) => o,
         other => panic!("{other:?}"),
     }
 }
@@ -60,7 +60,7 @@ async fn apply(repo: &MySqlOrderRepository, id: OrderId, change: StatusChange, m
         .await
         .expect("transition")
     {
-        TransitionOutcome::Applied(o) => o,
+        TransitionOutcome::Applied(o, _) => o,
         other => panic!("{other:?}"),
     }
 }

@@ -77,7 +77,7 @@ async fn five_hundred_racing_orders_never_oversell_a_hundred_units(
     for result in tasks.join_all().await {
         let outcomes = result.expect("no place may fail under contention");
         match &outcomes[..] {
-            [PlaceOutcome::Placed(_)] => placed += 1,
+            [PlaceOutcome::Placed(..)] => placed += 1,
             [PlaceOutcome::InsufficientStock { product, .. }] if *product == hot => short += 1,
             other => panic!("unexpected outcome {other:?}"),
         }
@@ -129,7 +129,7 @@ async fn crossed_orders_for_two_products_never_surface_an_error(
     for result in tasks.join_all().await {
         let outcomes = result.expect("crossed orders must never fail");
         assert!(
-            matches!(outcomes[..], [PlaceOutcome::Placed(_)]),
+            matches!(outcomes[..], [PlaceOutcome::Placed(..)]),
             "{outcomes:?}"
         );
     }
@@ -191,7 +191,7 @@ async fn a_deadlocked_place_is_retried_and_succeeds(
 
     let outcomes = placing.await.expect("task").expect("place must not fail");
     assert!(
-        matches!(outcomes[..], [PlaceOutcome::Placed(_)]),
+        matches!(outcomes[..], [PlaceOutcome::Placed(..)]),
         "{outcomes:?}"
     );
     assert!(
@@ -255,7 +255,7 @@ async fn lock_wait_timeouts_are_retried_then_reported_unavailable(
         .expect("task")
         .expect("the retry must succeed");
     assert!(
-        matches!(outcomes[..], [PlaceOutcome::Placed(_)]),
+        matches!(outcomes[..], [PlaceOutcome::Placed(..)]),
         "{outcomes:?}"
     );
     assert_eq!(repo.retry_count(), 2);
@@ -290,7 +290,7 @@ async fn racing_cancels_return_the_stock_exactly_once(
         .place(&[draft(user, "k", &[(a, 5), (b, 7)])], at(0))
         .await
         .expect("place");
-    let [PlaceOutcome::Placed(order)] = &out[..] else {
+    let [PlaceOutcome::Placed(order, _)] = &out[..] else {
         panic!("{out:?}")
     };
     let mut tasks = JoinSet::new();
@@ -302,7 +302,7 @@ async fn racing_cancels_return_the_stock_exactly_once(
     let mut applied = 0;
     for result in tasks.join_all().await {
         match result.expect("no cancel may fail") {
-            TransitionOutcome::Applied(_) => applied += 1,
+            TransitionOutcome::Applied(..) => applied += 1,
             TransitionOutcome::LostRace(o) => assert_eq!(o.status(), OrderStatus::Cancelled),
             TransitionOutcome::NotFound => panic!("order vanished"),
         }
@@ -332,7 +332,7 @@ async fn a_cancel_racing_a_start_has_exactly_one_winner(
             .place(&[draft(user, &format!("r{round}"), &[(a, 2)])], at(round))
             .await
             .expect("place");
-        let [PlaceOutcome::Placed(order)] = &out[..] else {
+        let [PlaceOutcome::Placed(order, _)] = &out[..] else {
             panic!("{out:?}")
         };
         let id = order.id();
@@ -350,10 +350,10 @@ async fn a_cancel_racing_a_start_has_exactly_one_winner(
         let c = cancel.await.expect("task").expect("cancel");
         let s = start.await.expect("task").expect("start");
         match (c, s) {
-            (TransitionOutcome::Applied(_), TransitionOutcome::LostRace(o)) => {
+            (TransitionOutcome::Applied(..), TransitionOutcome::LostRace(o)) => {
                 assert_eq!(o.status(), OrderStatus::Cancelled, "round {round}");
             }
-            (TransitionOutcome::LostRace(o), TransitionOutcome::Applied(_)) => {
+            (TransitionOutcome::LostRace(o), TransitionOutcome::Applied(..)) => {
                 assert_eq!(o.status(), OrderStatus::Processing, "round {round}");
                 reserved += 2;
             }
@@ -404,7 +404,7 @@ async fn concurrent_twins_create_one_order_and_the_others_replay(
         let mut reused = 0;
         for (i, result) in tasks.join_all().await {
             match result.expect("a twin must never fail").pop() {
-                Some(PlaceOutcome::Placed(o)) => placed.push(o),
+                Some(PlaceOutcome::Placed(o, _)) => placed.push(o),
                 Some(PlaceOutcome::Replayed(o)) => replayed.push(o),
                 Some(PlaceOutcome::KeyReused { .. }) => reused += 1,
                 other => panic!("round {round}, racer {i}: {other:?}"),

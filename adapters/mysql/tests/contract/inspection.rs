@@ -44,6 +44,7 @@ async fn migrate_creates_the_schema_and_is_idempotent(pool: MySqlPool) {
         tables,
         [
             "api_tokens",
+            "order_events",
             "order_items",
             "orders",
             "payments",

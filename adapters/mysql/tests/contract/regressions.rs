@@ -18,7 +18,7 @@ fn placed(outcomes: &[PlaceOutcome]) -> Vec<Order> {
     outcomes
         .iter()
         .map(|o| match o {
-            PlaceOutcome::Placed(order) => order.clone(),
+            PlaceOutcome::Placed(order, _) => order.clone(),
             other => panic!("expected Placed, got {other:?}"),
         })
         .collect()
@@ -182,7 +182,7 @@ async fn a_restock_up_to_the_maximum_leaves_room_to_cancel_and_fail_the_open_ord
         .await
         .expect("start");
     assert!(
-        matches!(started, TransitionOutcome::Applied(_)),
+        matches!(started, TransitionOutcome::Applied(..)),
         "{started:?}"
     );
     // A paid order's units are gone for good: they do not count.
@@ -201,7 +201,7 @@ async fn a_restock_up_to_the_maximum_leaves_room_to_cancel_and_fail_the_open_ord
             .transition(paid.id(), change, at(4))
             .await
             .expect("pay");
-        assert!(matches!(out, TransitionOutcome::Applied(_)), "{out:?}");
+        assert!(matches!(out, TransitionOutcome::Applied(..)), "{out:?}");
     }
     // stock 1, reserved 4 + 3 = 7: room for MAX_STOCK - 8 more units, exactly.
     assert_eq!(repo.stock(p).await.expect("stock"), Some(1));
@@ -243,7 +243,7 @@ async fn a_restock_up_to_the_maximum_leaves_room_to_cancel_and_fail_the_open_ord
         .await
         .expect("cancel must not overflow the column");
     assert!(
-        matches!(&cancelled, TransitionOutcome::Applied(o) if o.status() == OrderStatus::Cancelled),
+        matches!(&cancelled, TransitionOutcome::Applied(o, _) if o.status() == OrderStatus::Cancelled),
         "{cancelled:?}"
     );
     let failed = repo
@@ -258,7 +258,7 @@ async fn a_restock_up_to_the_maximum_leaves_room_to_cancel_and_fail_the_open_ord
         .await
         .expect("fail must not overflow the column");
     assert!(
-        matches!(&failed, TransitionOutcome::Applied(o) if o.status() == OrderStatus::Failed),
+        matches!(&failed, TransitionOutcome::Applied(o, _) if o.status() == OrderStatus::Failed),
         "{failed:?}"
     );
     assert_eq!(repo.stock(p).await.expect("stock"), Some(MAX_STOCK));
@@ -321,7 +321,7 @@ async fn equal_fingerprints_with_other_lines_are_a_reused_key_not_a_replay(pool:
             existing: first.id()
         }
     );
-    assert!(matches!(batch[1], PlaceOutcome::Placed(_)), "{batch:?}");
+    assert!(matches!(batch[1], PlaceOutcome::Placed(..)), "{batch:?}");
     assert_eq!(repo.stock(b).await.expect("b"), Some(10), "B never taken");
     assert_eq!(repo.stock(a).await.expect("a"), Some(8));
 }
@@ -376,7 +376,7 @@ async fn a_batch_naming_more_products_than_one_statement_can_bind_is_placed(pool
     let total: Money = outcomes
         .iter()
         .filter_map(|o| match o {
-            PlaceOutcome::Placed(order) => Some(order.total()),
+            PlaceOutcome::Placed(order, _) => Some(order.total()),
             _ => None,
         })
         .try_fold(Money::ZERO, |acc, t| acc.checked_add(t))

@@ -179,6 +179,7 @@ fn job(n: u64) -> Job {
 
 fn paid(n: u64) -> OrderEvent {
     OrderEvent {
+        seq: n,
         kind: OrderEventKind::Paid,
         order: OrderId::new(n).unwrap(),
         user: UserId::new(1).unwrap(),

@@ -66,7 +66,7 @@ async fn a_successful_create_locks_ascending_places_releases_every_lock_then_enq
                 assert_eq!(drafts.len(), 1);
                 // The merged draft reaches the store as built: nothing re-parsed.
                 assert_eq!(drafts[0], draft(&[(2, 1), (5, 2)]));
-                Ok(vec![PlaceOutcome::Placed(pending_order(&[2, 5]))])
+                Ok(vec![placed(pending_order(&[2, 5]))])
             });
         expect_releases(&mut m, &mut seq, &KEYS);
         m.queue
@@ -191,7 +191,7 @@ async fn a_lock_service_outage_fails_open_to_the_database_guard() {
     m.repo
         .expect_place()
         .times(1)
-        .returning(|_, _| Ok(vec![PlaceOutcome::Placed(pending_order(&[2]))]));
+        .returning(|_, _| Ok(vec![placed(pending_order(&[2]))]));
     m.queue.expect_enqueue().times(1).returning(|_| Ok(()));
     let svc = m.service();
     svc.create_order(request(&[2])).await.unwrap();

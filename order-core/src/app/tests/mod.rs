@@ -96,6 +96,18 @@ fn pending_order(products: &[u64]) -> Order {
     .unwrap()
 }
 
+/// `order` placed, with the event a repository would log for it.
+fn placed(order: Order) -> PlaceOutcome {
+    let event = OrderEvent::logged(&order, 1);
+    PlaceOutcome::Placed(order, event)
+}
+
+/// `order` changed, with the event a repository logs for a status change.
+fn applied(order: Order) -> TransitionOutcome {
+    let event = OrderEvent::logged(&order, 2);
+    TransitionOutcome::Applied(order, Some(event))
+}
+
 fn processing(order: &Order, token: u64) -> Order {
     let mut o = order.clone();
     let lease = Lease {

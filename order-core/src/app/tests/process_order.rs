@@ -65,10 +65,7 @@ fn started_order(m: &mut Mocks) -> (Order, Arc<AtomicU64>) {
                 unreachable!()
             };
             t1.store(lease.token.raw(), Ordering::SeqCst);
-            Ok(TransitionOutcome::Applied(processing(
-                &o3,
-                lease.token.raw(),
-            )))
+            Ok(applied(processing(&o3, lease.token.raw())))
         });
     (order, token)
 }
@@ -97,7 +94,7 @@ fn expect_completion(
             );
             let mut done = processing(&o4, lease.raw());
             done.apply(&change, now).unwrap();
-            Ok(TransitionOutcome::Applied(done))
+            Ok(applied(done))
         });
 }
 
@@ -163,7 +160,7 @@ async fn an_unreachable_provider_releases_the_lease_and_the_job_is_retried() {
             matches!(c, StatusChange::Release { lease } if lease.raw() == token.load(Ordering::SeqCst))
         })
         .times(1)
-        .returning(move |_, _, _| Ok(TransitionOutcome::Applied(processing(&o3, 1))));
+        .returning(move |_, _, _| Ok(applied(processing(&o3, 1))));
     m.queue.expect_ack().times(0);
     m.queue
         .expect_nack()
@@ -242,7 +239,7 @@ async fn a_database_error_on_completion_releases_the_lease_before_the_nack() {
         })
         .times(1)
         .in_sequence(&mut seq)
-        .returning(move |_, _, _| Ok(TransitionOutcome::Applied(processing(&o3, 1))));
+        .returning(move |_, _, _| Ok(applied(processing(&o3, 1))));
     m.queue
         .expect_nack()
         .times(1)

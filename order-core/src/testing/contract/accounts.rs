@@ -547,7 +547,7 @@ pub async fn a_new_account_may_place_orders<F: AccountsFixture + ?Sized>(f: &F) 
         ),
     };
     match outcomes.as_slice() {
-        [PlaceOutcome::Placed(order)] => assert_eq!(
+        [PlaceOutcome::Placed(order, _)] => assert_eq!(
             order.user(),
             mallory.id,
             "the order must be owned by the new account"

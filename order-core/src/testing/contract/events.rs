@@ -87,6 +87,8 @@ fn event(kind: OrderEventKind, n: u64) -> OrderEvent {
         panic!("contract suite bug: cannot build event #{n}");
     };
     OrderEvent {
+        // Large and distinct per event, so a bus that drops or truncates seq is caught.
+        seq: (1 << 40) + n * 3,
         kind,
         order,
         user,

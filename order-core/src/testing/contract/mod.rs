@@ -218,6 +218,7 @@ mod tests {
             include_str!("repository/transitions.rs"),
             include_str!("repository/reads.rs"),
             include_str!("repository/protocol.rs"),
+            include_str!("repository/event_log.rs"),
         ]
         .concat();
         assert_list_is_complete("repository", &repository_sources, repository::CHECKS);

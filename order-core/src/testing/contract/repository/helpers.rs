@@ -5,7 +5,7 @@ use crate::domain::{
     IdempotencyKey, Lease, LeaseToken, Money, Order, OrderDraft, OrderId, OrderStatus, ProductId,
     Quantity, StatusChange, Timestamp, UserId,
 };
-use crate::ports::{ListFilter, PlaceOutcome, TransitionOutcome};
+use crate::ports::{EventPage, ListFilter, OrderEvent, PlaceOutcome, TransitionOutcome};
 
 // ---------------------------------------------------------------------------------------
 // Helpers: every failure names what was being done.
@@ -109,7 +109,8 @@ pub(super) async fn place_one(
 /// Places `d`, which must succeed, and checks the order against `Order::place`.
 pub(super) async fn placed(f: &dyn RepositoryFixture, d: OrderDraft, now: Timestamp) -> Order {
     match place_one(f, d.clone(), now).await {
-        PlaceOutcome::Placed(order) => {
+        PlaceOutcome::Placed(order, event) => {
+            assert_logged(f, &order, Some(&event), "placing").await;
             assert_eq!(order.user(), d.user(), "placed order has the wrong user");
             assert_eq!(order.idempotency_key(), d.idempotency_key());
             assert_eq!(order.fingerprint(), d.fingerprint(), "fingerprint not kept");
@@ -143,6 +144,49 @@ pub(super) async fn placed(f: &dyn RepositoryFixture, d: OrderDraft, now: Timest
         other => panic!(
             "placing {:?} must succeed, got {other:?}",
             d.idempotency_key()
+        ),
+    }
+}
+
+/// Checks that `event` (what a place or transition returned) is
+/// [`OrderEvent::logged`] of `order` and stands in the owner's log under its `seq` as
+/// the owner's latest event. `None` (a lease-only change) checks nothing.
+pub(super) async fn assert_logged(
+    f: &dyn RepositoryFixture,
+    order: &Order,
+    event: Option<&OrderEvent>,
+    what: &str,
+) {
+    let Some(event) = event else { return };
+    assert!(event.seq >= 1, "{what}: seq starts at 1, got {}", event.seq);
+    assert_eq!(
+        event,
+        &OrderEvent::logged(order, event.seq),
+        "{what}: the returned event must be OrderEvent::logged of the order"
+    );
+    let page = events_after(f, order.user(), event.seq - 1, 10).await;
+    assert_eq!(
+        page.events,
+        vec![event.clone()],
+        "{what}: the event must be in the owner's log under its seq, as the latest"
+    );
+    assert_eq!(
+        page.last_seq, event.seq,
+        "{what}: last_seq must be the new event's"
+    );
+}
+
+pub(super) async fn events_after(
+    f: &dyn RepositoryFixture,
+    user: UserId,
+    after: u64,
+    limit: u32,
+) -> EventPage {
+    match f.repository().events_after(user, after, limit).await {
+        Ok(page) => page,
+        Err(e) => panic!(
+            "events_after({user}, {after}, {limit}) failed: {}",
+            crate::app::ErrorChain(&e)
         ),
     }
 }
@@ -182,11 +226,20 @@ pub(super) async fn applied(
         panic!("contract bug: {change:?} is not legal on {order:?}: {e}");
     }
     match transition(f, order.id(), &change, now).await {
-        TransitionOutcome::Applied(actual) => {
+        TransitionOutcome::Applied(actual, event) => {
             assert_eq!(
                 actual, expected,
                 "{change:?} must return the order exactly as Order::apply leaves it"
             );
+            let moves_status = change.from() != change.to();
+            match (moves_status, &event) {
+                (true, Some(_)) | (false, None) => {}
+                (true, None) => panic!("{change:?} changes the status: it must log its event"),
+                (false, Some(e)) => {
+                    panic!("{change:?} moves only the lease: it must log no event, logged {e:?}")
+                }
+            }
+            assert_logged(f, &actual, event.as_ref(), &format!("{change:?}")).await;
             assert_eq!(
                 get(f, order.id()).await.as_ref(),
                 Some(&expected),

@@ -96,6 +96,11 @@ macro_rules! __repository_checks {
             claim_stranded_hands_each_order_out_once_per_stale_after,
             claim_stranded_skips_live_leases_and_terminal_orders,
             restock_is_bounded_by_max_stock,
+            every_status_change_is_logged_with_consecutive_seq_per_user,
+            events_after_pages_ascending_above_after,
+            refusals_replays_and_lost_races_log_nothing,
+            prune_deletes_only_old_events_and_seq_continues,
+            concurrent_changes_of_one_user_get_consecutive_seqs,
             ]
             $($args)*
         }
@@ -132,12 +137,14 @@ macro_rules! repository_contract {
     };
 }
 
+mod event_log;
 mod helpers;
 mod place;
 mod protocol;
 mod reads;
 mod transitions;
 
+pub use event_log::*;
 pub use place::*;
 pub use protocol::*;
 pub use reads::*;

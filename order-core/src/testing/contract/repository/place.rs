@@ -207,7 +207,7 @@ pub async fn batch_allots_stock_in_arrival_order(f: &dyn RepositoryFixture) {
     ];
     let outcomes = place(f, &drafts, at(0)).await;
     assert!(
-        matches!(&outcomes[0], PlaceOutcome::Placed(o) if o.user() == u1),
+        matches!(&outcomes[0], PlaceOutcome::Placed(o, _) if o.user() == u1),
         "the first draft gets the stock first: {:?}",
         outcomes[0]
     );
@@ -221,13 +221,13 @@ pub async fn batch_allots_stock_in_arrival_order(f: &dyn RepositoryFixture) {
         "the second draft sees what the first took"
     );
     assert!(
-        matches!(&outcomes[2], PlaceOutcome::Placed(o) if o.user() == u3),
+        matches!(&outcomes[2], PlaceOutcome::Placed(o, _) if o.user() == u3),
         "a short draft must not stop a later one that fits: {:?}",
         outcomes[2]
     );
     assert_stock(f, p, 0, "3 + 2 reserved").await;
     for (outcome, d) in outcomes.iter().zip(&drafts) {
-        if let PlaceOutcome::Placed(o) = outcome {
+        if let PlaceOutcome::Placed(o, _) = outcome {
             assert_eq!(
                 get(f, o.id()).await.as_ref(),
                 Some(o),
@@ -266,7 +266,7 @@ pub async fn a_total_above_the_maximum_refuses_only_that_draft(f: &dyn Repositor
         "the huge draft is refused"
     );
     assert!(
-        matches!(out[1], PlaceOutcome::Placed(_)),
+        matches!(out[1], PlaceOutcome::Placed(_, _)),
         "the other draft of the batch is still placed: {:?}",
         out[1]
     );
@@ -313,7 +313,7 @@ pub async fn batch_outcomes_are_independent(f: &dyn RepositoryFixture) {
         draft(u2, "n5", &[(a, 3)]),
     ];
     let out = place(f, &drafts, at(1)).await;
-    let PlaceOutcome::Placed(n1) = &out[0] else {
+    let PlaceOutcome::Placed(n1, _) = &out[0] else {
         panic!("draft 0 must be placed: {:?}", out[0])
     };
     assert_eq!(out[1], PlaceOutcome::UnknownUser(ghost_user), "draft 1");
@@ -337,7 +337,7 @@ pub async fn batch_outcomes_are_independent(f: &dyn RepositoryFixture) {
         },
         "draft 5"
     );
-    let PlaceOutcome::Placed(n5) = &out[6] else {
+    let PlaceOutcome::Placed(n5, _) = &out[6] else {
         panic!("draft 6 must be placed: {:?}", out[6])
     };
     assert_eq!(

@@ -1,0 +1,161 @@
+//! The durable event log (migration 0007): appending an order's event inside the
+//! transaction that changed it, reading a user's log, pruning it by age.
+
+use order_core::domain::FailureReason;
+use order_core::ports::{EventPage, OrderEvent, OrderEventKind};
+use order_core::{Money, Order, Timestamp, UserId};
+use rust_decimal::Decimal;
+use sqlx::MySqlConnection;
+
+use super::MySqlOrderRepository;
+use super::rows::order_id;
+use super::sql::{BUMP_EVENT_SEQ, EVENTS_AFTER, INSERT_EVENT, LAST_EVENT_SEQ, PRUNE_EVENTS};
+use crate::error::{Context, DbError};
+use crate::time::{from_sql, to_sql};
+
+/// One `order_events` row as [`EVENTS_AFTER`] reads it.
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    user_id: u64,
+    seq: u64,
+    order_id: u64,
+    kind: String,
+    total_amount: Decimal,
+    reason: Option<String>,
+    at_ms: i64,
+}
+
+impl EventRow {
+    fn into_event(self) -> Result<OrderEvent, DbError> {
+        let kind = match (self.kind.as_str(), self.reason) {
+            ("order.created", None) => OrderEventKind::Created,
+            ("order.processing", None) => OrderEventKind::Processing,
+            ("order.paid", None) => OrderEventKind::Paid,
+            ("order.failed", Some(reason)) => OrderEventKind::Failed(FailureReason::new(reason)),
+            ("order.cancelled", None) => OrderEventKind::Cancelled,
+            (other, reason) => {
+                return Err(DbError::data(format!(
+                    "event {}/{}: kind {other:?} with reason {reason:?}",
+                    self.user_id, self.seq
+                )));
+            }
+        };
+        Ok(OrderEvent {
+            seq: self.seq,
+            kind,
+            order: order_id(self.order_id)?,
+            user: UserId::new(self.user_id)
+                .map_err(|e| DbError::data(format!("event user: {e}")))?,
+            total: Money::new(self.total_amount)
+                .map_err(|e| DbError::data(format!("event total {}: {e}", self.total_amount)))?,
+            at: from_sql(self.at_ms, "order_events.at")?,
+        })
+    }
+}
+
+/// Takes `user`'s next seq: bumps the counter on the user's row (locking it until the
+/// transaction ends, so one user's seqs follow commit order) and reads the new value
+/// from the statement's own result. `None` when the user does not exist.
+pub(super) async fn next_seq(
+    conn: &mut MySqlConnection,
+    user: UserId,
+) -> Result<Option<u64>, DbError> {
+    let done = sqlx::query(BUMP_EVENT_SEQ)
+        .bind(user.get())
+        .execute(&mut *conn)
+        .await
+        .ctx("taking the user's next event seq")?;
+    Ok((done.rows_affected() == 1).then(|| done.last_insert_id()))
+}
+
+/// Appends the event recording `order`'s current status under `seq` (from
+/// [`next_seq`] in the same transaction) and returns it.
+pub(super) async fn append(
+    conn: &mut MySqlConnection,
+    order: &Order,
+    seq: u64,
+) -> Result<OrderEvent, DbError> {
+    let event = OrderEvent::logged(order, seq);
+    let reason = match &event.kind {
+        OrderEventKind::Failed(reason) => Some(reason.as_str()),
+        OrderEventKind::Created
+        | OrderEventKind::Processing
+        | OrderEventKind::Paid
+        | OrderEventKind::Cancelled => None,
+    };
+    sqlx::query(INSERT_EVENT)
+        .bind(event.user.get())
+        .bind(event.seq)
+        .bind(event.order.get())
+        .bind(event.kind.name())
+        .bind(event.total.as_decimal())
+        .bind(reason)
+        .bind(to_sql(event.at))
+        .execute(&mut *conn)
+        .await
+        .ctx("appending to the event log")?;
+    Ok(event)
+}
+
+/// [`next_seq`] then [`append`]: the whole log write of one status change. A user that
+/// vanished under its order is corrupt data.
+pub(super) async fn log_change(
+    conn: &mut MySqlConnection,
+    order: &Order,
+) -> Result<OrderEvent, DbError> {
+    let seq = next_seq(conn, order.user()).await?.ok_or_else(|| {
+        DbError::data(format!(
+            "order {} belongs to user {}, who does not exist",
+            order.id(),
+            order.user()
+        ))
+    })?;
+    append(conn, order, seq).await
+}
+
+impl MySqlOrderRepository {
+    /// The events, then the counter: read in that order, `last_seq` is never below the
+    /// last event returned (a change committing in between only raises it).
+    pub(super) async fn events_after_once(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<EventPage, DbError> {
+        let mut conn = self.acquire().await?;
+        let rows: Vec<EventRow> = sqlx::query_as(EVENTS_AFTER)
+            .bind(user.get())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await
+            .ctx("reading the event log")?;
+        let events = rows
+            .into_iter()
+            .map(EventRow::into_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        let last_seq: Option<u64> = sqlx::query_scalar(LAST_EVENT_SEQ)
+            .bind(user.get())
+            .fetch_optional(&mut *conn)
+            .await
+            .ctx("reading the user's last event seq")?;
+        Ok(EventPage {
+            events,
+            last_seq: last_seq.unwrap_or(0),
+        })
+    }
+
+    pub(super) async fn prune_events_once(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, DbError> {
+        let done = sqlx::query(PRUNE_EVENTS)
+            .bind(to_sql(before))
+            .bind(limit)
+            .execute(&self.pool)
+            .await
+            .ctx("pruning the event log")?;
+        Ok(done.rows_affected())
+    }
+}
