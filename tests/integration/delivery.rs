@@ -528,3 +528,67 @@ async fn a_dead_lettered_order_is_handed_out_again_by_the_reconciler() {
     );
     w.assert_stock_conserved();
 }
+
+#[tokio::test]
+async fn the_reconciler_prunes_events_past_their_retention_and_seq_goes_on() {
+    let w = World::new(QueueConfig::default());
+    let first = w.place("old").await;
+    let retention = w.service.config().reconciler.event_retention;
+    let log = w.service.events_after(w.user, 0, 100).await.unwrap();
+    assert_eq!(log.events.len(), 1, "order.created of {first} is logged");
+    w.clock.advance(retention - Duration::from_millis(1));
+    assert_eq!(
+        w.service.reconcile().await.unwrap().pruned,
+        0,
+        "not old enough yet"
+    );
+    w.clock.advance(Duration::from_millis(1));
+    let second = w.place("new").await;
+    assert_eq!(
+        w.service.reconcile().await.unwrap().pruned,
+        1,
+        "the first event reached the retention"
+    );
+    let log = w.service.events_after(w.user, 0, 100).await.unwrap();
+    assert_eq!(
+        log.events
+            .iter()
+            .map(|e| (e.seq, e.order, e.kind.name()))
+            .collect::<Vec<_>>(),
+        vec![(2, second, "order.created")],
+        "only the young event is left, and it kept its seq"
+    );
+    assert_eq!(log.last_seq, 2);
+}
+
+#[tokio::test]
+async fn every_published_event_is_the_logged_one_with_its_seq() {
+    let w = World::new(QueueConfig::default());
+    let mut live = w.adapters.events.subscribe();
+    let id = w.place("seq").await;
+    let job = w.next().await;
+    assert_eq!(
+        completed(&w.service.handle_delivery(&job).await),
+        OrderStatus::Paid
+    );
+    let log = w.service.events_after(w.user, 0, 100).await.unwrap();
+    let names: Vec<_> = log.events.iter().map(|e| (e.seq, e.kind.name())).collect();
+    assert_eq!(
+        names,
+        vec![
+            (1, "order.created"),
+            (2, "order.processing"),
+            (3, "order.paid")
+        ],
+        "order {id}"
+    );
+    for logged in &log.events {
+        assert_eq!(
+            &live.try_recv().unwrap(),
+            logged,
+            "published exactly as logged"
+        );
+    }
+    let limited = w.service.events_after(w.user, 1, 0).await.unwrap();
+    assert_eq!(limited.events.len(), 1, "a limit of 0 reads as 1");
+}

@@ -53,13 +53,19 @@ impl<T: Serialize> IntoResponse for Json<T> {
 /// Whether `headers` declare a JSON body: `application/json`, any parameters
 /// (`; charset=utf-8`) allowed, case-insensitively.
 fn is_json(headers: &HeaderMap) -> bool {
-    // Two Content-Type headers declare no one type: not JSON.
+    has_content_type(headers, "application/json")
+}
+
+/// Whether `headers` declare exactly one `Content-Type` whose essence is `essence`
+/// (parameters allowed, case-insensitively).
+pub(crate) fn has_content_type(headers: &HeaderMap, essence: &str) -> bool {
+    // Two Content-Type headers declare no one type.
     let mut values = headers.get_all(header::CONTENT_TYPE).iter();
     let (Some(value), None) = (values.next().and_then(|v| v.to_str().ok()), values.next()) else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
+    let declared = value.split(';').next().unwrap_or_default().trim();
+    declared.eq_ignore_ascii_case(essence)
 }
 
 /// Reads the whole body, at most `limit` bytes of it as streamed (the
@@ -67,7 +73,11 @@ fn is_json(headers: &HeaderMap) -> bool {
 ///
 /// # Errors
 /// 413 past the limit; 400 when the body could not be read at all.
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

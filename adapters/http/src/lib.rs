@@ -17,6 +17,8 @@
 //! | `GET /api/orders?status=&page=&per_page=` | bearer | 200 `{data, meta}` | 401, 422, 429 |
 //! | `GET /api/orders/{id}` | bearer | 200 `{data}` | 401, 404 (also another user's), 429 |
 //! | `POST /api/orders/{id}/cancel` | bearer | 200 `{data}` | 401, 404, 409 `INVALID_TRANSITION`, 429 |
+//! | `GET /api/events?after=&limit=` | bearer | 200 `{data:[{seq, event, channel, data}], meta:{after, last_seq, has_more, truncated}}` | 401, 422, 429 |
+//! | `POST /broadcasting/auth` (form: `socket_id`, `channel_name`) | bearer | 200 `{auth}` for the caller's own `private-orders.{id}` | 401, 403, 404 (no gateway), 415, 422 |
 //! | `GET /metrics` | – | 200 Prometheus text 0.0.4 | |
 //! | `GET /api/openapi.json` | – | 200 the OpenAPI 3.1 document ([`openapi`]) | |
 //!
@@ -32,6 +34,7 @@
 //! `products`, `health`, `metrics`, `openapi`, `trace` (the request middleware).
 
 mod auth;
+mod broadcasting;
 mod dto;
 mod error;
 mod health;
@@ -54,6 +57,7 @@ use axum::routing::{get, post};
 use order_core::OrderService;
 use order_core::ports::AccountStore;
 
+pub use broadcasting::ChannelSigner;
 pub use health::{HealthProbe, PROBE_TIMEOUT};
 pub use openapi::openapi;
 pub use password::{
@@ -73,6 +77,9 @@ pub(crate) struct ApiState {
     settings: Arc<ApiSettings>,
     limiter: Arc<UserRateLimit>,
     login_limiter: Arc<LoginRateLimit>,
+    /// Signs private-channel subscriptions; `None`: no WebSocket gateway, and
+    /// `/broadcasting/auth` answers 404.
+    signer: Option<broadcasting::SharedSigner>,
 }
 
 /// What the operations routes (`/metrics`, `/api/health`) share.
@@ -135,6 +142,7 @@ impl Api {
                 settings: Arc::new(settings),
                 limiter: Arc::new(limiter),
                 login_limiter: Arc::new(login_limiter),
+                signer: None,
             },
             probes: Vec::new(),
             metrics: Arc::default(),
@@ -146,6 +154,15 @@ impl Api {
     #[must_use]
     pub fn with_probe(mut self, probe: Arc<dyn HealthProbe>) -> Api {
         self.probes.push(probe);
+        self
+    }
+
+    /// Serves `POST /broadcasting/auth` with `signer`: the caller (bearer token) gets its
+    /// own `private-orders.{id}` subscription signed, any other channel is a 403. Without
+    /// a signer the route answers 404 (no WebSocket gateway is wired).
+    #[must_use]
+    pub fn with_channel_signer(mut self, signer: Arc<dyn ChannelSigner>) -> Api {
+        self.state.signer = Some(signer);
         self
     }
 
@@ -171,6 +188,14 @@ impl Api {
             .route(
                 "/api/orders/{id}/cancel",
                 post(orders::cancel_order).route_layer(bearer()),
+            )
+            .route(
+                "/api/events",
+                get(broadcasting::list_events).route_layer(bearer()),
+            )
+            .route(
+                "/broadcasting/auth",
+                post(broadcasting::authorize_channel).route_layer(bearer()),
             )
             .route("/api/openapi.json", get(openapi::openapi_json))
             .with_state(self.state.clone());

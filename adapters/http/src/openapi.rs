@@ -38,6 +38,7 @@ use crate::json::Json;
         crate::orders::list_orders,
         crate::orders::get_order,
         crate::orders::cancel_order,
+        crate::broadcasting::list_events,
         crate::metrics::metrics,
         openapi_json,
     ),
@@ -46,6 +47,7 @@ use crate::json::Json;
         (name = "auth", description = "Bearer tokens"),
         (name = "orders", description = "The caller's orders (bearer token required)"),
         (name = "products", description = "The catalogue"),
+        (name = "events", description = "The caller's durable event log (bearer token required)"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]

@@ -110,6 +110,13 @@ pub struct ReconcilerConfig {
     /// Most orders one claim takes; a pass claims again while batches come back full
     /// (default 256).
     pub batch: u32,
+    /// How long the durable event log keeps an event (default 7 days): each pass
+    /// deletes older ones ([`OrderRepository::prune_events`]), so the log is bounded by
+    /// what a week of changes writes. A client whose last seen `seq` is older re-reads
+    /// its orders instead of the events it missed.
+    ///
+    /// [`OrderRepository::prune_events`]: crate::ports::OrderRepository::prune_events
+    pub event_retention: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -118,6 +125,7 @@ impl Default for ReconcilerConfig {
             interval: Duration::from_secs(10),
             stale_after: Duration::from_secs(60),
             batch: 256,
+            event_retention: Duration::from_secs(7 * 24 * 60 * 60),
         }
     }
 }

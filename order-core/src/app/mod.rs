@@ -24,7 +24,7 @@ pub use errors::{
     ListProductsError, ProcessOrderError, ReconcileError, ValidationErrors,
 };
 pub use process_order::{ProcessOutcome, WorkerOutcome};
-pub use queries::OrderQuery;
+pub use queries::{MAX_EVENTS_PAGE, OrderQuery};
 pub use reconcile::ReconcileReport;
 pub use service::{OrderService, Ports};
 pub use stats::{ServiceStats, StatsSnapshot};

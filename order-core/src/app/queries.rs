@@ -7,7 +7,10 @@ use super::errors::{
 use super::service::OrderService;
 use super::stats::ServiceStats;
 use crate::domain::{Order, OrderId, OrderStatus, Product, ProductId, StatusChange, UserId};
-use crate::ports::{ListFilter, OrderPage, TransitionOutcome};
+use crate::ports::{EventPage, ListFilter, OrderPage, TransitionOutcome};
+
+/// The most events [`OrderService::events_after`] returns at once.
+pub const MAX_EVENTS_PAGE: u32 = 500;
 
 /// Filter and page for [`OrderService::list_orders`], as the caller sent them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +112,28 @@ impl OrderService {
             per_page,
         };
         Ok(self.ports.repository.list_by_user(user, filter).await?)
+    }
+
+    /// `user`'s logged events with `seq > after`, ascending, at most `limit` (bounded to
+    /// 1..=[`MAX_EVENTS_PAGE`]), and the user's latest seq: what a client that missed
+    /// live events reads (DESIGN §6). Events older than the reconciler's
+    /// `event_retention` may have been pruned: the first returned `seq` is then above
+    /// `after + 1` (or nothing is returned although `last_seq > after`).
+    ///
+    /// # Errors
+    /// [`ListProductsError::Unavailable`] / `Unexpected` when the store failed (the read
+    /// errors of the catalogue and the log are the same two).
+    pub async fn events_after(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<EventPage, ListProductsError> {
+        Ok(self
+            .ports
+            .repository
+            .events_after(user, after, limit.clamp(1, MAX_EVENTS_PAGE))
+            .await?)
     }
 
     /// Every product with its price and stock, ascending by id.

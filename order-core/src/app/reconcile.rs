@@ -9,6 +9,7 @@ use tracing::{debug, info, warn};
 use super::errors::{ErrorChain, ReconcileError};
 use super::service::OrderService;
 use super::stats::ServiceStats;
+use crate::domain::Timestamp;
 use crate::ports::{Job, StrandedQuery};
 use crate::runtime::{Either, race};
 
@@ -19,7 +20,13 @@ pub struct ReconcileReport {
     pub claimed: u64,
     /// Of those, orders whose job was enqueued again.
     pub enqueued: u64,
+    /// Events deleted from the event log for being older than `event_retention`.
+    pub pruned: u64,
 }
+
+/// Most events one prune statement deletes: a pass prunes in slices this size, so no
+/// single statement holds locks for long.
+const PRUNE_BATCH: u32 = 10_000;
 
 impl OrderService {
     /// One reconciler pass (DESIGN §6): claims stranded orders from the repository — the
@@ -55,10 +62,22 @@ impl OrderService {
                 debug!(order = %id, "reconciler re-enqueued a stranded order");
             }
             if !full {
+                break;
+            }
+        }
+        let now = self.ports.clock.now();
+        let retention_ms =
+            u64::try_from(settings.event_retention.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = Timestamp::from_millis(now.as_millis().saturating_sub(retention_ms));
+        loop {
+            let pruned = self.ports.repository.prune_events(cutoff, PRUNE_BATCH).await?;
+            report.pruned += pruned;
+            if pruned < u64::from(PRUNE_BATCH) {
                 return Ok(report);
             }
         }
     }
+
 
     /// Runs the reconciler every `reconciler.interval` until `shutdown` completes (a
     /// pass in progress is dropped: it holds nothing that must be finished — claimed

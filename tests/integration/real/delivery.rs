@@ -252,6 +252,7 @@ async fn redis_down_while_orders_are_placed_then_back_the_reconciler_recovers_th
             interval: Duration::from_millis(200),
             stale_after: Duration::from_secs(1),
             batch: 16,
+            ..ReconcilerConfig::default()
         },
         ..ServiceConfig::default()
     };

@@ -257,7 +257,7 @@ fn bounded(text: &str, min: i64, max: i64) -> Result<i64, String> {
 
 /// Percent-decodes a query component (`+` is a space); invalid escapes stay as sent,
 /// invalid UTF-8 becomes U+FFFD.
-fn decode(text: &str) -> String {
+pub(crate) fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -3,7 +3,7 @@
 //! and cancel (`POST /api/orders/{id}/cancel`). A caller only ever sees their own
 //! orders: another user's order is the same 404 as a missing one.
 
-mod input;
+pub(crate) mod input;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;

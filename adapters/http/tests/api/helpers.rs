@@ -51,6 +51,13 @@ pub(crate) struct Options {
     pub(crate) probes: Vec<Arc<dyn HealthProbe>>,
     /// Wraps the real account store (to make it fail).
     pub(crate) accounts: Option<WrapAccounts>,
+    /// No channel signer: no WebSocket gateway wired.
+    pub(crate) without_signer: bool,
+}
+
+/// The test signer: shows what it was asked to sign.
+pub(crate) fn test_signature(socket_id: &str, channel: &str) -> String {
+    format!("test-key:{socket_id}|{channel}")
 }
 
 fn price(text: &str) -> Money {
@@ -100,6 +107,9 @@ impl TestApp {
         let mut api = Api::new(service.clone(), store, options.settings);
         for probe in options.probes {
             api = api.with_probe(probe);
+        }
+        if !options.without_signer {
+            api = api.with_channel_signer(Arc::new(test_signature));
         }
         Self {
             router: api.router(),

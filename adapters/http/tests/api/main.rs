@@ -10,6 +10,7 @@ mod helpers;
 
 mod auth;
 mod create_order;
+mod events;
 mod faults;
 mod ops;
 mod protocol;

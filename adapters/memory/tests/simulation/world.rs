@@ -56,6 +56,7 @@ pub fn service_config(lock_mode: LockMode) -> ServiceConfig {
             interval: Duration::from_secs(1),
             stale_after: Duration::from_secs(2),
             batch: 16,
+            ..ReconcilerConfig::default()
         },
         grace_period: Duration::ZERO,
     }
