@@ -126,6 +126,20 @@ pub(crate) struct Backend {
     pub probes: Vec<Arc<dyn HealthProbe>>,
     /// Whether the demo data was loaded by this process.
     pub seeded: bool,
+    /// Where the engine publishes its order events, for a gateway to relay. (The
+    /// `worker` binary serves no gateway and leaves it unread.)
+    #[allow(dead_code)]
+    pub events: EventSource,
+}
+
+/// Where a process's engine publishes its order events.
+#[derive(Clone)]
+pub(crate) enum EventSource {
+    /// The in-process bus of the embedded default.
+    Memory(Arc<order_engine::memory::MemoryEventBus>),
+    /// Redis pub/sub: every gateway on the same Redis and prefix gets every event.
+    #[cfg(all(feature = "mysql", feature = "redis"))]
+    Redis(order_engine::redis::RedisConfig),
 }
 
 /// Builds the backend. `seed`: load the demo data when the store holds no account
@@ -171,6 +185,7 @@ async fn memory(args: &BackendArgs) -> Result<Backend, AnyError> {
         accounts,
         probes: vec![Arc::new(probe)],
         seeded: true,
+        events: EventSource::Memory(memory.events.clone()),
     })
 }
 
@@ -217,10 +232,8 @@ async fn real(
     let pool = order_engine::mysql::connect(database_url, args.db_max_connections).await?;
     // sqlx serialises concurrent migrators with a database lock.
     order_engine::mysql::migrate(&pool).await?;
-    let redis = RedisConnection::connect(
-        RedisConfig::new(redis_url).with_prefix(args.redis_prefix.clone()),
-    )
-    .await?;
+    let redis_config = RedisConfig::new(redis_url).with_prefix(args.redis_prefix.clone());
+    let redis = RedisConnection::connect(redis_config.clone()).await?;
     let engine = Engine::builder()
         .mysql(pool.clone())
         .redis(&redis)
@@ -243,6 +256,7 @@ async fn real(
             Arc::new(RedisProbe(redis)),
         ],
         seeded,
+        events: EventSource::Redis(redis_config),
     })
 }
 
