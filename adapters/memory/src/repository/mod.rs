@@ -187,6 +187,19 @@ impl MemoryOrderRepository {
         orders
     }
 
+    /// Every event left in the log, by user then seq (a snapshot, for tests and
+    /// invariant checks).
+    pub fn events(&self) -> Vec<OrderEvent> {
+        let state = self.guard();
+        let mut events: Vec<OrderEvent> = state
+            .logs
+            .values()
+            .flat_map(|log| log.events.iter().cloned())
+            .collect();
+        events.sort_by_key(|e| (e.user, e.seq));
+        events
+    }
+
     fn guard(&self) -> MutexGuard<'_, State> {
         // A poisoned mutex means a thread panicked while holding it. Every critical
         // section decides everything that can fail before its first write and then only

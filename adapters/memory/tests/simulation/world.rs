@@ -11,7 +11,7 @@ use order_core::app::{
     Backoff, CancelOrderError, CreateOrderError, CreateOrderRequest, LockMode, LockPolicy, Ports,
     ReconcilerConfig, SeededRandom, ServiceConfig,
 };
-use order_core::ports::{Clock, PaymentOutcome};
+use order_core::ports::{Clock, OrderEventKind, PaymentOutcome};
 use order_core::{Money, OrderId, OrderService, OrderStatus, ProductId, UserId};
 use order_memory::{MemoryEventBus, MemoryLock, MemoryOrderRepository, QueueConfig};
 
@@ -771,6 +771,41 @@ fn check(
                 "order {} is {} but its recorded history is {h:?}",
                 o.id(),
                 o.status()
+            ));
+        }
+    }
+
+    // The durable event log: each user's seqs run 1, 2, 3, … and each order's logged
+    // statuses are exactly its history (one event per status change, none for a lost
+    // race, a replay or a lease-only change).
+    let events = memory.events();
+    let mut logged: BTreeMap<OrderId, Vec<OrderStatus>> = BTreeMap::new();
+    let mut last_seq: BTreeMap<UserId, u64> = BTreeMap::new();
+    for e in &events {
+        let expected = last_seq.get(&e.user).copied().unwrap_or(0) + 1;
+        if e.seq != expected {
+            v.push(format!(
+                "user {}'s event log jumps to seq {} where {expected} was due",
+                e.user, e.seq
+            ));
+        }
+        last_seq.insert(e.user, e.seq);
+        let status = match e.kind {
+            OrderEventKind::Created => OrderStatus::Pending,
+            OrderEventKind::Processing => OrderStatus::Processing,
+            OrderEventKind::Paid => OrderStatus::Paid,
+            OrderEventKind::Failed(_) => OrderStatus::Failed,
+            OrderEventKind::Cancelled => OrderStatus::Cancelled,
+        };
+        logged.entry(e.order).or_default().push(status);
+    }
+    for o in &orders {
+        let h = history.get(&o.id()).cloned().unwrap_or_default();
+        let l = logged.get(&o.id()).cloned().unwrap_or_default();
+        if h != l {
+            v.push(format!(
+                "order {}'s event log {l:?} differs from its history {h:?}",
+                o.id()
             ));
         }
     }
