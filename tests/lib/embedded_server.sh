@@ -23,7 +23,7 @@ start_embedded_server() {
   local server=$1; shift
   trap stop_embedded_server EXIT
   env -u DATABASE_URL -u REDIS_URL "$@" \
-    "$server" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
+    "$server" --listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
   pid=$!
   for _ in $(seq 300); do
     grep -q '^listening on ' "$work/server.out" 2>/dev/null && break

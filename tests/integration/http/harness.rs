@@ -157,6 +157,9 @@ impl Server {
                 command.env_remove(name);
             }
         }
+        // The server's WebSocket gateway (role all) on a free port too, so that servers
+        // run side by side; the worker binary ignores it.
+        command.env("ORDERS_WS_LISTEN", "127.0.0.1:0");
         command.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = command
             .spawn()
