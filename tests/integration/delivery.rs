@@ -547,7 +547,7 @@ async fn the_reconciler_prunes_events_past_their_retention_and_seq_goes_on() {
     assert_eq!(
         w.service.reconcile().await.unwrap().pruned,
         1,
-        "the first event reached the retention"
+        "the first event is now older than the retention"
     );
     let log = w.service.events_after(w.user, 0, 100).await.unwrap();
     assert_eq!(

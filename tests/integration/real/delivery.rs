@@ -71,6 +71,7 @@ impl Rig {
                 interval: Duration::from_millis(200),
                 stale_after: Duration::from_secs(1),
                 batch: 16,
+                ..ReconcilerConfig::default()
             },
             ..ServiceConfig::default()
         };
