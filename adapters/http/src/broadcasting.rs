@@ -230,9 +230,14 @@ fn events_query(raw: Option<&str>) -> Result<(u64, u32), ApiError> {
         let digits =
             !value.is_empty() && value.len() <= 20 && value.bytes().all(|b| b.is_ascii_digit());
         match name.as_str() {
-            "after" => match value.parse::<u64>() {
-                Ok(n) if digits => after = n,
-                _ => errors.add("after", "The after field must be an integer of at least 0."),
+            // Bounded like every integer of the API's document (a signed 64-bit value):
+            // no seq comes near it.
+            "after" => match value.parse::<i64>() {
+                Ok(n) if digits => after = n.unsigned_abs(),
+                _ => errors.add(
+                    "after",
+                    format!("The after field must be between 0 and {}.", i64::MAX),
+                ),
             },
             "limit" => match value.parse::<u32>() {
                 Ok(n) if digits && (1..=MAX_EVENTS_PAGE).contains(&n) => limit = n,
