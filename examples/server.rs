@@ -26,6 +26,8 @@
 mod backend;
 #[path = "support/live.rs"]
 mod live;
+#[path = "support/signal.rs"]
+mod signal;
 #[path = "support/telemetry.rs"]
 mod telemetry;
 
@@ -143,9 +145,9 @@ async fn run(args: Args) -> Result<(), AnyError> {
     // Intake stops at the signal: the listener closes and keep-alive connections are
     // told to go; requests already running finish, bounded by the deadline below.
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = backend::shutdown_signal();
+    let intake_stops = signal::shutdown_signal();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        signal.await;
+        intake_stops.await;
         eprintln!("shutting down: no new requests; draining");
         let _ = signalled_tx.send(());
     });
@@ -155,7 +157,7 @@ async fn run(args: Args) -> Result<(), AnyError> {
     // "reconnect elsewhere") so clients do not wait on a process that is going away.
     let ws_server = ws.map(|(ws_listener, _)| {
         let gateway = gateway.clone();
-        let stop = backend::shutdown_signal();
+        let stop = signal::shutdown_signal();
         let server =
             axum::serve(ws_listener, gateway.router()).with_graceful_shutdown(async move {
                 stop.await;

@@ -15,6 +15,8 @@
 
 #[path = "support/backend.rs"]
 mod backend;
+#[path = "support/signal.rs"]
+mod signal;
 #[path = "support/telemetry.rs"]
 mod telemetry;
 
@@ -72,7 +74,7 @@ async fn run(args: Args) -> Result<(), AnyError> {
     let workers = Workers::spawn_with_reconciler(&backend.service, usize::from(args.concurrency));
     let ops = ops_router(backend.service.clone(), backend.probes.clone());
     axum::serve(listener, ops)
-        .with_graceful_shutdown(backend::shutdown_signal())
+        .with_graceful_shutdown(signal::shutdown_signal())
         .await?;
     eprintln!("shutting down: finishing in-flight jobs");
     backend::stop_workers(workers, args.backend.shutdown_timeout()).await

@@ -1,6 +1,6 @@
 //! The wiring the `server` and `worker` binaries share: typed settings read once from
 //! the command line and the environment, the engine on the memory adapters or on MySQL +
-//! Redis, the account store, the health probes, demo seeding, and the shutdown signal.
+//! Redis, the account store, the health probes and demo seeding.
 //! Only binaries read the environment; the libraries get typed values from here.
 
 // A binary's module: clap reads the environment, as only binaries may.
@@ -128,7 +128,6 @@ pub(crate) struct Backend {
     pub seeded: bool,
     /// Where the engine publishes its order events, for a gateway to relay. (The
     /// `worker` binary serves no gateway and leaves it unread.)
-    #[allow(dead_code)]
     pub events: EventSource,
 }
 
@@ -139,7 +138,7 @@ pub(crate) enum EventSource {
     Memory(Arc<order_engine::memory::MemoryEventBus>),
     /// Redis pub/sub: every gateway on the same Redis and prefix gets every event.
     #[cfg(all(feature = "mysql", feature = "redis"))]
-    Redis(order_engine::redis::RedisConfig),
+    Redis(Box<order_engine::redis::RedisConfig>),
 }
 
 /// Builds the backend. `seed`: load the demo data when the store holds no account
@@ -256,7 +255,7 @@ async fn real(
             Arc::new(RedisProbe(redis)),
         ],
         seeded,
-        events: EventSource::Redis(redis_config),
+        events: EventSource::Redis(Box::new(redis_config)),
     })
 }
 
@@ -328,37 +327,6 @@ impl HealthProbe for RedisProbe {
             .ping()
             .await
             .map_err(|e| order_engine::core::ErrorChain(&e).to_string())
-    }
-}
-
-/// Completes on the first SIGTERM or Ctrl-C (SIGINT). The handlers are installed when
-/// this is called, not when the future is first polled, so a signal that arrives while
-/// the server is still starting is not lost (and does not kill the process).
-pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    async move {
-        let ctrl_c = async {
-            // Without a handler there is nothing to wait for; SIGTERM still works.
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        #[cfg(unix)]
-        let term = async {
-            match term.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            () = ctrl_c => {}
-            () = term => {}
-        }
     }
 }
 

@@ -1,6 +1,12 @@
 //! Live events in a binary: the Pusher-protocol gateway's settings (flags and
-//! `PUSHER_*` / `ORDERS_WS_*` variables, read once), the relay that feeds it the
-//! engine's events (from the in-process bus or from Redis), and the live demo page.
+//! `PUSHER_*` / `ORDERS_WS_*` variables, read once), the relays that feed it the
+//! engine's events (from the in-process bus or from Redis), the signer of
+//! `/broadcasting/auth`, and the live demo page. Shared by `server` and `gateway`.
+
+// A binary's module: it reads PUSHER_APP_SECRET, as only binaries may.
+#![allow(clippy::disallowed_methods)]
+// Each binary uses a different part of this module.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +17,12 @@ use order_engine::pusher::{Gateway, PusherSettings};
 /// Any error a binary reports before exiting non-zero.
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// `PUSHER_APP_SECRET` when unset: the demo secret.
+pub(crate) const DEMO_SECRET: &str = "orders-secret";
+
 /// The gateway's app and limits. The demo defaults (`orders`, `orders-key`,
-/// `orders-secret`) are for a laptop: set all three anywhere else.
+/// `orders-secret`) are for a laptop: set all three anywhere else. The secret comes
+/// only from `PUSHER_APP_SECRET` (a flag would show it in `ps`).
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct PusherArgs {
     /// The app id of the trigger API (`POST /apps/{id}/events`).
@@ -21,15 +31,6 @@ pub(crate) struct PusherArgs {
     /// The public app key clients connect with (`/app/{key}`).
     #[arg(long, env = "PUSHER_APP_KEY", default_value = "orders-key")]
     pub app_key: String,
-    /// The app secret that signs private channels and trigger requests.
-    #[arg(
-        long,
-        env = "PUSHER_APP_SECRET",
-        default_value = "orders-secret",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub app_secret: String,
     /// Seconds of client silence before the server pings it (announced to clients).
     #[arg(long, env = "ORDERS_WS_ACTIVITY_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -46,8 +47,8 @@ pub(crate) struct PusherArgs {
 impl PusherArgs {
     /// The gateway these settings describe.
     pub(crate) fn gateway(&self) -> Result<Gateway, AnyError> {
-        let mut settings =
-            PusherSettings::new(&self.app_id, &self.app_key, self.app_secret.as_str());
+        let secret = std::env::var("PUSHER_APP_SECRET").unwrap_or_else(|_| DEMO_SECRET.to_owned());
+        let mut settings = PusherSettings::new(&self.app_id, &self.app_key, secret);
         settings.activity_timeout = Duration::from_secs(self.activity_timeout_secs);
         settings.pong_timeout = Duration::from_secs(self.pong_timeout_secs);
         settings.max_connections = self.max_connections;
@@ -97,6 +98,10 @@ pub(crate) async fn relay_redis(
 ) -> Result<(), AnyError> {
     use order_engine::redis::{RedisEventSubscriber, SubscriberError};
     let mut subscriber = RedisEventSubscriber::subscribe(config).await?;
+    tracing::info!(
+        channel = subscriber.channel(),
+        "relaying order events from Redis"
+    );
     tokio::spawn(async move {
         loop {
             match subscriber.recv().await {

@@ -66,7 +66,9 @@ async fn bad_auth_requests_get_a_precise_4xx() {
     let app = TestApp::new().await;
     let token = app.alice_token().await;
     let channel = format!("private-orders.{}", app.alice());
-    let cases: Vec<(Option<&str>, String, StatusCode, &str, &[&str])> = vec![
+    /// Content type, body, status, error code, fields at fault.
+    type Case<'a> = (Option<&'a str>, String, StatusCode, &'a str, &'a [&'a str]);
+    let cases: Vec<Case<'_>> = vec![
         (
             Some(FORM),
             format!("channel_name={channel}"),
