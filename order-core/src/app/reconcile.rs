@@ -66,18 +66,20 @@ impl OrderService {
             }
         }
         let now = self.ports.clock.now();
-        let retention_ms =
-            u64::try_from(settings.event_retention.as_millis()).unwrap_or(u64::MAX);
+        let retention_ms = u64::try_from(settings.event_retention.as_millis()).unwrap_or(u64::MAX);
         let cutoff = Timestamp::from_millis(now.as_millis().saturating_sub(retention_ms));
         loop {
-            let pruned = self.ports.repository.prune_events(cutoff, PRUNE_BATCH).await?;
+            let pruned = self
+                .ports
+                .repository
+                .prune_events(cutoff, PRUNE_BATCH)
+                .await?;
             report.pruned += pruned;
             if pruned < u64::from(PRUNE_BATCH) {
                 return Ok(report);
             }
         }
     }
-
 
     /// Runs the reconciler every `reconciler.interval` until `shutdown` completes (a
     /// pass in progress is dropped: it holds nothing that must be finished — claimed
