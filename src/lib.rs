@@ -43,6 +43,8 @@
 //! # }
 //! ```
 
+#[cfg(all(feature = "mysql", feature = "redis"))]
+pub mod check;
 mod engine;
 mod workers;
 

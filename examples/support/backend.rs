@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use order_engine::core::app::{OrderService, ServiceConfig};
+use order_engine::core::app::{OrderService, ReconcilerConfig, ServiceConfig};
 use order_engine::core::domain::Money;
 use order_engine::core::ports::AccountStore;
 use order_engine::http::{ApiSettings, HealthProbe, seed_demo_accounts};
@@ -58,6 +58,31 @@ pub(crate) struct BackendArgs {
     /// Payment simulation: probability of approval (the reference: 0.8).
     #[arg(long, env = "ORDERS_PAYMENT_APPROVAL_RATE", default_value_t = 0.8)]
     pub payment_approval_rate: f64,
+    /// How long a worker's processing lease lasts, in ms (default 30 000): a worker
+    /// that died holding an order is replaced this long after it started the order.
+    #[arg(long, env = "ORDERS_LEASE_MS")]
+    pub lease_ms: Option<u64>,
+    /// Bound on one charge call, in ms (default 5 000). The lease must outlive the
+    /// worst case of every attempt (start-up refuses settings where it does not).
+    #[arg(long, env = "ORDERS_PAYMENT_TIMEOUT_MS")]
+    pub payment_timeout_ms: Option<u64>,
+    /// How long a reserved job stays invisible before it is delivered again, in ms
+    /// (default 30 000).
+    #[arg(long, env = "ORDERS_QUEUE_VISIBILITY_TIMEOUT_MS")]
+    pub queue_visibility_timeout_ms: Option<u64>,
+    /// Pause between two reconciler passes, in ms (default 10 000).
+    #[arg(long, env = "ORDERS_RECONCILER_INTERVAL_MS")]
+    pub reconciler_interval_ms: Option<u64>,
+    /// How long an order may go without being handed out before the reconciler hands
+    /// it out again, in ms (default 60 000; at least the visibility timeout).
+    #[arg(long, env = "ORDERS_RECONCILER_STALE_AFTER_MS")]
+    pub reconciler_stale_after_ms: Option<u64>,
+    /// Fail points to arm at start, for fault-injection tests only: `NAME=[N*]ACTION`
+    /// parts joined by `;`, e.g. `after_start=abort;before_ack=2*exit(3)` (names and
+    /// actions: order_core::failpoints). Needs a build with the `failpoints` feature;
+    /// set in a build without it, start-up fails.
+    #[arg(long, env = "ORDERS_FAILPOINTS")]
+    pub failpoints: Option<String>,
 }
 
 impl BackendArgs {
@@ -72,10 +97,27 @@ impl BackendArgs {
 
     /// The service configuration these flags give.
     pub(crate) fn service_config(&self) -> ServiceConfig {
+        let defaults = ServiceConfig::default();
+        let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
         ServiceConfig {
             grace_period: Duration::from_millis(self.grace_period_ms),
-            ..ServiceConfig::default()
+            lease: ms(self.lease_ms, defaults.lease),
+            payment_timeout: ms(self.payment_timeout_ms, defaults.payment_timeout),
+            reconciler: ReconcilerConfig {
+                interval: ms(self.reconciler_interval_ms, defaults.reconciler.interval),
+                stale_after: ms(
+                    self.reconciler_stale_after_ms,
+                    defaults.reconciler.stale_after,
+                ),
+                ..defaults.reconciler
+            },
+            ..defaults
         }
+    }
+
+    /// The job queue's visibility timeout, when set.
+    pub(crate) fn visibility_timeout(&self) -> Option<Duration> {
+        self.queue_visibility_timeout_ms.map(Duration::from_millis)
     }
 
     /// The shutdown deadline.
@@ -149,6 +191,7 @@ pub(crate) async fn build(
     seed: bool,
     multi_process: bool,
 ) -> Result<Backend, AnyError> {
+    arm_failpoints(args.failpoints.as_deref())?;
     match args.real_urls()? {
         None if multi_process => Err("--role api and --role worker share work through \
                                       MySQL + Redis: set DATABASE_URL and REDIS_URL"
@@ -158,9 +201,41 @@ pub(crate) async fn build(
     }
 }
 
+/// Arms the fail points ORDERS_FAILPOINTS names, before the engine does any work (so
+/// the first order already meets them).
+#[cfg(feature = "failpoints")]
+fn arm_failpoints(spec: Option<&str>) -> Result<(), AnyError> {
+    let Some(spec) = spec.filter(|s| !s.trim().is_empty()) else {
+        return Ok(());
+    };
+    order_engine::core::failpoints::arm_from_spec(spec)
+        .map_err(|e| format!("ORDERS_FAILPOINTS: {e}"))?;
+    tracing::warn!(
+        spec,
+        "fail points armed (ORDERS_FAILPOINTS): this process may crash on purpose"
+    );
+    Ok(())
+}
+
+/// Without the feature there is nothing to arm, and ignoring the setting would let a
+/// fault-injection run pass without injecting anything.
+#[cfg(not(feature = "failpoints"))]
+fn arm_failpoints(spec: Option<&str>) -> Result<(), AnyError> {
+    match spec {
+        Some(s) if !s.trim().is_empty() => Err("ORDERS_FAILPOINTS is set, but this build has \
+                                                no fail points: build with --features failpoints"
+            .into()),
+        _ => Ok(()),
+    }
+}
+
 async fn memory(args: &BackendArgs) -> Result<Backend, AnyError> {
+    let mut queue = order_engine::memory::QueueConfig::default();
+    if let Some(visibility) = args.visibility_timeout() {
+        queue.visibility_timeout = visibility;
+    }
     let engine = Engine::builder()
-        .memory()
+        .memory_with(queue)
         .simulated_payments(args.simulation()?)
         .config(args.service_config())
         .build()
@@ -231,7 +306,10 @@ async fn real(
     let pool = order_engine::mysql::connect(database_url, args.db_max_connections).await?;
     // sqlx serialises concurrent migrators with a database lock.
     order_engine::mysql::migrate(&pool).await?;
-    let redis_config = RedisConfig::new(redis_url).with_prefix(args.redis_prefix.clone());
+    let mut redis_config = RedisConfig::new(redis_url).with_prefix(args.redis_prefix.clone());
+    if let Some(visibility) = args.visibility_timeout() {
+        redis_config.queue.visibility_timeout = visibility;
+    }
     let redis = RedisConnection::connect(redis_config.clone()).await?;
     let engine = Engine::builder()
         .mysql(pool.clone())

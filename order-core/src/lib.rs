@@ -17,10 +17,36 @@
 //! - [`runtime`]: what the service needs from a runtime without depending on one —
 //!   [`SystemClock`], [`ManualClock`], [`SeededRandom`] and the retry schedule;
 //! - `testing` (feature `testing`): proptest strategies, the reference model and
-//!   scripted test doubles for property-testing your own wiring.
+//!   scripted test doubles for property-testing your own wiring;
+//! - `failpoints` (feature `failpoints`, off by default): named fail points in the use
+//!   cases that tests arm to crash, stall or panic at an exact step.
+
+/// `fail_point!("name", clock)`: the fail point `name` (see [`failpoints`]) at this spot
+/// of an async use case; `clock` is the service's `Clock`, on which a `sleep` action
+/// waits (a blocking sleep would stall the executor). Expands to nothing unless the
+/// `failpoints` feature is on.
+#[cfg(feature = "failpoints")]
+macro_rules! fail_point {
+    ($name:literal, $clock:expr) => {
+        if let ::core::option::Option::Some(delay) = $crate::failpoints::eval($name) {
+            $clock.sleep(delay).await;
+        }
+    };
+}
+
+/// Without the `failpoints` feature a fail point is compiled out: no code, no cost.
+#[cfg(not(feature = "failpoints"))]
+macro_rules! fail_point {
+    ($name:literal, $clock:expr) => {};
+}
+
+// Textual scoping would do inside this crate; the `use` lets call sites name it by path.
+pub(crate) use fail_point;
 
 pub mod app;
 pub mod domain;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod ports;
 pub mod runtime;
 #[cfg(feature = "testing")]

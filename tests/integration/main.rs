@@ -20,9 +20,14 @@
 #![allow(unreachable_pub)]
 
 mod builder;
+mod check;
 mod concurrency;
 mod delivery;
 mod embedder;
+#[cfg(feature = "failpoints")]
+mod failpoints;
+#[cfg(feature = "failpoints")]
+mod faults;
 mod http;
 mod real;
 mod state_machine;

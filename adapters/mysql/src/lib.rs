@@ -15,6 +15,9 @@
 //! - [`MySqlPaymentLedger`] implements
 //!   [`PaymentLedger`](order_payment_sim::PaymentLedger): the simulated provider's durable
 //!   "first outcome per charge key" record, shared by every process.
+//! - [`audit`]: read-only checks of the stored facts (stock conservation, duplicate
+//!   keys, charges, the event log's histories), one function per invariant, each
+//!   returning the violations it finds; the invariant checker's database half.
 //! - [`MIGRATOR`] / [`migrate`] create the schema (read `migrations/` first: it is the
 //!   tour's first stop) and [`connect`] opens a pool configured as the adapters expect.
 //!
@@ -28,6 +31,7 @@
 //! through [`std::error::Error::source`] and never flattened to text.
 
 mod accounts;
+pub mod audit;
 mod error;
 mod ledger;
 mod repository;
@@ -40,6 +44,7 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
 pub use accounts::MySqlAccountStore;
+pub use audit::AuditError;
 pub use error::{MySqlRestockError, SetupError};
 pub use ledger::MySqlPaymentLedger;
 pub use repository::{MySqlOrderRepository, QueryPlan};

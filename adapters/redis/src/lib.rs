@@ -13,7 +13,9 @@
 //!   (the reconciler of `order-core` re-enqueues the jobs lost with it);
 //! - [`RedisEvents`] — [`EventPublisher`](order_core::ports::EventPublisher): `PUBLISH`
 //!   of a compact, versioned event format ([`wire`]); and [`RedisEventSubscriber`], its
-//!   reading side for the WebSocket gateway.
+//!   reading side for the WebSocket gateway;
+//! - [`inspect`] — read-only looks at what the adapters leave behind (the dead letter's
+//!   entries, lock keys), for the invariant checker.
 //!
 //! Wiring:
 //!
@@ -53,6 +55,7 @@
 mod config;
 mod connection;
 mod events;
+pub mod inspect;
 mod lock;
 mod queue;
 mod scripts;
@@ -61,5 +64,6 @@ pub mod wire;
 pub use config::{EventsConfig, LockConfig, QueueConfig, QueueKeys, RedisConfig};
 pub use connection::{ConnectError, RedisConnection};
 pub use events::{RedisEventSubscriber, RedisEvents, SubscriberError};
+pub use inspect::{DeadLetter, InspectError};
 pub use lock::RedisLock;
 pub use queue::RedisQueue;

@@ -321,6 +321,7 @@ impl OrderService {
     /// order exists. A failed enqueue is counted; the reconciler claims the order once it
     /// is `stale_after` old and enqueues it again.
     async fn after_commit(&self, order: &Order, created: OrderEvent) {
+        crate::fail_point!("after_commit_before_enqueue", self.ports.clock);
         if let Err(e) = self
             .ports
             .queue

@@ -120,6 +120,7 @@ impl OrderService {
             TransitionOutcome::LostRace(current) => return Ok(self.lost_to(&current)),
             TransitionOutcome::NotFound => return Ok(ProcessOutcome::Missing),
         };
+        crate::fail_point!("after_start", self.ports.clock);
         if taking_over {
             ServiceStats::bump(&self.stats.lease_takeovers);
         }
@@ -169,6 +170,7 @@ impl OrderService {
                 return Err(ProcessOrderError::PaymentUnresolved(id));
             }
         };
+        crate::fail_point!("after_charge", self.ports.clock);
         let now = self.ports.clock.now();
         match self
             .ports
@@ -280,6 +282,7 @@ impl OrderService {
                 WorkerOutcome::Deferred(delay)
             }
             Ok(outcome) => {
+                crate::fail_point!("before_ack", self.ports.clock);
                 if let Err(e) = queue.ack(delivery).await {
                     warn!(order = %id, error = %ErrorChain(&e), "ack failed; the job will be redelivered");
                 }

@@ -197,6 +197,52 @@ impl Client {
         self.connect().await.send(request).await
     }
 
+    /// [`send`](Self::send) for a server that may be dying: a refused connection, a
+    /// broken one or no answer within `within` is an `Err` naming what happened, not a
+    /// panic.
+    pub async fn try_send(&self, request: Request, within: Duration) -> Result<Reply, String> {
+        let exchange = async {
+            let stream = tokio::net::TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut builder = hyper::Request::builder()
+                .method(request.method)
+                .uri(&request.path)
+                .header("host", self.addr.to_string());
+            for (name, value) in &request.headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            let outgoing = builder
+                .body(Full::new(Bytes::from(request.body)))
+                .map_err(|e| format!("request: {e}"))?;
+            let response = sender
+                .send_request(outgoing)
+                .await
+                .map_err(|e| format!("send: {e}"))?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e}"))?
+                .to_bytes();
+            Ok(Reply {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(within, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer in {within:?}")),
+        }
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
         let request = Request::get(path);
         self.send(match token {

@@ -122,6 +122,64 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A port nothing listens on right now (the OS's pick; free again when this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to process `pid` with the `kill`
+/// utility (no libc in the tests: unsafe is forbidden).
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("the kill utility");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
+/// A private `redis-server` without persistence (the shared one cannot be stopped),
+/// killed on drop.
+pub struct PrivateRedis(Child);
+
+impl PrivateRedis {
+    /// Starts one on `port` and waits until it answers.
+    pub fn start(port: u16) -> PrivateRedis {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{bin}`: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {port} did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateRedis(child)
+    }
+
+    /// Kills it as `kill -9` would: everything it held is gone.
+    pub fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One running `server` process.
 pub struct Server {
     child: Option<Child>,
@@ -265,6 +323,23 @@ impl Server {
         self.stop()
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9`: the process dies on the spot, holding whatever it held.
+    pub fn kill9(&mut self) -> Option<ExitStatus> {
+        self.stop()
+    }
+
+    /// Whether the process has exited (and how), without waiting.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Kills the process at once.
     fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
@@ -355,6 +430,37 @@ impl Stack {
     /// A second process, `--role api`, on the same database and Redis prefix.
     pub fn spawn_api(&self) -> Server {
         Server::spawn("server --role api", &["--role", "api"], &self.env)
+    }
+
+    /// As [`spawn_worker`](Self::spawn_worker) / [`spawn_api`](Self::spawn_api), with
+    /// `extra` environment variables on top of the stack's.
+    pub fn spawn_with(
+        &self,
+        binary: &str,
+        label: &str,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Server {
+        let mut env = self.env.clone();
+        for (name, value) in extra {
+            env.retain(|(k, _)| k != name);
+            env.push(((*name).to_owned(), (*value).to_owned()));
+        }
+        Server::spawn_binary(&example_binary(binary), label, args, &env)
+    }
+
+    /// The stack's database URL.
+    pub fn database_url(&self) -> &str {
+        &self._database.url
+    }
+
+    /// The stack's Redis key prefix.
+    pub fn redis_prefix(&self) -> &str {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "ORDERS_REDIS_PREFIX")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
     }
 }
 

@@ -11,9 +11,9 @@
 //! Build the server first: `cargo build --examples --all-features` (tests/run does).
 
 mod bad_input;
-mod client;
+pub(crate) mod client;
 mod edge_cases;
-mod harness;
+pub(crate) mod harness;
 mod processes;
 mod races;
 mod scenarios;

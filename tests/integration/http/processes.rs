@@ -2,11 +2,10 @@
 //! processes that do all the processing, and a server that keeps serving — and says so
 //! on `/api/health` — while its Redis is down.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::client::{Client, Request};
-use super::harness::Stack;
+use super::harness::{PrivateRedis, Stack, free_port};
 
 /// The sum of `orders_outcomes_total{outcome="paid"}` in a Prometheus text page.
 fn paid_in(metrics: &str) -> u64 {
@@ -76,30 +75,6 @@ async fn two_api_processes_and_two_worker_processes_share_one_database_and_prefi
     }
 }
 
-/// A private `redis-server` (the shared one cannot be stopped), killed on drop.
-struct PrivateRedis(Child);
-
-impl PrivateRedis {
-    fn start(port: u16) -> PrivateRedis {
-        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(&bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{bin}`: {e}"));
-        PrivateRedis(child)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn wait_for_health(client: &Client, status: u16) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -119,11 +94,7 @@ async fn wait_for_health(client: &Client, status: u16) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_the_server_keeps_taking_orders_and_health_names_redis() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let redis = PrivateRedis::start(port);
     let url = format!("redis://127.0.0.1:{port}");
     // Nothing else uses this private server: the stack's Redis cleanup finds no keys.

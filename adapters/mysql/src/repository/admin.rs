@@ -60,7 +60,9 @@ impl MySqlOrderRepository {
             .map_err(|e| DbError::data(format!("new user id: {e}")).into_repository())
     }
 
-    /// Inserts a product with its unit price and initial stock and returns its id.
+    /// Inserts a product with its unit price and initial stock and returns its id. The
+    /// initial stock is also its first receipt: `stock_received` starts equal to it
+    /// (migration 0008), which the stock-conservation check compares against.
     ///
     /// # Errors
     /// [`RepositoryError::Unexpected`] when the stock exceeds [`MAX_STOCK`] (refused
@@ -82,21 +84,26 @@ impl MySqlOrderRepository {
                 ))
                 .into_repository()
             })?;
-        let done = sqlx::query("INSERT INTO products (name, price, stock) VALUES (?, ?, ?)")
-            .bind(name)
-            .bind(price.as_decimal())
-            .bind(stock)
-            .execute(&self.pool)
-            .await
-            .ctx("inserting a product")
-            .map_err(DbError::into_repository)?;
+        let done = sqlx::query(
+            "INSERT INTO products (name, price, stock, stock_received) VALUES (?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(price.as_decimal())
+        .bind(stock)
+        .bind(u64::from(stock))
+        .execute(&self.pool)
+        .await
+        .ctx("inserting a product")
+        .map_err(DbError::into_repository)?;
         product_id(done.last_insert_id()).map_err(DbError::into_repository)
     }
 
     /// Adds `units` to a product's stock, within the engine's one limit: its stock plus
     /// the units reserved by its PENDING and PROCESSING orders plus `units` may not exceed
     /// [`MAX_STOCK`] (= `INT UNSIGNED`'s maximum), so that cancelling or failing those
-    /// orders can always put their units back. Same rule as the memory adapter.
+    /// orders can always put their units back. Same rule as the memory adapter. The
+    /// units are also added to `stock_received` (migration 0008) in the same statement,
+    /// so the record of what came in never disagrees with the stock, even for a moment.
     ///
     /// Atomic: one transaction locks the product row (`FOR UPDATE`), then sums the
     /// reservations and adds the units. Every write that moves units between stock and
@@ -155,12 +162,16 @@ impl MySqlOrderRepository {
                     max: MAX_STOCK,
                 }));
             }
-            sqlx::query("UPDATE products SET stock = stock + ? WHERE id = ?")
-                .bind(units)
-                .bind(product.get())
-                .execute(&mut *tx)
-                .await
-                .ctx("restocking a product")?;
+            sqlx::query(
+                "UPDATE products SET stock = stock + ?, stock_received = stock_received + ? \
+                 WHERE id = ?",
+            )
+            .bind(units)
+            .bind(units)
+            .bind(product.get())
+            .execute(&mut *tx)
+            .await
+            .ctx("restocking a product")?;
             Ok(Ok(()))
         }
         .await;

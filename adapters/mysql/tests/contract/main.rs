@@ -14,7 +14,9 @@
 //! - [`claims`]: the reconciler's claims of stranded orders and the lease release;
 //! - [`inspection`]: connect/migrate, the health check and the seeding helpers;
 //! - [`regressions`]: defects that were fixed, each named after its scenario;
-//! - [`explain`]: the indexes of the migrations serve the adapter's read queries.
+//! - [`explain`]: the indexes of the migrations serve the adapter's read queries;
+//! - [`audit`]: the invariant audits, each silent on a healthy history and naming a
+//!   planted violation, and migration 0008's backfill.
 
 // Test code: a failed setup step should panic right there, with its message. Clippy's
 // `allow-expect-in-tests` covers `#[test]` bodies only, not the helpers they share.
@@ -25,6 +27,7 @@
 #![allow(unreachable_pub)]
 
 mod accounts;
+mod audit;
 mod claims;
 mod concurrency;
 mod explain;
