@@ -138,6 +138,13 @@ impl JobQueue for Lossy {
     async fn nack(&self, delivery: &Delivery, error: &str) -> Result<NackOutcome, QueueError> {
         self.inner.nack(delivery, error).await
     }
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<NackOutcome, QueueError> {
+        self.inner.dead_letter(delivery, reason).await
+    }
     async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<NackOutcome, QueueError> {
         self.inner.defer(delivery, delay).await
     }
@@ -591,4 +598,36 @@ async fn every_published_event_is_the_logged_one_with_its_seq() {
     }
     let limited = w.service.events_after(w.user, 1, 0).await.unwrap();
     assert_eq!(limited.events.len(), 1, "a limit of 0 reads as 1");
+}
+
+#[tokio::test]
+async fn a_job_for_an_order_that_does_not_exist_is_dead_lettered_at_once() {
+    let w = World::new(QueueConfig::default());
+    let ghost = OrderId::new(999_999).unwrap();
+    w.adapters
+        .queue
+        .enqueue(Job::ProcessOrder(ghost))
+        .await
+        .unwrap();
+    let real = w.place("real").await;
+    let d = w.next().await;
+    assert_eq!(d.job, Job::ProcessOrder(ghost));
+    assert_eq!(
+        w.service.handle_delivery(&d).await,
+        WorkerOutcome::DeadLettered(order_engine::core::app::MISSING_ORDER)
+    );
+    let dead = w.adapters.queue.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (dead[0].job, dead[0].attempts, dead[0].last_error.as_str()),
+        (Job::ProcessOrder(ghost), 1, "the order does not exist"),
+        "buried on its first attempt, with the reason"
+    );
+    // The poison never blocks the real order behind it.
+    let next = w.next().await;
+    assert_eq!(next.job, Job::ProcessOrder(real));
+    assert_eq!(
+        completed(&w.service.handle_delivery(&next).await),
+        OrderStatus::Paid
+    );
 }

@@ -164,7 +164,8 @@ return 1
 }
 
 /// Gives a delivery back. KEYS: stream, retry, dead. ARGV: group, id, attempt,
-/// max_attempts, delay_ms, error, dead_max_len.
+/// last_attempt (dead-letter when `attempt` reaches it: the queue's `max_attempts` for a
+/// nack, the attempt itself to dead-letter at once), delay_ms, error, dead_max_len.
 ///
 /// Only acts when entry `id` is still pending with exactly the delivery this attempt
 /// number names. Returns the retry delay in ms (≥ 0), -1 when dead-lettered, -2 when

@@ -23,7 +23,7 @@ pub use errors::{
     CancelOrderError, CreateOrderError, ErrorChain, GetOrderError, ListOrdersError,
     ListProductsError, ProcessOrderError, ReconcileError, ValidationErrors,
 };
-pub use process_order::{ProcessOutcome, WorkerOutcome};
+pub use process_order::{MISSING_ORDER, ProcessOutcome, WorkerOutcome};
 pub use queries::{MAX_EVENTS_PAGE, OrderQuery};
 pub use reconcile::ReconcileReport;
 pub use service::{OrderService, Ports};

@@ -62,7 +62,13 @@ pub enum WorkerOutcome {
     /// Given back to the queue as a failed attempt (a retry, or the dead letter), with
     /// the reason.
     Released(String),
+    /// Moved to the dead letter at once: the job can never succeed (its order does not
+    /// exist), with the reason.
+    DeadLettered(&'static str),
 }
+
+/// The dead-letter reason of a job whose order does not exist.
+pub const MISSING_ORDER: &str = "the order does not exist";
 
 impl OrderService {
     /// Takes a Pending order (or a Processing one whose lease expired) through payment to
@@ -280,6 +286,21 @@ impl OrderService {
                     warn!(order = %id, error = %ErrorChain(&e), "defer failed; the job will be redelivered");
                 }
                 WorkerOutcome::Deferred(delay)
+            }
+            Ok(ProcessOutcome::Missing) => {
+                // No order will ever exist under this id (ids are handed out at commit,
+                // and jobs are enqueued after it): retrying cannot help, and acking
+                // would erase the evidence. The dead letter keeps it for an operator.
+                match queue.dead_letter(delivery, MISSING_ORDER).await {
+                    Ok(NackOutcome::DeadLettered) => {
+                        warn!(order = %id, "job for an order that does not exist; dead-lettered");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(order = %id, error = %ErrorChain(&e), "dead-lettering failed; the job will be redelivered");
+                    }
+                }
+                WorkerOutcome::DeadLettered(MISSING_ORDER)
             }
             Ok(outcome) => {
                 crate::fail_point!("before_ack", self.ports.clock);

@@ -170,6 +170,20 @@ pub trait JobQueue: Send + Sync {
     /// [`QueueError::Unavailable`] when unreachable.
     async fn nack(&self, delivery: &Delivery, error: &str) -> Result<NackOutcome, QueueError>;
 
+    /// Moves a delivery to the dead letter at once, whatever its attempt, with `reason`:
+    /// for a job that can never succeed (its order does not exist), which retrying
+    /// would only delay on its way there. Returns [`NackOutcome::DeadLettered`], or
+    /// [`NackOutcome::Stale`] for a stale receipt — which MUST change nothing: the live
+    /// delivery stays in flight.
+    ///
+    /// # Errors
+    /// [`QueueError::Unavailable`] when unreachable.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<NackOutcome, QueueError>;
+
     /// Gives a delivery back to be delivered again after `delay` *without using an
     /// attempt*: the next delivery carries the same `attempt` number. For jobs that
     /// cannot run yet through no fault of their own (the order is leased by a live

@@ -365,38 +365,19 @@ impl JobQueue for MemoryQueue {
     /// # Errors
     /// Never: the queue is in memory.
     async fn nack(&self, delivery: &Delivery, error: &str) -> Result<NackOutcome, QueueError> {
-        let now = self.clock.now();
-        let outcome = {
-            let mut state = self.guard();
-            let Some(flight) = Self::remove_in_flight(&mut state, &delivery.receipt) else {
-                debug!(receipt = %delivery.receipt, "nack of a stale receipt ignored");
-                return Ok(NackOutcome::Stale);
-            };
-            if flight.attempt >= self.config.last_attempt() {
-                warn!(job = ?flight.job, attempts = flight.attempt, error, "job dead-lettered after its last attempt");
-                self.bury(
-                    &mut state,
-                    DeadLetter {
-                        job: flight.job,
-                        attempts: flight.attempt,
-                        last_error: error.to_owned(),
-                    },
-                );
-                return Ok(NackOutcome::DeadLettered);
-            }
-            let delay = self.config.backoff(flight.attempt);
-            Self::push_waiting(
-                &mut state,
-                now.saturating_add(delay),
-                flight.job,
-                flight.attempt.saturating_add(1),
-            );
-            NackOutcome::Retried(delay)
-        };
-        if outcome == NackOutcome::Retried(Duration::ZERO) {
-            self.available.notify_one();
-        }
-        Ok(outcome)
+        Ok(self.give_back(delivery, error, false))
+    }
+
+    /// Dead-letters the delivery at once; see the port.
+    ///
+    /// # Errors
+    /// Never: the queue is in memory.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<NackOutcome, QueueError> {
+        Ok(self.give_back(delivery, reason, true))
     }
 
     /// Delivered again after `delay` with the same attempt number; see the port.
@@ -440,6 +421,45 @@ impl JobQueue for MemoryQueue {
             in_flight: state.in_flight.len() as u64,
             dead: state.dead.len() as u64,
         })
+    }
+}
+
+impl MemoryQueue {
+    /// `nack` (`bury_now` false: retried, or dead-lettered after the last attempt) and
+    /// `dead_letter` (`bury_now` true), acting only on the live delivery of a receipt.
+    fn give_back(&self, delivery: &Delivery, error: &str, bury_now: bool) -> NackOutcome {
+        let now = self.clock.now();
+        let outcome = {
+            let mut state = self.guard();
+            let Some(flight) = Self::remove_in_flight(&mut state, &delivery.receipt) else {
+                debug!(receipt = %delivery.receipt, "nack of a stale receipt ignored");
+                return NackOutcome::Stale;
+            };
+            if bury_now || flight.attempt >= self.config.last_attempt() {
+                warn!(job = ?flight.job, attempts = flight.attempt, error, "job dead-lettered");
+                self.bury(
+                    &mut state,
+                    DeadLetter {
+                        job: flight.job,
+                        attempts: flight.attempt,
+                        last_error: error.to_owned(),
+                    },
+                );
+                return NackOutcome::DeadLettered;
+            }
+            let delay = self.config.backoff(flight.attempt);
+            Self::push_waiting(
+                &mut state,
+                now.saturating_add(delay),
+                flight.job,
+                flight.attempt.saturating_add(1),
+            );
+            NackOutcome::Retried(delay)
+        };
+        if outcome == NackOutcome::Retried(Duration::ZERO) {
+            self.available.notify_one();
+        }
+        outcome
     }
 }
 

@@ -709,6 +709,24 @@ impl JobQueue for SimQueue {
         Ok(out)
     }
 
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<NackOutcome, QueueError> {
+        // Every order of the simulation exists before its job: a job dead-lettered for a
+        // missing order is a bug, reported like an unprovoked nack.
+        lock(&self.ctx.unprovoked_nacks).push(format!(
+            "{:?} attempt {} dead-lettered: {reason}",
+            delivery.job, delivery.attempt
+        ));
+        let (generation, queue) = self.queue();
+        match self.unwrap_delivery(delivery, generation) {
+            Some(d) => queue.dead_letter(&d, reason).await,
+            None => Ok(NackOutcome::Stale),
+        }
+    }
+
     async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<NackOutcome, QueueError> {
         if self.ctx.before(28, Service::Queue).await {
             return Err(unavailable_queue());

@@ -312,9 +312,30 @@ impl JobQueue for RedisQueue {
     /// receipt this queue never issued.
     async fn nack(&self, delivery: &Delivery, error: &str) -> Result<NackOutcome, QueueError> {
         let receipt = check_receipt(&delivery.receipt)?;
-        let outcome = self.inner.nack(&receipt, error).await?;
+        let last_attempt = self.inner.settings.max_attempts;
+        let outcome = self.inner.nack(&receipt, error, last_attempt).await?;
         if outcome == NackOutcome::Stale {
             tracing::debug!(receipt = %delivery.receipt, "nack of a delivery no longer held; ignored");
+        }
+        Ok(outcome)
+    }
+
+    /// The nack script with the receipt's own attempt as the last one: the entry goes
+    /// to the dead letter at once, with `reason`, only while the receipt names its live
+    /// delivery ([`NackOutcome::Stale`] otherwise, nothing changed).
+    ///
+    /// # Errors
+    /// [`QueueError::Unavailable`] when unreachable; [`QueueError::Unexpected`] for a
+    /// receipt this queue never issued.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<NackOutcome, QueueError> {
+        let receipt = check_receipt(&delivery.receipt)?;
+        let outcome = self.inner.nack(&receipt, reason, receipt.attempt).await?;
+        if outcome == NackOutcome::Stale {
+            tracing::debug!(receipt = %delivery.receipt, "dead-lettering a delivery no longer held; ignored");
         }
         Ok(outcome)
     }

@@ -36,12 +36,14 @@ impl Inner {
     }
 
     /// Runs the nack script for `receipt`: a retry after [`backoff`](Self::backoff),
-    /// the dead letter once the attempt reaches `max_attempts`, or
+    /// the dead letter once the attempt reaches `last_attempt` (`max_attempts` for a
+    /// nack; the receipt's own attempt to dead-letter at once), or
     /// [`NackOutcome::Stale`] when the receipt is stale.
     pub(super) async fn nack(
         &self,
         receipt: &Receipt<'_>,
         error: &str,
+        last_attempt: u32,
     ) -> Result<NackOutcome, Failure> {
         let delay = self.backoff(receipt.attempt);
         let reply = self
@@ -56,7 +58,7 @@ impl Inner {
                     self.settings.group.as_str().into(),
                     receipt.id.into(),
                     int(u64::from(receipt.attempt)),
-                    int(u64::from(self.settings.max_attempts)),
+                    int(u64::from(last_attempt)),
                     int(millis_u64(delay)),
                     error.into(),
                     int(self.settings.max_len),

@@ -79,6 +79,7 @@ macro_rules! __queue_checks {
             stats_count_waiting_in_flight_and_dead,
             enqueue_beyond_capacity_is_refused,
             a_stale_ack_leaves_the_live_delivery_in_flight,
+            dead_letter_buries_the_live_delivery_at_once_and_never_a_stale_one,
             defer_redelivers_after_the_delay_without_using_an_attempt,
             timings_report_the_configured_settings,
             ]
@@ -544,6 +545,56 @@ pub async fn a_stale_ack_leaves_the_live_delivery_in_flight<F: QueueFixture + ?S
     );
     ack(f, &third).await;
     assert_eq!(stats(f).await, counts(0, 0, 0), "the queue must be empty");
+}
+
+/// `dead_letter` moves the live delivery to the dead letter at once, on its first
+/// attempt; a stale receipt's `dead_letter` changes nothing (the redelivery stays in
+/// flight and can still be acked), and nothing dead-lettered is ever delivered again.
+pub async fn dead_letter_buries_the_live_delivery_at_once_and_never_a_stale_one<
+    F: QueueFixture + ?Sized,
+>(
+    f: &F,
+) {
+    let config = f.config();
+    check_config(&config);
+    enqueue(f, job(31)).await;
+    let first = expect_delivery(f, "a job was enqueued").await;
+    assert_eq!(first.attempt, 1);
+    match f
+        .queue()
+        .dead_letter(&first, "the order does not exist")
+        .await
+    {
+        Ok(NackOutcome::DeadLettered) => {}
+        other => panic!("dead_letter of the live delivery must bury it at once: {other:?}"),
+    }
+    assert_eq!(
+        stats(f).await,
+        counts(0, 0, 1),
+        "a dead-lettered job is neither waiting nor in flight"
+    );
+    f.advance(config.visibility_timeout + f.slack()).await;
+    expect_nothing(f, "a dead-lettered job must never be delivered again").await;
+
+    enqueue(f, job(32)).await;
+    let stale = expect_delivery(f, "a second job was enqueued").await;
+    f.advance(config.visibility_timeout + f.slack()).await;
+    let live = expect_delivery(f, "the un-acked job must be redelivered").await;
+    match f.queue().dead_letter(&stale, "late").await {
+        Ok(NackOutcome::Stale) => {}
+        other => panic!("dead_letter with a stale receipt must change nothing: {other:?}"),
+    }
+    assert_eq!(
+        stats(f).await,
+        counts(0, 1, 1),
+        "a stale dead_letter must leave the live delivery in flight"
+    );
+    ack(f, &live).await;
+    assert_eq!(
+        stats(f).await,
+        counts(0, 0, 1),
+        "the live delivery acks as usual"
+    );
 }
 
 /// `defer` hands a delivery back for exactly `delay`, reports it, and the next delivery
