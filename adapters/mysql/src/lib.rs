@@ -47,7 +47,9 @@ pub use accounts::MySqlAccountStore;
 pub use audit::AuditError;
 pub use error::{MySqlRestockError, SetupError};
 pub use ledger::MySqlPaymentLedger;
-pub use repository::{MySqlOrderRepository, QueryPlan};
+pub use repository::{
+    CoalesceConfig, CoalesceConfigError, CoalescingStats, MySqlOrderRepository, QueryPlan,
+};
 pub use retry::RetryPolicy;
 /// The connection pool the adapters run on (re-exported so embedders need not depend on
 /// `sqlx` to hold one).

@@ -76,13 +76,7 @@ pub(super) async fn append(
     seq: u64,
 ) -> Result<OrderEvent, DbError> {
     let event = OrderEvent::logged(order, seq);
-    let reason = match &event.kind {
-        OrderEventKind::Failed(reason) => Some(reason.as_str()),
-        OrderEventKind::Created
-        | OrderEventKind::Processing
-        | OrderEventKind::Paid
-        | OrderEventKind::Cancelled => None,
-    };
+    let reason = reason_of(&event);
     sqlx::query(INSERT_EVENT)
         .bind(event.user.get())
         .bind(event.seq)
@@ -95,6 +89,17 @@ pub(super) async fn append(
         .await
         .ctx("appending to the event log")?;
     Ok(event)
+}
+
+/// The `reason` column of `event`: the failure reason of `order.failed`, else NULL.
+pub(super) fn reason_of(event: &OrderEvent) -> Option<&str> {
+    match &event.kind {
+        OrderEventKind::Failed(reason) => Some(reason.as_str()),
+        OrderEventKind::Created
+        | OrderEventKind::Processing
+        | OrderEventKind::Paid
+        | OrderEventKind::Cancelled => None,
+    }
 }
 
 /// [`next_seq`] then [`append`]: the whole log write of one status change. A user that

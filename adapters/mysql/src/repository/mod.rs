@@ -15,6 +15,9 @@
 //! implementation, which delegates to those modules.
 
 mod admin;
+mod allocate;
+mod batch;
+mod coalesce;
 mod events;
 mod place;
 mod rows;
@@ -40,6 +43,10 @@ use crate::error::{Context, DbError};
 use crate::retry::RetryPolicy;
 
 pub use admin::QueryPlan;
+pub use coalesce::{CoalesceConfig, CoalesceConfigError, CoalescingStats};
+
+use batch::{BatchAttempt, Entry, MAX_BATCH_DRAFTS};
+use coalesce::Coalescer;
 
 use rows::{ProductRow, Read, load_order, load_order_by_key, load_page};
 use sql::{PRODUCT_BY_ID, PRODUCTS};
@@ -79,16 +86,27 @@ use sql::{PRODUCT_BY_ID, PRODUCTS};
 ///   the whole transaction is retried under a [`RetryPolicy`]; only then do they surface
 ///   as [`RepositoryError::Unavailable`]. [`retry_count`](Self::retry_count) counts them.
 ///
-/// **Batches** (`place` with several drafts): one plain read per draft answers replays
-/// and unknown users without locks; then ONE transaction locks every product row any of
-/// the remaining drafts needs, once, in ascending id order (at most 10 000 ids per
-/// statement, so no batch exceeds the 65 535 placeholders one statement may bind), and
-/// decides the drafts in arrival order against the locked stock (a later draft sees what
-/// earlier ones took),
-/// writing order, lines and stock decrement for each draft that can be placed; a second
-/// draft with a key claimed earlier in the batch replays it. It commits if anything was
-/// written, else rolls back. There is no savepoint per draft, deliberately: every
-/// business failure is decided before the draft's first write (unknown or short
+/// **Batches** (`place` with 2 to 256 drafts, and coalesced ones): the multi-row path
+/// decides every draft in memory under the row locks and writes them all with a
+/// constant number of statements — one pre-read of the keys, `BEGIN`, the product rows
+/// and the users' rows locked (`FOR UPDATE`, ascending), one multi-row insert each for
+/// orders, lines and events, one read of the new ids, one `UPDATE` each for the stock
+/// and the users' event counters, `COMMIT`: eleven in all, however many drafts. Stock is
+/// allotted in arrival order (a later draft sees what earlier ones took), a second draft
+/// with a key claimed earlier in the batch replays it (or is refused), and each placed
+/// order takes its user's next event seq in arrival order. Nothing is written before
+/// every draft is decided; if the orders insert hits the unique key (a concurrent twin
+/// committed a key after the pre-read) or the transaction fails for good, it is rolled
+/// back and the drafts go through the general path below instead.
+///
+/// **The general path** (larger batches, and the fallback): one plain read per draft
+/// answers replays and unknown users without locks; then ONE transaction locks every
+/// product row any of the remaining drafts needs, once, in ascending id order (at most
+/// 10 000 ids per statement, so no batch exceeds the 65 535 placeholders one statement
+/// may bind), and decides the drafts in arrival order against the locked stock, writing
+/// order, lines and stock decrement for each draft that can be placed. It commits if
+/// anything was written, else rolls back. There is no savepoint per draft, deliberately:
+/// every business failure is decided before the draft's first write (unknown or short
 /// product, key claimed earlier in the batch) or by that first write itself (`INSERT
 /// INTO orders` refused by the unique key or the user's foreign key), and InnoDB rolls a
 /// failed statement back on its own. Anything failing after that first write is not a
@@ -97,6 +115,12 @@ use sql::{PRODUCT_BY_ID, PRODUCTS};
 /// decrement, insert order, insert lines, `COMMIT`), and falls back to this one whenever
 /// that path cannot decide exactly (a missing or short product, a changed price, a total
 /// too large).
+///
+/// **Coalescing** (on by default, see [`with_coalescing`](Self::with_coalescing)):
+/// concurrent one-draft `place` calls for the same products are queued while one for
+/// those products runs, and the queue then goes through the multi-row path as one
+/// batch, so a hot product's row is locked once per batch; a lone call goes alone, at
+/// once, through the fast path.
 ///
 /// Instants are stored as UTC `DATETIME(3)`, exact to the millisecond; the pool's
 /// connections must run with `time_zone = '+00:00'` (sqlx's default, and what
@@ -108,6 +132,8 @@ pub struct MySqlOrderRepository {
     retry: RetryPolicy,
     random: Arc<dyn RandomSource>,
     retries: Arc<AtomicU64>,
+    /// `None` when coalescing is off.
+    coalescer: Option<Arc<Coalescer>>,
 }
 
 impl std::fmt::Debug for MySqlOrderRepository {
@@ -116,6 +142,7 @@ impl std::fmt::Debug for MySqlOrderRepository {
             .field("pool", &self.pool)
             .field("retry", &self.retry)
             .field("retries", &self.retries)
+            .field("coalescer", &self.coalescer)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +169,63 @@ impl MySqlOrderRepository {
             },
             random: Arc::new(SeededRandom::from_entropy()),
             retries: Arc::new(AtomicU64::new(0)),
+            coalescer: Some(Arc::new(Coalescer::new(CoalesceConfig::default()))),
+        }
+    }
+
+    /// The same repository coalescing concurrent one-draft placements under `config`,
+    /// with fresh queues and [`coalescing_stats`](Self::coalescing_stats) (its clones
+    /// share them). On by default, with [`CoalesceConfig::default`].
+    ///
+    /// Concurrent `place` calls with ONE draft each, in this process, that name exactly
+    /// the same products are combined into one transaction of a constant number of
+    /// statements (see the type's documentation), so a hot product's row is locked once
+    /// per batch instead of once per order; every caller still gets its own outcome,
+    /// exactly as if the drafts had been placed one after the other in arrival order.
+    ///
+    /// Flush policy ("group commit"): a draft whose product set has nothing running is
+    /// placed at once, alone — a lone caller never waits for company; drafts arriving
+    /// while a placement for the same products runs queue up, and the queue is placed as
+    /// one batch as soon as that placement ends, or at once when it reaches
+    /// [`max_batch`](CoalesceConfig::max_batch), or when its first draft has waited
+    /// [`max_wait`](CoalesceConfig::max_wait).
+    ///
+    /// Coalescing needs placements that overlap in time. With the service's
+    /// `LockMode::Redis` the per-product distributed locks already keep concurrent
+    /// creates of one product apart, so nothing queues and every draft goes alone (at no
+    /// cost); it pays with `LockMode::None`, where the database row lock is the guard and
+    /// the orders for a hot product arrive together. Queued batches run on tasks spawned
+    /// on the current tokio runtime.
+    #[must_use]
+    pub fn with_coalescing(mut self, config: CoalesceConfig) -> Self {
+        self.coalescer = Some(Arc::new(Coalescer::new(config)));
+        self
+    }
+
+    /// The same repository placing every one-draft `place` call on its own (the fast
+    /// path), as before coalescing existed. Batches given to `place` directly still use
+    /// the multi-row path.
+    #[must_use]
+    pub fn without_coalescing(mut self) -> Self {
+        self.coalescer = None;
+        self
+    }
+
+    /// What the coalescer did so far (shared by this repository's clones); all zero
+    /// when coalescing is off. A metric: `drafts / batches` is the mean batch size.
+    pub fn coalescing_stats(&self) -> CoalescingStats {
+        self.coalescer
+            .as_ref()
+            .map(|c| c.stats())
+            .unwrap_or_default()
+    }
+
+    /// A handle on the same pool, retry policy and counters that never coalesces: what
+    /// the coalescer itself places through.
+    fn uncoalesced(&self) -> Self {
+        Self {
+            coalescer: None,
+            ..self.clone()
         }
     }
 
@@ -195,6 +279,17 @@ impl MySqlOrderRepository {
         }
     }
 
+    /// `place` without coalescing and without the multi-row batch path: the one-draft
+    /// fast path, or the general path (one transaction, draft by draft).
+    async fn place_direct(
+        &self,
+        drafts: &[OrderDraft],
+        now: Timestamp,
+    ) -> Result<Vec<PlaceOutcome>, RepositoryError> {
+        self.retrying("place", || self.place_once(drafts, now))
+            .await
+    }
+
     async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::MySql>, DbError> {
         self.pool.acquire().await.ctx("acquiring a connection")
     }
@@ -203,8 +298,11 @@ impl MySqlOrderRepository {
 #[async_trait]
 impl OrderRepository for MySqlOrderRepository {
     /// Places each draft in arrival order, in one transaction; see
-    /// [`MySqlOrderRepository`] for the layout. A second draft with the same (user, key)
-    /// in one call replays (or refuses) the first.
+    /// [`MySqlOrderRepository`] for the layout (the fast path for one draft — coalesced
+    /// with concurrent calls for the same products unless coalescing is off — the
+    /// multi-row path for up to 256, the general path beyond, or when the multi-row path
+    /// fails). A second draft with the same (user, key) in one call replays (or refuses)
+    /// the first.
     ///
     /// # Errors
     /// [`RepositoryError::Unavailable`] when the database cannot be reached or a
@@ -213,7 +311,10 @@ impl OrderRepository for MySqlOrderRepository {
     /// would exceed [`Money::max`]. Nothing was written — with one exception no database
     /// client can rule out: if the connection breaks while `COMMIT` is in flight, the
     /// commit may have happened. Placing the same drafts again is then safe: the
-    /// idempotency keys turn it into replays.
+    /// idempotency keys turn it into replays. A coalesced draft gets its own result: a
+    /// batch that fails is placed again draft by draft, so only that draft's own failure
+    /// reaches its caller; if the tokio runtime shuts down before its queued batch runs,
+    /// the caller gets [`RepositoryError::Unavailable`] (never a hang).
     ///
     /// [`Money::max`]: order_core::Money::max
     async fn place(
@@ -221,11 +322,29 @@ impl OrderRepository for MySqlOrderRepository {
         drafts: &[OrderDraft],
         now: Timestamp,
     ) -> Result<Vec<PlaceOutcome>, RepositoryError> {
-        if drafts.is_empty() {
-            return Ok(Vec::new());
+        match (drafts, &self.coalescer) {
+            ([], _) => Ok(Vec::new()),
+            ([draft], Some(coalescer)) => self.place_coalesced(coalescer, draft, now).await,
+            ([_], None) => self.place_direct(drafts, now).await,
+            (_, _) if drafts.len() <= MAX_BATCH_DRAFTS => {
+                let entries: Vec<Entry<'_>> =
+                    drafts.iter().map(|draft| Entry { draft, now }).collect();
+                match self
+                    .retrying("place (batch)", || self.place_batch_once(&entries))
+                    .await
+                {
+                    Ok(BatchAttempt::Done(outcomes)) => Ok(outcomes),
+                    // A concurrent twin took a key after the pre-check: the general path
+                    // answers each draft, the twin's as a replay.
+                    Ok(BatchAttempt::Raced) => self.place_direct(drafts, now).await,
+                    Err(e) => {
+                        tracing::debug!(drafts = drafts.len(), error = %order_core::app::ErrorChain(&e), "the batch path failed: placing through the general path");
+                        self.place_direct(drafts, now).await
+                    }
+                }
+            }
+            _ => self.place_direct(drafts, now).await,
         }
-        self.retrying("place", || self.place_once(drafts, now))
-            .await
     }
 
     /// Compare-and-set exactly as [`Order::apply`], stock returned in the same

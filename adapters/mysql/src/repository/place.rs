@@ -12,31 +12,15 @@ use order_core::{IdempotencyKey, Money, Order, ProductId, Quantity, Timestamp, U
 use sqlx::{AssertSqlSafe, MySqlConnection, Row};
 
 use super::MySqlOrderRepository;
+use super::allocate::{Decision, LockedProduct, decide, replay};
 use super::events;
 use super::rows::{ProductRow, Read, load_order, load_order_by_key, order_id};
-use super::sql::{IN_LIST_CHUNK, INSERT_ORDER, UNBUMP_EVENT_SEQ, USER_AND_KEY, repeat_sql};
+use super::sql::{
+    IN_LIST_CHUNK, INSERT_ITEMS_HEAD, INSERT_ITEMS_ROW, INSERT_ORDER, LOCK_PRODUCTS_HEAD,
+    LOCK_PRODUCTS_TAIL, UNBUMP_EVENT_SEQ, USER_AND_KEY, padded, repeat_sql,
+};
 use crate::error::{Context, DbError, code};
 use crate::time::to_sql;
-
-/// The outcome for a draft whose (user, key) already names `existing` (loaded with its
-/// lines): `Replayed` only when the lines are the same, compared line by line — equal
-/// fingerprints alone prove nothing.
-fn replay(existing: Order, draft: &OrderDraft) -> PlaceOutcome {
-    if draft.same_lines_as(&existing) {
-        PlaceOutcome::Replayed(existing)
-    } else {
-        PlaceOutcome::KeyReused {
-            existing: existing.id(),
-        }
-    }
-}
-
-/// A product row locked by `place`: its price and the stock still free in this
-/// transaction.
-struct LockedProduct {
-    price: Money,
-    stock: u64,
-}
 
 impl MySqlOrderRepository {
     /// One attempt at placing `drafts` (the layout is described on the type): the
@@ -239,34 +223,39 @@ async fn place_in_transaction(
 
 /// Locks the product rows every pending draft needs, in ascending id order, and returns
 /// them. Products that do not exist are simply absent.
-///
-/// A batch may name any number of products (each draft up to
-/// [`OrderDraft::MAX_LINES`]), more than the 65 535 placeholders one statement can bind:
-/// the ids go in consecutive ascending chunks of [`IN_LIST_CHUNK`], one statement each,
-/// so the rows are still locked in ascending id order across the whole batch.
 async fn lock_products(
     conn: &mut MySqlConnection,
     drafts: &[OrderDraft],
     pending: &[usize],
 ) -> Result<BTreeMap<ProductId, LockedProduct>, DbError> {
-    let ids: Vec<ProductId> = pending
+    let ids: BTreeSet<ProductId> = pending
         .iter()
         .flat_map(|&i| drafts[i].product_ids())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
         .collect();
+    lock_product_rows(conn, &ids).await
+}
+
+/// Locks the rows of `ids` with `SELECT … ORDER BY id FOR UPDATE` and returns them
+/// with their price and stock. Products that do not exist are simply absent.
+///
+/// A batch may name any number of products (each draft up to
+/// [`OrderDraft::MAX_LINES`]), more than the 65 535 placeholders one statement can bind:
+/// the ids go in consecutive ascending chunks of [`IN_LIST_CHUNK`], one statement each,
+/// so the rows are still locked in ascending id order across the whole batch.
+pub(super) async fn lock_product_rows(
+    conn: &mut MySqlConnection,
+    ids: &BTreeSet<ProductId>,
+) -> Result<BTreeMap<ProductId, LockedProduct>, DbError> {
+    let ids: Vec<ProductId> = ids.iter().copied().collect();
     let mut locked = BTreeMap::new();
     for chunk in ids.chunks(IN_LIST_CHUNK) {
-        let sql = repeat_sql(
-            "SELECT id, name, price, stock FROM products WHERE id IN (",
-            "?",
-            ", ",
-            chunk.len(),
-            ") ORDER BY id FOR UPDATE",
-        );
+        // Written for a padded count (the last id repeated; see `padded`), so that
+        // batches of varied sizes share a few statement texts.
+        let rows = padded(chunk.len(), 1);
+        let sql = repeat_sql(LOCK_PRODUCTS_HEAD, "?", ", ", rows, LOCK_PRODUCTS_TAIL);
         let mut query = sqlx::query_as::<_, ProductRow>(AssertSqlSafe(sql));
-        for id in chunk {
-            query = query.bind(id.get());
+        for i in 0..rows {
+            query = query.bind(chunk[i.min(chunk.len() - 1)].get());
         }
         let rows = query
             .fetch_all(&mut *conn)
@@ -284,40 +273,6 @@ async fn lock_products(
         }
     }
     Ok(locked)
-}
-
-/// What to do with one draft, given the locked products.
-// A refusal is one of PlaceOutcome's small variants, but the type is the whole enum; a
-// Decision lives on the stack for one draft, so boxing would buy nothing.
-#[allow(clippy::large_enum_variant)]
-enum Decision {
-    /// Place it at these unit prices (one per line, in the draft's order).
-    Place(Vec<Money>),
-    /// Do not: this is its outcome.
-    Refuse(PlaceOutcome),
-}
-
-/// Checks the draft's products in ascending id order (the draft keeps them so); the
-/// first one that is missing or short decides, like the memory adapter.
-fn decide(draft: &OrderDraft, locked: &BTreeMap<ProductId, LockedProduct>) -> Decision {
-    let mut prices = Vec::with_capacity(draft.items().len());
-    for (product, quantity) in draft.items() {
-        let Some(p) = locked.get(product) else {
-            return Decision::Refuse(PlaceOutcome::UnknownProduct(*product));
-        };
-        if u64::from(quantity.get()) > p.stock {
-            return Decision::Refuse(PlaceOutcome::InsufficientStock {
-                product: *product,
-                requested: quantity.get(),
-                available: p.stock,
-            });
-        }
-        prices.push(p.price);
-    }
-    if draft.total_at(&prices).is_err() {
-        return Decision::Refuse(PlaceOutcome::TotalTooLarge);
-    }
-    Decision::Place(prices)
 }
 
 /// Whether [`insert_order`] must still decrement the stock.
@@ -400,13 +355,7 @@ async fn insert_order(
     };
     let id = order_id(done.last_insert_id())?;
 
-    let sql = repeat_sql(
-        "INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES ",
-        "(?, ?, ?, ?)",
-        ", ",
-        lines.len(),
-        "",
-    );
+    let sql = repeat_sql(INSERT_ITEMS_HEAD, INSERT_ITEMS_ROW, ", ", lines.len(), "");
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for line in &lines {
         query = query

@@ -159,3 +159,111 @@ pub(super) const EVENTS_AFTER: &str = concat!(
 pub(super) const LAST_EVENT_SEQ: &str = "SELECT event_seq FROM users WHERE id = ?";
 /// Oldest first over `order_events_at`, at most the limit per statement.
 pub(super) const PRUNE_EVENTS: &str = "DELETE FROM order_events WHERE at < ? ORDER BY at LIMIT ?";
+
+// -- placing ------------------------------------------------------------------------------
+// The pieces of the statements with one row or one placeholder per product, draft or
+// user; assembled with `repeat_sql`.
+
+/// `LOCK_PRODUCTS_HEAD` + `?, ?, …` + `LOCK_PRODUCTS_TAIL`: lock product rows in
+/// ascending id order, reading price and stock under the lock.
+pub(super) const LOCK_PRODUCTS_HEAD: &str =
+    "SELECT id, name, price, stock FROM products WHERE id IN (";
+pub(super) const LOCK_PRODUCTS_TAIL: &str = ") ORDER BY id FOR UPDATE";
+
+/// One order line per row (order id, product, quantity, unit price).
+pub(super) const INSERT_ITEMS_HEAD: &str =
+    "INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES ";
+pub(super) const INSERT_ITEMS_ROW: &str = "(?, ?, ?, ?)";
+
+/// The orders holding some (user, key) pairs: `KEYS_HEAD` + `KEYS_PAIR` joined by
+/// `KEYS_OR` + `)`. An OR of equalities on the unique index's two columns, which both
+/// servers turn into one range per pair on `orders_user_key_unique` (a row-constructor
+/// `IN` is not range-optimised by every version we support).
+pub(super) const KEYS_HEAD: &str = "SELECT id, user_id, idempotency_key FROM orders WHERE (";
+pub(super) const KEYS_PAIR: &str = "(user_id = ? AND idempotency_key = ?)";
+pub(super) const KEYS_OR: &str = " OR ";
+pub(super) const KEYS_TAIL: &str = ")";
+/// The same as a locking read: the latest committed rows, not the transaction's
+/// snapshot (MariaDB 10.11 has no `FOR SHARE`).
+pub(super) const KEYS_TAIL_LOCKED: &str = ") LOCK IN SHARE MODE";
+
+/// Lock the users of a batch, ascending, reading their event counters under the lock.
+pub(super) const LOCK_USERS_HEAD: &str = "SELECT id, event_seq FROM users WHERE id IN (";
+pub(super) const LOCK_USERS_TAIL: &str = ") ORDER BY id FOR UPDATE";
+
+/// Many orders in one statement: `INSERT … SELECT` from a derived table of `n` rows of
+/// placeholders (user, total, key, fingerprint, instant), joined by `UNION_ALL`; rows
+/// whose user is NULL are padding and are not inserted (see [`padded`]).
+pub(super) const INSERT_ORDERS_HEAD: &str = "INSERT INTO orders (user_id, status, \
+     total_amount, idempotency_key, request_fingerprint, attempts, created_at, updated_at) \
+     SELECT u, 'PENDING', t, k, f, 0, c, c FROM (";
+pub(super) const INSERT_ORDERS_ROW: &str = "SELECT ? AS u, ? AS t, ? AS k, ? AS f, ? AS c";
+pub(super) const INSERT_ORDERS_TAIL: &str = ") AS r WHERE r.u IS NOT NULL";
+
+/// Many order lines in one statement, padded the same way (order, product, quantity,
+/// unit price).
+pub(super) const INSERT_LINES_HEAD: &str = "INSERT INTO order_items (order_id, product_id, \
+     quantity, unit_price) SELECT o, p, q, x FROM (";
+pub(super) const INSERT_LINES_ROW: &str = "SELECT ? AS o, ? AS p, ? AS q, ? AS x";
+pub(super) const INSERT_LINES_TAIL: &str = ") AS r WHERE r.o IS NOT NULL";
+
+/// Many events in one statement, padded the same way (user, seq, order, kind, total,
+/// reason, at).
+pub(super) const INSERT_EVENTS_HEAD: &str = "INSERT INTO order_events \
+     (user_id, seq, order_id, kind, total_amount, reason, at) SELECT u, s, o, k, t, w, a FROM (";
+pub(super) const INSERT_EVENTS_ROW: &str =
+    "SELECT ? AS u, ? AS s, ? AS o, ? AS k, ? AS t, ? AS w, ? AS a";
+pub(super) const INSERT_EVENTS_TAIL: &str = ") AS r WHERE r.u IS NOT NULL";
+
+pub(super) const UNION_ALL: &str = " UNION ALL ";
+
+/// Set each user's event counter to the batch's last seq for it: `SET_SEQS_HEAD` +
+/// `CASE_WHEN`… + `CASE_END_IN` + `?, …` + `)`.
+pub(super) const SET_SEQS_HEAD: &str = "UPDATE users SET event_seq = CASE id";
+/// Take stock from many products: `TAKE_STOCK_HEAD` + `CASE_WHEN`… + `CASE_END_IN` +
+/// `?, …` + `)`.
+pub(super) const TAKE_STOCK_HEAD: &str = "UPDATE products SET stock = stock - CASE id";
+pub(super) const CASE_WHEN: &str = " WHEN ? THEN ?";
+pub(super) const CASE_END_IN: &str = " END WHERE id IN (";
+
+/// How many rows (or list items) a statement of `n` rows of `width` placeholders is
+/// written for: `n` rounded up to a power of 4, unless that would bind more than the
+/// protocol's 65 535 placeholders.
+///
+/// Why: sqlx prepares every statement text once per connection and keeps it in a cache
+/// of 100; a batch statement written for its exact row count has a text per count, so
+/// varied batch sizes overflow the cache, and every eviction sends a `COM_STMT_CLOSE`
+/// the server never answers — with Nagle on the client socket (sqlx does not set
+/// `TCP_NODELAY`), the next command then waits for the server's delayed ACK, tens to
+/// hundreds of milliseconds, while the batch holds the hot row. Five sizes per statement
+/// (1, 4, 16, 64, 256 for a batch of up to 256) keep every text cached. Lists are padded
+/// by repeating their last item (a no-op in `IN`, `OR` and `CASE`), inserts by rows of
+/// NULLs that their `WHERE` drops.
+pub(super) fn padded(n: usize, width: usize) -> usize {
+    let mut rows = 1;
+    while rows < n {
+        rows *= 4;
+    }
+    if rows * width.max(1) <= usize::from(u16::MAX) {
+        rows
+    } else {
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::padded;
+
+    #[test]
+    fn statements_are_written_for_powers_of_four_within_the_placeholder_limit() {
+        let sizes: Vec<usize> = [0, 1, 2, 4, 5, 16, 17, 64, 65, 256]
+            .iter()
+            .map(|n| padded(*n, 7))
+            .collect();
+        assert_eq!(sizes, [1, 1, 4, 4, 16, 16, 64, 64, 256, 256]);
+        // 256 drafts of 50 lines: 16 384 rows of 4 would bind 65 536 values, one too many.
+        assert_eq!(padded(12_800, 4), 12_800);
+        assert_eq!(padded(10_000, 1), 16_384);
+    }
+}

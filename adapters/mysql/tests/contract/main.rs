@@ -10,6 +10,9 @@
 //! - [`accounts`]: order-core's accounts contract suite against MySQL, and how tokens
 //!   are stored (hex digest, expiry; migration 0006 on tokens issued before it);
 //! - [`ledger`]: the payment-ledger contract against both ledgers;
+//! - [`coalescing`]: order coalescing and the multi-row batch path: hundreds of
+//!   concurrent placements on a hot product, one draft's failure in a batch, the
+//!   fallback after a duplicate-key race, the constant statement count of a batch;
 //! - [`concurrency`]: oversell, lock ordering, deadlock and lock-wait retries under load;
 //! - [`claims`]: the reconciler's claims of stranded orders and the lease release;
 //! - [`inspection`]: connect/migrate, the health check and the seeding helpers;
@@ -29,6 +32,7 @@
 mod accounts;
 mod audit;
 mod claims;
+mod coalescing;
 mod concurrency;
 mod explain;
 mod inspection;

@@ -1,0 +1,551 @@
+//! The `worker` scenario: N orders placed beforehand, then drained until every one is
+//! terminal — by one `worker` process, or by a raw-SQL loop (CAS start, ledger insert,
+//! CAS pay) at the same concurrency over as many database connections.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use order_engine::Engine;
+use order_engine::core::app::{
+    CreateOrderRequest, ErrorChain, LockMode, LockPolicy, ServiceConfig,
+};
+use order_engine::core::domain::{ProductId, UserId};
+use order_engine::mysql::{MySqlOrderRepository, MySqlPool};
+use order_engine::payment_sim::SimConfig;
+use order_engine::redis::{RedisConfig, RedisConnection};
+
+use crate::db::{self, Counters};
+use crate::http::Process;
+use crate::report::{Cell, Report};
+use crate::{AnyError, Run, micros, percentiles};
+
+/// The reference payment's mean delay (uniform 50–200 ms): the ideal drain rate of
+/// `in_flight` jobs is `in_flight / MEAN_DELAY`.
+const MEAN_DELAY: f64 = 0.125;
+/// Products the pre-placed orders are spread over (so the drain measures the worker
+/// path, not a hot row).
+const PRODUCTS: u32 = 1_000;
+/// Users the pre-placed orders are spread over (each user's event sequence is a row).
+const USERS: usize = 256;
+
+/// Runs the worker scenario at each `--worker-concurrency`, adding each cell to `report`.
+pub(crate) async fn scenario(run: &Arc<Run>, report: &mut Report) -> Result<(), AnyError> {
+    let args = &run.args;
+    run.progress(&format!(
+        "worker: database {} (fresh), {} orders per drain",
+        db::database_name(&run.worker_url)?,
+        args.worker_orders
+    ));
+    let admin = db::fresh_database(&run.worker_url).await?;
+    let users = Arc::new(db::create_users(&admin, run.tag, USERS).await?);
+    let delay_vars = payment_delay_settings(run).await;
+    if delay_vars.is_empty() {
+        run.progress(
+            "worker: the worker binary exposes no payment-delay setting (`worker --help` \
+             names none): its drain runs with the reference payment (50-200 ms) only",
+        );
+    } else {
+        run.progress(&format!(
+            "worker: payment delay set to 0 through {}",
+            delay_vars.join(", ")
+        ));
+    }
+    let mut in_flight: Vec<u16> = args.worker_concurrency.clone();
+    in_flight.sort_unstable();
+    in_flight.dedup();
+    for c in in_flight {
+        let mut kinds = vec![
+            Kind::Raw { reference: false },
+            Kind::Raw { reference: true },
+            Kind::Process { reference: true },
+        ];
+        if !delay_vars.is_empty() {
+            kinds.push(Kind::Process { reference: false });
+        }
+        for kind in kinds {
+            let cell = measure(run, &admin, &users, c, kind, &delay_vars).await?;
+            report.add(cell);
+        }
+    }
+    admin.close().await;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Raw { reference: bool },
+    Process { reference: bool },
+}
+
+/// The `ORDERS_*` variables of the worker binary that set a payment delay (empty when
+/// it has none).
+async fn payment_delay_settings(run: &Run) -> Vec<String> {
+    let binary = run.args.bin_dir.join("worker");
+    let Ok(output) = tokio::process::Command::new(&binary)
+        .arg("--help")
+        .output()
+        .await
+    else {
+        return Vec::new();
+    };
+    let help = String::from_utf8_lossy(&output.stdout);
+    let mut vars: Vec<String> = help
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("ORDERS_PAYMENT") && w.contains("DELAY"))
+        .map(str::to_owned)
+        .collect();
+    vars.sort();
+    vars.dedup();
+    vars
+}
+
+async fn measure(
+    run: &Arc<Run>,
+    admin: &MySqlPool,
+    users: &Arc<Vec<u64>>,
+    in_flight: u16,
+    kind: Kind,
+    delay_vars: &[String],
+) -> Result<Cell, AnyError> {
+    let args = &run.args;
+    let cell = run.next_cell();
+    let products = db::create_products(admin, cell, PRODUCTS, 1_000).await?;
+    let (runner, reference) = match kind {
+        Kind::Raw { reference } => ("raw", reference),
+        Kind::Process { reference } => ("process", reference),
+    };
+    let payment = if reference { "reference" } else { "zero" };
+    let label = format!("worker in-flight={in_flight} {runner} payment={payment}");
+    run.progress(&format!(
+        "{label}: placing {} orders ...",
+        args.worker_orders
+    ));
+    let ids = place(
+        run,
+        admin,
+        cell,
+        &products,
+        users,
+        args.worker_orders as usize,
+    )
+    .await?;
+    let (first, last) = match (ids.first(), ids.last()) {
+        (Some(f), Some(l)) => (*f, *l),
+        _ => return Err("no orders placed".into()),
+    };
+    if last - first + 1 != ids.len() as u64 {
+        return Err("the pre-placed orders' ids are not contiguous".into());
+    }
+    run.progress(&format!("{label}: draining ..."));
+    let n = ids.len() as u64;
+    let connections = args.worker_db_connections;
+
+    let before = Counters::read(admin).await.ok();
+    let (seconds, mut latencies, own, note) = match kind {
+        Kind::Raw { reference } => {
+            let pool = order_engine::mysql::connect(&run.worker_url, connections).await?;
+            let (seconds, latencies, failures) =
+                raw_drain(&pool, Arc::new(ids), usize::from(in_flight), reference).await;
+            pool.close().await;
+            let note = failures.map_or(String::new(), |e| format!("first error: {e}"));
+            (seconds, latencies, 1, note)
+        }
+        Kind::Process { reference } => {
+            let mut envs = vec![
+                ("DATABASE_URL", run.worker_url.clone()),
+                ("REDIS_URL", args.redis_url.clone()),
+                ("ORDERS_REDIS_PREFIX", run.cell_prefix(cell)),
+                ("ORDERS_DB_MAX_CONNECTIONS", connections.to_string()),
+            ];
+            if !reference {
+                envs.extend(delay_vars.iter().map(|v| (v.as_str(), "0".to_owned())));
+            }
+            let log = std::env::temp_dir().join(format!("loadgen-{}-worker-{cell}.log", run.tag));
+            let concurrency = in_flight.to_string();
+            let mut process = Process::spawn(
+                &args.bin_dir.join("worker"),
+                &["--concurrency", &concurrency, "--listen", "127.0.0.1:0"],
+                &envs,
+                log,
+            )
+            .await?;
+            let started = Instant::now();
+            let timeout = Duration::from_secs(120.max(n / 50));
+            let mut polls = 0u64;
+            let mut note = String::new();
+            loop {
+                let open: (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM orders WHERE id BETWEEN ? AND ? \
+                     AND status IN ('PENDING', 'PROCESSING')",
+                )
+                .bind(first)
+                .bind(last)
+                .fetch_one(admin)
+                .await?;
+                polls += 1;
+                if open.0 == 0 {
+                    break;
+                }
+                if started.elapsed() > timeout || !process.alive() {
+                    note = format!(
+                        "{} orders still open after {:.0} s{} (worker stderr: {})",
+                        open.0,
+                        started.elapsed().as_secs_f64(),
+                        if process.alive() {
+                            ""
+                        } else {
+                            ", worker exited"
+                        },
+                        process.log.display()
+                    );
+                    break;
+                }
+                if run.live() {
+                    eprint!(
+                        "\r    {label}: {:>4.1} s, {} open   ",
+                        started.elapsed().as_secs_f64(),
+                        open.0
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            if run.live() {
+                eprint!("\r{:60}\r", "");
+            }
+            // Counted before the process is stopped: its shutdown is not the drain.
+            let after_drain = Counters::read(admin).await.ok();
+            process.stop().await;
+            let latencies = event_latencies(admin, first, last).await?;
+            let own = polls + 1;
+            return finish(
+                admin,
+                cell,
+                in_flight,
+                runner,
+                payment,
+                reference,
+                n,
+                seconds,
+                latencies,
+                before,
+                after_drain,
+                own,
+                note,
+                first,
+                last,
+            )
+            .await;
+        }
+    };
+    let after = Counters::read(admin).await.ok();
+    latencies.sort_unstable();
+    finish(
+        admin, cell, in_flight, runner, payment, reference, n, seconds, latencies, before, after,
+        own, note, first, last,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    admin: &MySqlPool,
+    cell: u32,
+    in_flight: u16,
+    runner: &'static str,
+    payment: &'static str,
+    reference: bool,
+    n: u64,
+    seconds: f64,
+    mut latencies: Vec<u32>,
+    before: Option<Counters>,
+    after: Option<Counters>,
+    own: u64,
+    note: String,
+    first: u64,
+    last: u64,
+) -> Result<Cell, AnyError> {
+    let statuses: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT CAST(status AS CHAR), COUNT(*) FROM orders WHERE id BETWEEN ? AND ? GROUP BY status",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_all(admin)
+    .await?;
+    let count = |s: &str| {
+        statuses
+            .iter()
+            .find(|(k, _)| k == s)
+            .map_or(0, |(_, v)| u64::try_from(*v).unwrap_or(0))
+    };
+    let (paid, failed) = (count("PAID"), count("FAILED"));
+    let open = count("PENDING") + count("PROCESSING");
+    let mut invariants = db::check_cell(admin, cell, Some(n)).await?;
+    if open > 0 {
+        invariants.ok = false;
+        invariants
+            .summary
+            .push_str(&format!(", {open} ORDERS NOT TERMINAL"));
+    } else {
+        invariants.summary.push_str(", all terminal");
+    }
+    match order_engine::mysql::audit::charges(admin).await {
+        Ok(v) if v.is_empty() => invariants.summary.push_str(", PAID iff approved charge"),
+        Ok(v) => {
+            invariants.ok = false;
+            invariants.summary.push_str(&format!(
+                ", {} CHARGE VIOLATIONS (first: {})",
+                v.len(),
+                v[0]
+            ));
+        }
+        Err(e) => {
+            invariants.ok = false;
+            invariants
+                .summary
+                .push_str(&format!(", charge audit failed: {}", ErrorChain(&e)));
+        }
+    }
+    let (p50, p99, max) = percentiles(&mut latencies);
+    let statements = match (before, after) {
+        (Some(b), Some(a)) => Some(a.per_order(&b, own, n)),
+        _ => None,
+    };
+    let throughput = (paid + failed) as f64 / seconds;
+    let ideal = f64::from(in_flight) / MEAN_DELAY;
+    Ok(Cell {
+        scenario: "worker",
+        path: if runner == "raw" {
+            "raw"
+        } else {
+            "service-redis"
+        },
+        concurrency: u32::from(in_flight),
+        payment: Some(payment),
+        runner: Some(runner),
+        throughput,
+        p50_ms: p50,
+        p99_ms: p99,
+        max_ms: max,
+        accepted: paid,
+        rejected: failed,
+        errors: n - paid - failed,
+        seconds,
+        ratio: None,
+        statements_per_order: statements.as_ref().map(|s| s.statements()),
+        statements_breakdown: statements.as_ref().map(|s| s.breakdown()),
+        ideal_fraction: reference.then_some(throughput / ideal),
+        invariants_ok: invariants.ok,
+        invariants: invariants.summary,
+        note: if reference {
+            let mut s = format!(
+                "ideal {ideal:.0}/s (in flight / 125 ms): {:.0} %",
+                100.0 * throughput / ideal
+            );
+            if !note.is_empty() {
+                s.push_str("; ");
+                s.push_str(&note);
+            }
+            s
+        } else {
+            note
+        },
+    })
+}
+
+/// Places `n` single-line orders through `create_order` (no distributed lock) on the
+/// worker database, with their jobs queued under cell `cell`'s Redis prefix; returns
+/// their ids, ascending.
+async fn place(
+    run: &Run,
+    admin: &MySqlPool,
+    cell: u32,
+    products: &[u64],
+    users: &Arc<Vec<u64>>,
+    n: usize,
+) -> Result<Vec<u64>, AnyError> {
+    const CLIENTS: usize = 32;
+    let pool = order_engine::mysql::connect(&run.worker_url, CLIENTS as u32 + 2).await?;
+    let config = RedisConfig::new(run.args.redis_url.clone()).with_prefix(run.cell_prefix(cell));
+    let redis = RedisConnection::connect(config).await?;
+    let engine = Engine::builder()
+        .repository(Arc::new(MySqlOrderRepository::new(pool.clone())))
+        .redis(&redis)
+        .simulated_payments(SimConfig::default())
+        .config(ServiceConfig {
+            lock: LockPolicy {
+                mode: LockMode::None,
+                ..LockPolicy::default()
+            },
+            ..ServiceConfig::default()
+        })
+        .build()
+        .await?;
+    let service = engine.service().clone();
+    let next = Arc::new(AtomicUsize::new(0));
+    let products = Arc::new(products.to_vec());
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (service, next, products, users) = (
+            service.clone(),
+            next.clone(),
+            products.clone(),
+            users.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, String>(());
+                }
+                let user = UserId::new(users[i % users.len()]).map_err(|e| e.to_string())?;
+                let product =
+                    ProductId::new(products[i % products.len()]).map_err(|e| e.to_string())?;
+                let request =
+                    CreateOrderRequest::new(user, [(product, 1)], format!("lgw{cell}-{i}"));
+                service
+                    .create_order(request)
+                    .await
+                    .map_err(|e| format!("placing order {i}: {}", ErrorChain(&e)))?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    drop(service);
+    drop(engine);
+    pool.close().await;
+    let ids: Vec<(u64,)> = sqlx::query_as(
+        "SELECT o.id FROM orders o JOIN order_items i ON i.order_id = o.id \
+         JOIN products p ON p.id = i.product_id WHERE p.name LIKE ? ORDER BY o.id",
+    )
+    .bind(format!("{}%", db::product_prefix(cell)))
+    .fetch_all(admin)
+    .await?;
+    if ids.len() != n {
+        return Err(format!("placed {n} orders, found {}", ids.len()).into());
+    }
+    Ok(ids.into_iter().map(|(id,)| id).collect())
+}
+
+/// The raw drain: `tasks` tasks take the next order id and run CAS start, (the reference
+/// payment's 50–200 ms sleep,) ledger insert, CAS pay — three autocommitted statements.
+/// Returns the seconds until the last one is PAID, per-order latencies and the first
+/// error.
+async fn raw_drain(
+    pool: &MySqlPool,
+    ids: Arc<Vec<u64>>,
+    tasks: usize,
+    reference: bool,
+) -> (f64, Vec<u32>, Option<String>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(tasks);
+    for task in 0..tasks {
+        let (pool, ids, next, failures) =
+            (pool.clone(), ids.clone(), next.clone(), failures.clone());
+        handles.push(tokio::spawn(async move {
+            let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ ((task as u64 + 1) << 20);
+            let mut latencies = Vec::new();
+            let mut first_error = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&id) = ids.get(i) else {
+                    break;
+                };
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let token = rng >> 1;
+                let t = Instant::now();
+                let delay = reference.then(|| Duration::from_millis(50 + rng % 151));
+                match raw_process(&pool, id, token, delay).await {
+                    Ok(()) => latencies.push(micros(t.elapsed())),
+                    Err(e) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        first_error.get_or_insert_with(|| format!("raw drain, order {id}: {e}"));
+                    }
+                }
+            }
+            (latencies, first_error)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut first_error = None;
+    for handle in handles {
+        match handle.await {
+            Ok((l, e)) => {
+                latencies.extend(l);
+                if first_error.is_none() {
+                    first_error = e;
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert_with(|| format!("raw drain task: {e}"));
+            }
+        }
+    }
+    (started.elapsed().as_secs_f64(), latencies, first_error)
+}
+
+async fn raw_process(
+    pool: &MySqlPool,
+    id: u64,
+    token: u64,
+    delay: Option<Duration>,
+) -> Result<(), AnyError> {
+    let started = sqlx::query(
+        "UPDATE orders SET status = 'PROCESSING', lease_token = ?, \
+         lease_until = UTC_TIMESTAMP(3) + INTERVAL 30 SECOND, attempts = attempts + 1, \
+         updated_at = UTC_TIMESTAMP(3) WHERE id = ? AND status = 'PENDING'",
+    )
+    .bind(token)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    if started.rows_affected() != 1 {
+        return Err("not PENDING".into());
+    }
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    sqlx::query("INSERT INTO payments (order_id, amount, outcome) VALUES (?, 9.99, 'APPROVED')")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    let paid = sqlx::query(
+        "UPDATE orders SET status = 'PAID', lease_token = NULL, lease_until = NULL, \
+         updated_at = UTC_TIMESTAMP(3) WHERE id = ? AND status = 'PROCESSING' AND lease_token = ?",
+    )
+    .bind(id)
+    .bind(token)
+    .execute(pool)
+    .await?;
+    if paid.rows_affected() != 1 {
+        return Err("lost the PAID compare-and-set".into());
+    }
+    Ok(())
+}
+
+/// Per order of `first..=last`: from its `order.processing` event to its final
+/// `order.paid`/`order.failed` event (the worker's own clock), µs.
+async fn event_latencies(pool: &MySqlPool, first: u64, last: u64) -> Result<Vec<u32>, AnyError> {
+    let rows: Vec<(Option<i64>,)> = sqlx::query_as(
+        "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, \
+                MIN(CASE WHEN kind = 'order.processing' THEN at END), \
+                MAX(CASE WHEN kind IN ('order.paid', 'order.failed') THEN at END)) AS SIGNED) \
+         FROM order_events WHERE order_id BETWEEN ? AND ? GROUP BY order_id",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(us,)| us)
+        .map(|us| u32::try_from(us.max(0)).unwrap_or(u32::MAX))
+        .collect())
+}
