@@ -22,7 +22,7 @@ use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::{ApiError, server_fault};
 use crate::json::{Json, has_content_type, parse_object, read_limited};
-use crate::orders::input::decode;
+use crate::orders::input::{decode, query_pairs};
 
 /// Signs a socket's subscription to a private channel: `key:hex(HMAC-SHA256(secret,
 /// "socket_id:channel"))`, the `auth` string Pusher-protocol clients send with
@@ -215,18 +215,7 @@ pub(crate) struct EventList {
 fn events_query(raw: Option<&str>) -> Result<(u64, u32), ApiError> {
     let mut errors = ValidationErrors::new();
     let (mut after, mut limit) = (0u64, 100u32);
-    let mut seen: Vec<String> = Vec::new();
-    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let (name, value) = (decode(name), decode(value));
-        if seen.contains(&name) {
-            errors.add(
-                name.clone(),
-                format!("The {name} parameter must be given once."),
-            );
-            continue;
-        }
-        seen.push(name.clone());
+    for (name, value) in query_pairs(raw, &mut errors) {
         let digits =
             !value.is_empty() && value.len() <= 20 && value.bytes().all(|b| b.is_ascii_digit());
         match name.as_str() {

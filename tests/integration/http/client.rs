@@ -122,6 +122,21 @@ impl Request {
     }
 }
 
+/// The hyper request for `request`, addressed to `addr`.
+fn outgoing(
+    request: &Request,
+    addr: SocketAddr,
+) -> Result<hyper::Request<Full<Bytes>>, hyper::http::Error> {
+    let mut builder = hyper::Request::builder()
+        .method(request.method)
+        .uri(&request.path)
+        .header("host", addr.to_string());
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder.body(Full::new(Bytes::from(request.body.clone())))
+}
+
 /// An open connection that sends one request.
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
@@ -130,14 +145,7 @@ pub struct Conn {
 
 impl Conn {
     pub async fn send(mut self, request: Request) -> Reply {
-        let mut builder = hyper::Request::builder()
-            .method(request.method)
-            .uri(&request.path)
-            .header("host", self.addr.to_string());
-        for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let outgoing = builder.body(Full::new(Bytes::from(request.body))).unwrap();
+        let outgoing = outgoing(&request, self.addr).unwrap();
         let exchange = async {
             let response = self.sender.send_request(outgoing).await?;
             let (parts, body) = response.into_parts();
@@ -211,16 +219,7 @@ impl Client {
             tokio::spawn(async move {
                 let _ = connection.await;
             });
-            let mut builder = hyper::Request::builder()
-                .method(request.method)
-                .uri(&request.path)
-                .header("host", self.addr.to_string());
-            for (name, value) in &request.headers {
-                builder = builder.header(name.as_str(), value.as_str());
-            }
-            let outgoing = builder
-                .body(Full::new(Bytes::from(request.body)))
-                .map_err(|e| format!("request: {e}"))?;
+            let outgoing = outgoing(&request, self.addr).map_err(|e| format!("request: {e}"))?;
             let response = sender
                 .send_request(outgoing)
                 .await

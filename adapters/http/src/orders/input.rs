@@ -205,18 +205,7 @@ pub(crate) fn list_query(raw: Option<&str>) -> Result<OrderQuery, ApiError> {
         page: 1,
         per_page: DEFAULT_PER_PAGE,
     };
-    let mut seen: Vec<String> = Vec::new();
-    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let (name, value) = (decode(name), decode(value));
-        if seen.contains(&name) {
-            errors.add(
-                name.clone(),
-                format!("The {name} parameter must be given once."),
-            );
-            continue;
-        }
-        seen.push(name.clone());
+    for (name, value) in query_pairs(raw, &mut errors) {
         match name.as_str() {
             "status" => match OrderStatus::ALL.into_iter().find(|s| s.as_str() == value) {
                 Some(s) => query.status = Some(s),
@@ -253,6 +242,29 @@ fn bounded(text: &str, min: i64, max: i64) -> Result<i64, String> {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(format!("must be between {min} and {max}")),
     }
+}
+
+/// The decoded `name=value` pairs of a query string, each name once: a name given
+/// again is recorded in `errors` ("must be given once") and its later values skipped.
+/// Every strict query parser of the API reads its parameters through this.
+pub(crate) fn query_pairs(
+    raw: Option<&str>,
+    errors: &mut ValidationErrors,
+) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (name, value) = (decode(name), decode(value));
+        if pairs.iter().any(|(seen, _)| *seen == name) {
+            errors.add(
+                name.clone(),
+                format!("The {name} parameter must be given once."),
+            );
+            continue;
+        }
+        pairs.push((name, value));
+    }
+    pairs
 }
 
 /// Percent-decodes a query component (`+` is a space); invalid escapes stay as sent,
