@@ -58,6 +58,13 @@ pub(crate) struct BackendArgs {
     /// Payment simulation: probability of approval (the reference: 0.8).
     #[arg(long, env = "ORDERS_PAYMENT_APPROVAL_RATE", default_value_t = 0.8)]
     pub payment_approval_rate: f64,
+    /// Payment simulation: shortest answer delay in ms (the reference: 50).
+    #[arg(long, env = "ORDERS_PAYMENT_MIN_DELAY_MS", default_value_t = 50)]
+    pub payment_min_delay_ms: u64,
+    /// Payment simulation: longest answer delay in ms (the reference: 200; at least the
+    /// shortest). 0 and 0 measure the worker path without the provider's wait.
+    #[arg(long, env = "ORDERS_PAYMENT_MAX_DELAY_MS", default_value_t = 200)]
+    pub payment_max_delay_ms: u64,
     /// How long a worker's processing lease lasts, in ms (default 30 000): a worker
     /// that died holding an order is replaced this long after it started the order.
     #[arg(long, env = "ORDERS_LEASE_MS")]
@@ -148,8 +155,15 @@ impl BackendArgs {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
+        if self.payment_min_delay_ms > self.payment_max_delay_ms {
+            return Err(
+                "ORDERS_PAYMENT_MIN_DELAY_MS must not exceed ORDERS_PAYMENT_MAX_DELAY_MS".into(),
+            );
+        }
         Ok(SimConfig {
             approval_rate: self.payment_approval_rate,
+            min_delay: Duration::from_millis(self.payment_min_delay_ms),
+            max_delay: Duration::from_millis(self.payment_max_delay_ms),
             seed,
             ..SimConfig::default()
         })
