@@ -147,15 +147,19 @@ pub struct QueueConfig {
     /// nothing: trimming would silently drop jobs. The dead letter is trimmed to about
     /// the same length, oldest first. Default 1 000 000.
     pub max_len: u64,
-    /// How often a waiting `reserve` looks for expired reservations and due retries
-    /// (a new job wakes it at once). Default 500 ms.
+    /// While any `reserve` of the queue waits, how often its shared reads look for
+    /// expired reservations and for due retries written by other processes (a new job
+    /// wakes them at once, a retry this process scheduled is promoted when due, and
+    /// expired reservations are reclaimed back to back while more are found). Default
+    /// 500 ms.
     pub poll_interval: Duration,
     /// Dedicated connections for `XREADGROUP … BLOCK`, so blocking reads never stall
-    /// the shared pool; concurrent `reserve` calls beyond this share them (default 2).
+    /// the shared pool. The concurrent `reserve` calls of a queue share one blocking
+    /// read at a time, so one connection is in use at a time (default 2).
     pub blocking_connections: usize,
     /// A consumer name of the group that has no pending entries and has not touched the
     /// group for this long is deleted (`XGROUP DELCONSUMER`) by the housekeeping step of
-    /// `reserve`, which runs at most once per `min(this, 1 min)` per queue. Every process
+    /// the reads of `reserve`, which runs at most once per `min(this, 1 min)` per queue. Every process
     /// start adds a name, so without this the group's consumer list grows forever. A
     /// consumer that still holds pending entries is never deleted (that would drop its
     /// reservations), and neither is this process's own name. A live consumer touches

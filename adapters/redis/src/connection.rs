@@ -379,6 +379,16 @@ impl Failure {
     pub(crate) fn unexpected(message: impl std::fmt::Display) -> Self {
         Failure::Unexpected(anyhow::anyhow!("{message}"))
     }
+
+    /// The same failure again, for one more of the callers a shared command served
+    /// (a batched read or ack): the fred error is cloned; an unexpected error, which
+    /// cannot be, is carried as its full message.
+    pub(crate) fn share(&self) -> Self {
+        match self {
+            Failure::Unavailable(e) => Failure::Unavailable(e.clone()),
+            Failure::Unexpected(e) => Failure::Unexpected(anyhow::anyhow!("{e:#}")),
+        }
+    }
 }
 
 /// Server error prefixes that mean "not now" rather than "never".

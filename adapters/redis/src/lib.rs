@@ -66,4 +66,6 @@ pub use connection::{ConnectError, RedisConnection};
 pub use events::{RedisEventSubscriber, RedisEvents, SubscriberError};
 pub use inspect::{DeadLetter, InspectError};
 pub use lock::RedisLock;
+#[doc(hidden)]
+pub use queue::QueueRoundTrips;
 pub use queue::RedisQueue;

@@ -86,22 +86,32 @@ local function held(stream, group, id, attempt)
 end
 ";
 
-/// Takes over one reservation whose visibility timeout expired (idle ≥ visibility).
-/// KEYS: stream, dead. ARGV: group, consumer, visibility_ms, max_attempts, scan_limit,
-/// dead_max_len.
+/// Takes over up to `max_claims` reservations whose visibility timeout expired (idle ≥
+/// visibility), oldest entry first. KEYS: stream, dead. ARGV: group, consumer,
+/// visibility_ms, max_attempts, scan_limit, dead_max_len, max_claims.
 ///
-/// An entry whose attempts are used up goes to the dead letter instead (and the scan
-/// continues); an entry deleted under us is dropped from the pending list. Returns
-/// `{id, job, attempt}` for the claimed entry, or nil.
+/// One `XPENDING IDLE` looks at up to `max_claims + scan_limit` expired entries: an
+/// entry whose attempts are used up goes to the dead letter instead (and the scan
+/// continues), an entry deleted under us is dropped from the pending list. Returns
+/// `{more, id, job, attempt, id, job, attempt, …}`: one triple per claimed entry, and
+/// `more` = 1 when the scan stopped at a limit (more expired entries may be waiting, so
+/// the caller reclaims again at once), 0 when it saw every expired entry.
 pub(crate) fn reclaim() -> String {
     format!(
         "{READ_ENTRY}{}",
         r"
-for _ = 1, tonumber(ARGV[5]) do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', 1)
-  if #p == 0 then return nil end
-  local id = p[1][1]
-  local deliveries = tonumber(p[1][4])
+local want = tonumber(ARGV[7])
+local limit = want + tonumber(ARGV[5])
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', limit)
+local out = {0}
+local claimed = 0
+for i = 1, #p do
+  if claimed >= want then
+    out[1] = 1
+    return out
+  end
+  local id = p[i][1]
+  local deliveries = tonumber(p[i][4])
   local entry = read_entry(KEYS[1], id)
   if entry == nil then
     redis.call('XACK', KEYS[1], ARGV[1], id)
@@ -116,11 +126,15 @@ for _ = 1, tonumber(ARGV[5]) do
     else
       -- Without JUSTID, XCLAIM bumps the delivery count: that is the attempt counter.
       redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], id)
-      return {id, entry[1], attempts + 1}
+      out[#out + 1] = id
+      out[#out + 1] = entry[1]
+      out[#out + 1] = attempts + 1
+      claimed = claimed + 1
     end
   end
 end
-return nil
+if #p >= limit then out[1] = 1 end
+return out
 "
     )
 }
@@ -146,19 +160,28 @@ if wait < 0 then wait = 0 end
 return wait
 ";
 
-/// Acknowledges one delivery: drops entry `id` from the pending list and the stream,
-/// only if it is still pending with the delivery `attempt` names. KEYS: stream.
-/// ARGV: group, id, attempt. Returns 1 when acknowledged, -2 or -3 (see [`HELD`]) when
-/// the receipt is stale and nothing changed.
+/// Acknowledges a batch of deliveries, each judged on its own: entry `id` is dropped
+/// from the pending list and the stream only if it is still pending with the delivery
+/// `attempt` names. KEYS: stream. ARGV: group, then `id, attempt` per receipt. Returns
+/// one code per receipt, in order: 1 when acknowledged, -2 or -3 (see [`HELD`]) when
+/// that receipt is stale and nothing changed for it. (The same receipt twice in a batch:
+/// the first acks, the second finds the entry gone, -2.)
 pub(crate) fn ack() -> String {
     format!(
         "{READ_ENTRY}{HELD}{}",
         r"
-local entry, code = held(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]))
-if entry == nil then return code end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-return 1
+local codes = {}
+for i = 2, #ARGV, 2 do
+  local entry, code = held(KEYS[1], ARGV[1], ARGV[i], tonumber(ARGV[i + 1]))
+  if entry == nil then
+    codes[#codes + 1] = code
+  else
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    codes[#codes + 1] = 1
+  end
+end
+return codes
 "
     )
 }

@@ -7,11 +7,41 @@
 //!   server's clock;
 //! - a second stream is the dead letter.
 //!
-//! `reserve` first takes over a reservation whose visibility timeout expired (`XPENDING
-//! IDLE` + `XCLAIM`, which bumps the entry's delivery count: the attempt counter survives
-//! redelivery because Redis keeps it), then moves due retries back into the stream, then
-//! reads new entries with `XREADGROUP … BLOCK` on a dedicated connection, waking up every
-//! `poll_interval` (or when the next retry is due) to look again.
+//! Reading: concurrent `reserve` calls of one queue (and its clones) share their reads.
+//! Each waits in a queue of reservers served, oldest first, by one fetcher task, which
+//! runs *rounds* while anyone waits. A round for the `n` reservers waiting when it
+//! starts (at most 64, never more: nothing is read ahead of demand) takes over up to
+//! `n` reservations whose visibility timeout expired (`XPENDING IDLE` + `XCLAIM` in one
+//! script, which bumps each entry's delivery count: the attempt counter survives
+//! redelivery because Redis keeps it) when reclaim is due, moves due retries back into
+//! the stream when promote is due, then reads the rest with one `XREADGROUP … COUNT`
+//! (blocking on a dedicated connection until a new entry arrives, the earliest
+//! reserver's `wait` runs out, reclaim or promote falls due, or `poll_interval` has
+//! passed). The deliveries go to the waiting reservers, one each; a reserver whose
+//! `wait` ran out is answered with nothing at the end of a round that started after it
+//! arrived (so even a zero `wait` gets one look). A `reserve` whose `wait` ends before
+//! the fetcher's blocking read in flight does gets one non-blocking round of its own
+//! instead of waiting for it.
+//!
+//! Timing bounds: reclaim runs at the first round, again at once while the script
+//! reports more expired reservations than it claimed or scanned (recovery after a crash
+//! drains in back-to-back rounds of up to 64), otherwise at most once per
+//! `poll_interval` while someone waits — an expired reservation is redelivered within
+//! about `poll_interval` of its expiry to a waiting reserver, as before. Promote runs
+//! when the next retry is due: as the promote script reports it (whoever wrote the
+//! retry), as a `nack` or `defer` of this process schedules it (a timer promotes it on
+//! time and so wakes a blocking read in flight), and at least once per `poll_interval`
+//! while someone waits. A retry is therefore delivered at its due time (plus a round
+//! trip) to a reserver waiting in any process that knows it is due, and at most
+//! `poll_interval` late anywhere. Idle, a queue sends one blocking read per
+//! `poll_interval` and one reclaim and one promote per `poll_interval`, however many
+//! reservers wait.
+//!
+//! Acking: concurrent `ack` calls are flushed together (group commit): a lone ack runs
+//! the ack script at once; acks arriving while one is in flight queue and go as the
+//! next batch (one script call for up to 256 receipts). Each receipt is still judged on
+//! its own (a stale one in a batch changes nothing, the others are acked), and each
+//! `ack` returns only once Redis applied the batch holding it.
 //!
 //! Receipts name one delivery, `<entry id>/<attempt>`: `XCLAIM` keeps the entry id, so
 //! the id alone would let a worker that stalled past its visibility timeout ack the
@@ -22,13 +52,17 @@
 //! nothing. Every multi-step change is one Lua script, so a crash never leaves a job in
 //! two places or none.
 //!
-//! Cancel safety: the steps of `reserve` that hand out an entry run in a spawned task
-//! that sends its result over a oneshot channel. If the caller dropped the `reserve`
-//! future meanwhile (a worker loop that stops), the task stops at its next step, and a
-//! delivery it got after the caller left is given straight back (the `defer` script
-//! with no delay: a new entry, same attempt, deliverable to others at once). Dropping a
-//! fred command future would not cancel the command on the server: a dropped
-//! `XREADGROUP … BLOCK` still reads the next entry, and nobody would hold it.
+//! Cancel safety: rounds run in spawned tasks, never in the caller's future, and hand
+//! each delivery over a oneshot channel wrapped in a `Handoff`. A delivery read for a
+//! reserver that has gone (it dropped its `reserve` future, or its `wait` ran out) goes
+//! to the next waiting reserver, or, with none left, is given straight back (the
+//! `defer` script with no delay: a new entry, same attempt, deliverable to others at
+//! once); the same happens to a delivery left unread in a dropped caller's channel.
+//! Nothing is ever kept in-process for no one. A round only counts waiters still
+//! there, so a reserver that left costs at most one give-back. Dropping a fred command
+//! future would not cancel the command on the server: a dropped `XREADGROUP … BLOCK`
+//! still reads the next entry, and nobody would hold it. The ack batches run in a
+//! spawned task too, so a dropped `ack` never strands the acks queued behind it.
 //!
 //! Bound: `enqueue` counts every job the queue holds (ready, in flight, delayed) and
 //! refuses with `QueueError::Full` at [`QueueConfig::max_len`] instead of trimming the
@@ -38,8 +72,8 @@
 //! Consumers: each process reads under its own consumer name; a consumer that dies keeps
 //! its name in the group until housekeeping deletes it, and its reservations are taken
 //! over by the others after the visibility timeout. Housekeeping (at most once per
-//! `min(`[`QueueConfig::idle_consumer_timeout`]`, 1 min)` per queue, inside
-//! `reserve`) deletes consumers without pending entries idle longer than
+//! `min(`[`QueueConfig::idle_consumer_timeout`]`, 1 min)` per queue, inside a read
+//! round) deletes consumers without pending entries idle longer than
 //! `idle_consumer_timeout`.
 //!
 //! Nothing is sent to Redis when the queue is built: the consumer group (and the
@@ -50,7 +84,8 @@
 //! reconciler (`OrderService::reconcile`) from the database, the source of truth.
 //!
 //! Code layout: this file holds the adapter and its [`JobQueue`] impl; `reserve` the
-//! cancel-safe read path and the hand-off of a delivery to its caller; `settle` the
+//! waiting reservers, the read rounds, the schedule of reclaim and promote, and the
+//! cancel-safe hand-off of a delivery to its caller; `settle` the ack batches and the
 //! scripts that end or hand back a delivery (ack, nack, defer, bury); `housekeeping` the
 //! pruning of idle consumers; `codec` the wire forms of jobs and receipts; `validate`
 //! the checks of the settings.
@@ -62,6 +97,7 @@ mod settle;
 mod validate;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,10 +115,10 @@ use crate::config::{QueueConfig, QueueKeys};
 use crate::connection::{self, ConnectError, Failure, LuaScript, RedisConnection, is_nogroup};
 use crate::scripts;
 
-/// Pending entries the reclaim script looks at per `reserve` pass (dead-lettering
-/// exhausted ones on the way) before it gives the turn to new jobs.
+/// Expired entries the reclaim script may look at per call beyond those it claims
+/// (dead-lettering exhausted ones on the way) before it gives the turn to new jobs.
 const RECLAIM_SCAN_LIMIT: u32 = 16;
-/// Due retries moved back into the stream per `reserve` pass.
+/// Due retries moved back into the stream per promote call.
 const PROMOTE_BATCH: u32 = 100;
 
 /// One stream entry: its id and fields.
@@ -103,6 +139,36 @@ struct Inner {
     scripts: Scripts,
     /// When housekeeping is due next (`None`: at the first `reserve`).
     next_housekeeping: Mutex<Option<Instant>>,
+    /// The waiting reservers and the schedule of reclaim and promote.
+    read: Mutex<reserve::ReadState>,
+    /// The acks waiting for the next batch.
+    acks: Mutex<settle::AckQueue>,
+    counters: Counters,
+}
+
+/// Script and read calls made so far (see [`RedisQueue::round_trips`]).
+#[derive(Default)]
+struct Counters {
+    reads: AtomicU64,
+    reclaims: AtomicU64,
+    promotes: AtomicU64,
+    ack_batches: AtomicU64,
+}
+
+/// How many commands of each kind a [`RedisQueue`] has sent on its read and ack
+/// paths since it was built: for tests and benchmarks that check the batching, not
+/// part of the supported API.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueRoundTrips {
+    /// `XREADGROUP` calls (blocking or not).
+    pub reads: u64,
+    /// Reclaim script calls.
+    pub reclaims: u64,
+    /// Promote script calls.
+    pub promotes: u64,
+    /// Ack script calls (each settles a batch of receipts).
+    pub ack_batches: u64,
 }
 
 struct Scripts {
@@ -169,6 +235,9 @@ impl RedisQueue {
                 blocking,
                 scripts,
                 next_housekeeping: Mutex::new(None),
+                read: Mutex::new(reserve::ReadState::new()),
+                acks: Mutex::new(settle::AckQueue::default()),
+                counters: Counters::default(),
             }),
         })
     }
@@ -176,6 +245,18 @@ impl RedisQueue {
     /// The keys this queue lives in.
     pub fn keys(&self) -> &QueueKeys {
         &self.inner.keys
+    }
+
+    /// The commands sent on the read and ack paths so far (for tests and benchmarks).
+    #[doc(hidden)]
+    pub fn round_trips(&self) -> QueueRoundTrips {
+        let c = &self.inner.counters;
+        QueueRoundTrips {
+            reads: c.reads.load(Ordering::Relaxed),
+            reclaims: c.reclaims.load(Ordering::Relaxed),
+            promotes: c.promotes.load(Ordering::Relaxed),
+            ack_batches: c.ack_batches.load(Ordering::Relaxed),
+        }
     }
 
     /// Closes the dedicated blocking connections (the shared pool belongs to the
@@ -270,14 +351,15 @@ impl JobQueue for RedisQueue {
     }
 
     /// Expired reservations first (attempt = `base` + delivery count), then due
-    /// retries, then new jobs; waits up to `wait`, looking again every `poll_interval`
-    /// or when the next retry falls due.
+    /// retries, then new jobs, read in rounds shared by every concurrent `reserve` of
+    /// this queue (see the module docs); waits up to `wait`, looking again at least
+    /// every `poll_interval` and when the next retry falls due.
     ///
-    /// Cancel-safe: the work runs in a spawned task. Dropping the returned future stops
-    /// that task at its next step (at most one `poll_interval` later), and a delivery it
-    /// obtains after the caller has gone is given back at once without using an
-    /// attempt. Only if the runtime itself shuts down mid-step can a job stay reserved
-    /// until its visibility timeout.
+    /// Cancel-safe: the reads run in a spawned task. Dropping the returned future
+    /// withdraws the caller from the next round, and a delivery read for it after it
+    /// has gone goes to another waiting caller or is given back at once without using
+    /// an attempt. Only if the runtime itself shuts down mid-round can a job stay
+    /// reserved until its visibility timeout.
     ///
     /// # Errors
     /// [`QueueError::Unavailable`] when Redis cannot be reached.
@@ -286,9 +368,11 @@ impl JobQueue for RedisQueue {
     }
 
     /// `XACK` + `XDEL` of the receipt's entry, atomically, only while the entry is still
-    /// pending with exactly this delivery. A stale receipt (the job was delivered again
-    /// since) changes nothing: the live delivery stays in flight and is still
-    /// redelivered if its holder dies.
+    /// pending with exactly this delivery, in one script call with the acks of
+    /// concurrent callers (group commit; returns once Redis applied it). A stale
+    /// receipt (the job was delivered again since) changes nothing, whatever else its
+    /// batch holds: the live delivery stays in flight and is still redelivered if its
+    /// holder dies.
     ///
     /// # Errors
     /// [`QueueError::Unavailable`] when unreachable; [`QueueError::Unexpected`] for a
