@@ -237,10 +237,11 @@ impl Inner {
         let _ = answer.send(result);
     }
 
-    /// One read round for up to `count` deliveries: expired reservations first (when
-    /// reclaim is due), then due retries moved into the stream (when promote is due),
-    /// then new entries — blocking on a dedicated connection when `blocking` and nothing
-    /// was reclaimed, until the earliest waiter's deadline, the next reclaim or promote,
+    /// One read round for up to `count` deliveries (for the fetcher, `count` is taken
+    /// again before the read: the reservers waiting then): expired reservations first
+    /// (when reclaim is due), then due retries moved into the stream (when promote is
+    /// due), then new entries — blocking on a dedicated connection for the fetcher
+    /// (`blocking`) when nothing was reclaimed, until the earliest waiter's deadline, the next reclaim or promote,
     /// or `poll_interval`. Returns the deliveries obtained (as handoffs, so none is
     /// lost whatever happens next) and the failure that ended the round early, if any.
     async fn fetch(
@@ -267,11 +268,22 @@ impl Inner {
         // After the first commands answered: while Redis is down, a round fails after
         // one command timeout, not two.
         self.housekeeping_if_due().await;
-        let block = if blocking && handoffs.is_empty() {
-            self.block_for_read()
+        // The fetcher counts its waiters again: those that arrived during the steps
+        // above join this read, those that left are not read for.
+        let (count, block) = if blocking {
+            let (waiting, block) = self.block_for_read();
+            let block = if handoffs.is_empty() {
+                block
+            } else {
+                Duration::ZERO
+            };
+            (waiting.min(READ_BATCH_MAX), block)
         } else {
-            Duration::ZERO
+            (count, Duration::ZERO)
         };
+        if handoffs.len() >= count {
+            return (handoffs, None);
+        }
         let entries = match self.read(count - handoffs.len(), block, still_wanted).await {
             Ok(entries) => entries,
             Err(failure) => return (handoffs, Some(failure)),
@@ -292,16 +304,19 @@ impl Inner {
         (handoffs, failure)
     }
 
-    /// How long the fetcher's read may block: until the earliest waiter's deadline,
-    /// the next reclaim or promote, and at most `poll_interval`. Recorded as
+    /// How many reservers wait for the fetcher's read now, and how long it may block:
+    /// until the earliest waiter's deadline, the next reclaim or promote, and at most
+    /// `poll_interval`. Recorded as
     /// `blocking_until`, which sends shorter `reserve`s to a look of their own and
     /// tells a local retry whether it must wake the read.
-    fn block_for_read(&self) -> Duration {
+    fn block_for_read(&self) -> (usize, Duration) {
         let mut state = self.read_state();
         let now = Instant::now();
         let mut until = now + self.settings.poll_interval;
+        let mut waiting = 0;
         for waiter in state.waiters.iter().filter(|w| !w.answer.is_closed()) {
             until = until.min(waiter.deadline);
+            waiting += 1;
         }
         for step in [&state.reclaim, &state.promote] {
             if !step.running {
@@ -310,7 +325,7 @@ impl Inner {
         }
         let block = until.saturating_duration_since(now);
         state.blocking_until = (!block.is_zero()).then_some(until);
-        block
+        (waiting, block)
     }
 
     /// Takes the turn of `step` if it is due and nobody runs it; its next due time is

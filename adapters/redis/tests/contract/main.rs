@@ -25,6 +25,7 @@
 // A test binary: `pub` marks what its modules share, not a public API.
 #![allow(unreachable_pub)]
 
+mod batching;
 mod events;
 mod inspect;
 mod lock;
