@@ -81,50 +81,45 @@ impl OrderService {
     #[tracing::instrument(skip_all, fields(order = %id))]
     pub async fn process_order(&self, id: OrderId) -> Result<ProcessOutcome, ProcessOrderError> {
         let repo = &self.ports.repository;
-        let Some(order) = repo.get(id).await? else {
-            warn!(order = %id, "job for a missing order; acknowledging");
-            return Ok(ProcessOutcome::Missing);
-        };
         let now = self.ports.clock.now();
         let lease = Lease {
             token: LeaseToken::from_raw(self.ports.rng.next_u64()),
             until: now.saturating_add(self.config.lease),
         };
-        let change = match (order.status(), order.lease()) {
-            (OrderStatus::Pending, _) => {
-                let ripe_at = order.created_at().saturating_add(self.config.grace_period);
-                if now < ripe_at {
-                    return Ok(ProcessOutcome::TooYoung {
-                        retry_after: ripe_at.saturating_since(now),
-                    });
+        // Without a grace period the Start compare-and-set decides on its own (its WHERE
+        // clause is the whole precondition), so the common case reads nothing first: a
+        // lost Start reports the order as it is, and that decides the rest. With one, the
+        // order's age must be known before anything is written.
+        let mut seen = if self.config.grace_period.is_zero() {
+            None
+        } else {
+            match repo.get(id).await? {
+                Some(order) => Some(order),
+                None => {
+                    warn!(order = %id, "job for a missing order");
+                    return Ok(ProcessOutcome::Missing);
                 }
-                StatusChange::Start { lease }
-            }
-            (OrderStatus::Processing, Some(current)) if current.until <= now => {
-                StatusChange::TakeOver {
-                    expired: current.token,
-                    lease,
-                }
-            }
-            (OrderStatus::Processing, Some(current)) => {
-                return Ok(ProcessOutcome::LeaseHeld {
-                    retry_after: current.until.saturating_since(now),
-                });
-            }
-            (OrderStatus::Processing, None) => {
-                return Err(ProcessOrderError::Unexpected(anyhow::anyhow!(
-                    "order {id} is Processing without a lease"
-                )));
-            }
-            (s @ (OrderStatus::Paid | OrderStatus::Failed | OrderStatus::Cancelled), _) => {
-                return Ok(ProcessOutcome::AlreadyTerminal(s));
             }
         };
-        let taking_over = matches!(change, StatusChange::TakeOver { .. });
-        let (order, started) = match repo.transition(id, change, now).await? {
-            TransitionOutcome::Applied(o, event) => (o, event),
-            TransitionOutcome::LostRace(current) => return Ok(self.lost_to(&current)),
-            TransitionOutcome::NotFound => return Ok(ProcessOutcome::Missing),
+        let (order, started, taking_over) = loop {
+            let change = match &seen {
+                None => StatusChange::Start { lease },
+                Some(order) => match self.next_change(order, lease, now)? {
+                    Ok(change) => change,
+                    Err(outcome) => return Ok(outcome),
+                },
+            };
+            let taking_over = matches!(change, StatusChange::TakeOver { .. });
+            match repo.transition(id, change, now).await? {
+                TransitionOutcome::Applied(o, event) => break (o, event, taking_over),
+                // The blind Start lost: decide again from the order as it is.
+                TransitionOutcome::LostRace(current) if seen.is_none() => seen = Some(current),
+                TransitionOutcome::LostRace(current) => return Ok(self.lost_to(&current)),
+                TransitionOutcome::NotFound => {
+                    warn!(order = %id, "job for a missing order");
+                    return Ok(ProcessOutcome::Missing);
+                }
+            }
         };
         crate::fail_point!("after_start", self.ports.clock);
         if taking_over {
@@ -142,6 +137,46 @@ impl OrderService {
             self.release_lease(id, lease.token).await;
         }
         result
+    }
+
+    /// What to do with `order` as it was last seen: the change to apply under the fresh
+    /// `lease` (`Ok(Ok)`), or the outcome that ends the job without a write (`Ok(Err)`).
+    fn next_change(
+        &self,
+        order: &Order,
+        lease: Lease,
+        now: crate::domain::Timestamp,
+    ) -> Result<Result<StatusChange, ProcessOutcome>, ProcessOrderError> {
+        Ok(match (order.status(), order.lease()) {
+            (OrderStatus::Pending, _) => {
+                let ripe_at = order.created_at().saturating_add(self.config.grace_period);
+                if now < ripe_at {
+                    Err(ProcessOutcome::TooYoung {
+                        retry_after: ripe_at.saturating_since(now),
+                    })
+                } else {
+                    Ok(StatusChange::Start { lease })
+                }
+            }
+            (OrderStatus::Processing, Some(current)) if current.until <= now => {
+                Ok(StatusChange::TakeOver {
+                    expired: current.token,
+                    lease,
+                })
+            }
+            (OrderStatus::Processing, Some(current)) => Err(ProcessOutcome::LeaseHeld {
+                retry_after: current.until.saturating_since(now),
+            }),
+            (OrderStatus::Processing, None) => {
+                return Err(ProcessOrderError::Unexpected(anyhow::anyhow!(
+                    "order {} is Processing without a lease",
+                    order.id()
+                )));
+            }
+            (s @ (OrderStatus::Paid | OrderStatus::Failed | OrderStatus::Cancelled), _) => {
+                Err(ProcessOutcome::AlreadyTerminal(s))
+            }
+        })
     }
 
     /// What a lost compare-and-set means for the job: a terminal order is finished (ack);
@@ -178,10 +213,13 @@ impl OrderService {
         };
         crate::fail_point!("after_charge", self.ports.clock);
         let now = self.ports.clock.now();
+        // The completion's WHERE clause (status and our lease token) is its whole
+        // precondition, and `order` is what our own Start returned: the store need not
+        // read the order back.
         match self
             .ports
             .repository
-            .transition(id, completion, now)
+            .transition_from(order, completion, now)
             .await?
         {
             TransitionOutcome::Applied(done, event) => {

@@ -168,6 +168,31 @@ pub trait OrderRepository: Send + Sync {
         now: Timestamp,
     ) -> Result<TransitionOutcome, RepositoryError>;
 
+    /// [`transition`](Self::transition) of an order the caller holds: `current` is the
+    /// order exactly as the caller's own last applied change returned it (a worker
+    /// completing the order its Start or TakeOver gave it). Same promises, same
+    /// outcomes: the compare-and-set still decides against the stored order, never
+    /// against `current`.
+    ///
+    /// What `current` allows: when `change` is fenced by a lease token (Pay, Fail) and
+    /// `current` holds that token, a successful compare-and-set means nothing but the
+    /// caller has changed the order since `current` was returned, so an adapter MAY
+    /// answer `Applied` with `current` after [`Order::apply`] instead of reading the
+    /// order back. For every other change, or a `current` that does not hold the
+    /// change's token, it MUST behave exactly as `transition`. Stock returned by Fail
+    /// MUST still be the stored order's lines. The default calls `transition`.
+    ///
+    /// # Errors
+    /// As [`transition`](Self::transition).
+    async fn transition_from(
+        &self,
+        current: &Order,
+        change: StatusChange,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, RepositoryError> {
+        self.transition(current.id(), change, now).await
+    }
+
     /// The order with this id, if any.
     ///
     /// # Errors

@@ -188,7 +188,7 @@ fn planted_bugs_are_caught() {
     for (sabotage, seeds) in [
         (Sabotage::VoidForgets, 0..20),
         (Sabotage::NoReconciler, 0..10),
-        (Sabotage::DeferNacks, 175..195),
+        (Sabotage::DeferNacks, 70..125),
     ] {
         let caught = seeds
             .clone()

@@ -55,7 +55,7 @@ use super::sql::{
     CASE_END_IN, CASE_WHEN, INSERT_EVENTS_HEAD, INSERT_EVENTS_ROW, INSERT_EVENTS_TAIL,
     INSERT_LINES_HEAD, INSERT_LINES_ROW, INSERT_LINES_TAIL, INSERT_ORDERS_HEAD, INSERT_ORDERS_ROW,
     INSERT_ORDERS_TAIL, KEYS_HEAD, KEYS_OR, KEYS_PAIR, KEYS_TAIL, KEYS_TAIL_LOCKED,
-    LOCK_USERS_HEAD, LOCK_USERS_TAIL, SET_SEQS_HEAD, TAKE_STOCK_HEAD, UNION_ALL, padded,
+    LOCK_USERS_HEAD, LOCK_USERS_TAIL, SET_SEQS_HEAD, TAKE_STOCK_HEAD, UNION_ALL, pad, padded,
     repeat_sql,
 };
 use crate::error::{Context, DbError, code};
@@ -202,7 +202,7 @@ async fn existing_orders(
 
 /// Locks the users' rows, ascending, and returns their event counters; unknown users
 /// are absent.
-async fn lock_users(
+pub(super) async fn lock_users(
     conn: &mut MySqlConnection,
     users: &BTreeSet<UserId>,
 ) -> Result<BTreeMap<UserId, u64>, DbError> {
@@ -452,7 +452,7 @@ async fn insert_lines<'a>(
 /// `UPDATE … SET column = <head> CASE id WHEN ? THEN ? … END WHERE id IN (…)` for
 /// `values` (id, value; ids ascending and unique, so InnoDB visits and locks the rows in
 /// ascending order): one statement.
-async fn update_by_case(
+pub(super) async fn update_by_case(
     conn: &mut MySqlConnection,
     head: &str,
     values: &[(u64, u64)],
@@ -473,7 +473,10 @@ async fn update_by_case(
 }
 
 /// Every placed order's `order.created` event: one statement.
-async fn insert_events(conn: &mut MySqlConnection, logged: &[OrderEvent]) -> Result<(), DbError> {
+pub(super) async fn insert_events(
+    conn: &mut MySqlConnection,
+    logged: &[OrderEvent],
+) -> Result<(), DbError> {
     let written = padded(logged.len(), 7);
     let sql = repeat_sql(
         INSERT_EVENTS_HEAD,
@@ -508,14 +511,6 @@ async fn insert_events(conn: &mut MySqlConnection, logged: &[OrderEvent]) -> Res
         .await
         .ctx("appending a batch to the event log")?;
     Ok(())
-}
-
-/// `items`, then its last item repeated up to `rows` in all (see [`padded`]).
-fn pad<T>(items: &[T], rows: usize) -> impl Iterator<Item = &T> {
-    let extra = rows.saturating_sub(items.len());
-    items
-        .iter()
-        .chain(items.last().into_iter().cycle().take(extra))
 }
 
 /// Every draft's outcome, or a data error if one was left undecided (a bug).

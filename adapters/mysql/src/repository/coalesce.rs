@@ -2,20 +2,11 @@
 //! same products are combined into one multi-row batch (`batch.rs`), so a hot product's
 //! row is locked once per batch instead of once per order.
 //!
-//! **Flush policy: group commit.** Drafts are queued per *lane* — the sorted product ids
-//! of the draft, so only drafts touching exactly the same rows wait for each other. A
-//! draft that finds its lane idle (nothing running, nothing queued) is placed at once, in
-//! its caller's task, through the one-draft path: a lone caller pays nothing for
-//! coalescing. While something runs in a lane, arrivals queue; the queue is flushed as
-//! one batch
-//!
-//! - when the running batch (or lone draft) finishes — the common case under load: the
-//!   next batch is exactly what arrived while the previous one held the row;
-//! - when it reaches `max_batch` drafts, at once, even though another batch is still
-//!   running (it then queues on the row lock behind it);
-//! - when its first draft has waited `max_wait`, even though another batch is still
-//!   running (a batch stuck behind another process's lock does not hold later drafts
-//!   back for longer than that).
+//! **Flush policy: group commit** (`group.rs`), one lane per product set — the sorted
+//! product ids of the draft, so only drafts touching exactly the same rows wait for each
+//! other. A draft that finds its lane idle is placed at once, in its caller's task,
+//! through the one-draft path; drafts arriving while its lane is busy go together as the
+//! next batch (or at `max_batch` drafts, or after `max_wait`).
 //!
 //! A queue of one is placed through the one-draft path; a batch that fails or races a
 //! concurrent twin on an idempotency key is placed again draft by draft, so one draft's
@@ -28,17 +19,13 @@
 //! with `LockMode::None`, where the database row lock is the only guard and the orders
 //! for a hot product arrive together.
 //!
-//! **Runtime.** Queued batches run on tasks spawned on the current tokio runtime; the
-//! lanes are a `std::sync::Mutex`, held only to move drafts in and out of a queue, never
-//! across an `.await`. A running batch keeps the coalescer alive, and when it ends it
-//! hands its lane to the next queued batch, so dropping every handle to the repository
-//! loses no queued draft: it is still placed. Should the runtime itself shut down first,
-//! the pending batches' tasks are dropped, and with them the reply channels: their
-//! callers get [`RepositoryError::Unavailable`], never a hang.
+//! **Runtime.** See `group.rs`: a running batch keeps the coalescer alive, and when it
+//! ends it hands its lane to the next queued batch, so dropping every handle to the
+//! repository loses no queued draft. Should the runtime itself shut down first, the
+//! callers of pending batches get [`RepositoryError::Unavailable`], never a hang.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use order_core::domain::OrderDraft;
@@ -48,6 +35,7 @@ use tokio::sync::oneshot;
 
 use super::MySqlOrderRepository;
 use super::batch::{BatchAttempt, Entry, MAX_BATCH_DRAFTS};
+use super::group::{Joined, Lanes, Runner, join};
 
 /// How [`MySqlOrderRepository`] coalesces concurrent placements (see
 /// [`with_coalescing`](MySqlOrderRepository::with_coalescing)): a checked pair of limits.
@@ -157,47 +145,23 @@ pub struct CoalescingStats {
     pub fallbacks: u64,
     /// The largest batch so far.
     pub largest_batch: u64,
+    /// Transition batches of two transitions or more (including those that then fell
+    /// back).
+    pub transition_batches: u64,
+    /// Transitions in those batches.
+    pub batched_transitions: u64,
+    /// Transitions applied alone (nothing else was waiting).
+    pub solo_transitions: u64,
+    /// Transition batches that failed, or in which a completion had lost its lease, and
+    /// were applied again one by one.
+    pub transition_fallbacks: u64,
 }
 
 /// One caller's queued draft and where its outcome goes.
-struct Waiter {
+pub(super) struct Waiter {
     draft: OrderDraft,
     now: Timestamp,
     reply: oneshot::Sender<Result<PlaceOutcome, RepositoryError>>,
-}
-
-/// The drafts touching one set of products.
-#[derive(Default)]
-struct Lane {
-    /// Batches (or lone drafts) of this lane being placed right now.
-    running: usize,
-    /// Drafts waiting, in arrival order (never more than `max_batch`).
-    queue: Vec<Waiter>,
-    /// Bumped whenever the queue is taken, so a `max_wait` timer can tell whether the
-    /// queue it was started for is still waiting.
-    generation: u64,
-}
-
-/// What an arriving draft does.
-enum Arrival {
-    /// The lane was idle: place it now, in the caller's task (the lane is marked
-    /// running).
-    Lead,
-    /// Queued: wait for the outcome. `start` says what the arrival must set going.
-    Queued {
-        reply: oneshot::Receiver<Result<PlaceOutcome, RepositoryError>>,
-        start: Start,
-    },
-}
-
-/// What a queued arrival sets going, after the lanes' lock is released.
-enum Start {
-    /// Nothing: the queue already has a timer or will be taken by the running batch.
-    Nothing,
-    /// The first of a new queue: a `max_wait` timer for this generation.
-    Timer(u64),
-    /// The queue is full: this batch, now (the lane already counts it as running).
-    Batch(Vec<Waiter>),
 }
 
 #[derive(Default)]
@@ -212,7 +176,7 @@ struct Counters {
 /// The lanes of one repository (shared by its clones) and their counters.
 pub(super) struct Coalescer {
     config: CoalesceConfig,
-    lanes: Mutex<HashMap<Vec<ProductId>, Lane>>,
+    lanes: Lanes<Vec<ProductId>, Waiter>,
     counters: Counters,
 }
 
@@ -228,7 +192,7 @@ impl Coalescer {
     pub(super) fn new(config: CoalesceConfig) -> Self {
         Self {
             config,
-            lanes: Mutex::new(HashMap::new()),
+            lanes: Lanes::new(config.max_batch, config.max_wait),
             counters: Counters::default(),
         }
     }
@@ -241,108 +205,29 @@ impl Coalescer {
             solo: c.solo.load(Ordering::Relaxed),
             fallbacks: c.fallbacks.load(Ordering::Relaxed),
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
+            ..CoalescingStats::default()
         }
-    }
-
-    /// The lanes. Every critical section only moves values in and out of maps and
-    /// vectors, so a panic cannot leave a lane half-changed: a poisoned lock is used
-    /// as it is.
-    fn lanes(&self) -> MutexGuard<'_, HashMap<Vec<ProductId>, Lane>> {
-        self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn arrive(&self, key: &[ProductId], draft: &OrderDraft, now: Timestamp) -> Arrival {
-        let mut lanes = self.lanes();
-        let lane = lanes.entry(key.to_vec()).or_default();
-        if lane.running == 0 && lane.queue.is_empty() {
-            lane.running = 1;
-            return Arrival::Lead;
-        }
-        let (tx, rx) = oneshot::channel();
-        lane.queue.push(Waiter {
-            draft: draft.clone(),
-            now,
-            reply: tx,
-        });
-        let start = if lane.queue.len() >= self.config.max_batch {
-            lane.running += 1;
-            lane.generation += 1;
-            Start::Batch(std::mem::take(&mut lane.queue))
-        } else if lane.queue.len() == 1 {
-            Start::Timer(lane.generation)
-        } else {
-            Start::Nothing
-        };
-        Arrival::Queued { reply: rx, start }
-    }
-
-    /// A running batch of `key`'s lane ended: the queued drafts are its successor (the
-    /// lane stays running), or the lane has one batch fewer running (and is forgotten
-    /// once idle).
-    fn next_batch(&self, key: &[ProductId]) -> Option<Vec<Waiter>> {
-        let mut lanes = self.lanes();
-        let lane = lanes.get_mut(key)?;
-        if !lane.queue.is_empty() {
-            lane.generation += 1;
-            return Some(std::mem::take(&mut lane.queue));
-        }
-        lane.running = lane.running.saturating_sub(1);
-        if lane.running == 0 {
-            lanes.remove(key);
-        }
-        None
-    }
-
-    /// The `max_wait` timer of `generation` fired: the queue it was started for, if it
-    /// is still waiting (the lane then counts one more batch running).
-    fn take_if_still_waiting(&self, key: &[ProductId], generation: u64) -> Option<Vec<Waiter>> {
-        let mut lanes = self.lanes();
-        let lane = lanes.get_mut(key)?;
-        if lane.generation != generation || lane.queue.is_empty() {
-            return None;
-        }
-        lane.generation += 1;
-        lane.running += 1;
-        Some(std::mem::take(&mut lane.queue))
     }
 }
 
-/// One running batch's hold on its lane. However the holder ends — done, failed, or
-/// dropped mid-way (a cancelled caller, a runtime shutting down) — dropping it hands the
-/// lane to the next queued batch, so queued drafts are never stranded.
-struct Slot {
+/// Places the batches of a [`Coalescer`]'s lanes.
+#[derive(Clone)]
+struct PlaceRunner {
+    /// A handle that never coalesces (what the batches place through).
     repo: MySqlOrderRepository,
     coalescer: Arc<Coalescer>,
-    key: Vec<ProductId>,
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Some(next) = self.coalescer.next_batch(&self.key) {
-            let slot = Slot {
-                repo: self.repo.clone(),
-                coalescer: self.coalescer.clone(),
-                key: std::mem::take(&mut self.key),
-            };
-            spawn_batch(slot, next);
-        }
+impl Runner for PlaceRunner {
+    type Key = Vec<ProductId>;
+    type Item = Waiter;
+
+    fn lanes(&self) -> &Lanes<Vec<ProductId>, Waiter> {
+        &self.coalescer.lanes
     }
-}
 
-/// Runs `batch` under `slot` on a task of its own. Outside a runtime (it is gone), the
-/// batch is dropped: its callers' reply channels close and they get an error.
-fn spawn_batch(slot: Slot, batch: Vec<Waiter>) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(async move {
-                slot.repo.run_batch(&slot.coalescer, batch).await;
-                drop(slot);
-            });
-        }
-        Err(_) => {
-            drop(batch);
-            drop(slot);
-        }
+    async fn run(&self, batch: Vec<Waiter>) {
+        self.repo.run_batch(&self.coalescer, batch).await;
     }
 }
 
@@ -365,44 +250,22 @@ impl MySqlOrderRepository {
         now: Timestamp,
     ) -> Result<Vec<PlaceOutcome>, RepositoryError> {
         let key: Vec<ProductId> = draft.product_ids().collect();
-        match coalescer.arrive(&key, draft, now) {
-            Arrival::Lead => {
-                let _slot = Slot {
-                    repo: self.uncoalesced(),
-                    coalescer: coalescer.clone(),
-                    key,
-                };
+        let runner = PlaceRunner {
+            repo: self.uncoalesced(),
+            coalescer: coalescer.clone(),
+        };
+        let (tx, reply) = oneshot::channel();
+        let waiter = Waiter {
+            draft: draft.clone(),
+            now,
+            reply: tx,
+        };
+        match join(&runner, key, waiter) {
+            Joined::Lead(_slot, _waiter) => {
                 coalescer.counters.solo.fetch_add(1, Ordering::Relaxed);
                 self.place_direct(std::slice::from_ref(draft), now).await
             }
-            Arrival::Queued { reply, start } => {
-                match start {
-                    Start::Nothing => {}
-                    Start::Timer(generation) => {
-                        let repo = self.uncoalesced();
-                        let coalescer = coalescer.clone();
-                        let wait = coalescer.config.max_wait;
-                        tokio::spawn(async move {
-                            tokio::time::sleep(wait).await;
-                            if let Some(batch) = coalescer.take_if_still_waiting(&key, generation) {
-                                let slot = Slot {
-                                    repo,
-                                    coalescer,
-                                    key,
-                                };
-                                slot.repo.run_batch(&slot.coalescer, batch).await;
-                            }
-                        });
-                    }
-                    Start::Batch(batch) => spawn_batch(
-                        Slot {
-                            repo: self.uncoalesced(),
-                            coalescer: coalescer.clone(),
-                            key,
-                        },
-                        batch,
-                    ),
-                }
+            Joined::Queued => {
                 let outcome = reply.await.map_err(|_| {
                     RepositoryError::unavailable_msg(
                         "the runtime shut down before this coalesced draft was placed",

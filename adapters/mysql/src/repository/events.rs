@@ -1,6 +1,8 @@
 //! The durable event log (migration 0007): appending an order's event inside the
 //! transaction that changed it, reading a user's log, pruning it by age.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use order_core::domain::FailureReason;
 use order_core::ports::{EventPage, OrderEvent, OrderEventKind};
 use order_core::{Money, Order, Timestamp, UserId};
@@ -8,8 +10,12 @@ use rust_decimal::Decimal;
 use sqlx::MySqlConnection;
 
 use super::MySqlOrderRepository;
+use super::batch;
 use super::rows::order_id;
-use super::sql::{BUMP_EVENT_SEQ, EVENTS_AFTER, INSERT_EVENT, LAST_EVENT_SEQ, PRUNE_EVENTS};
+use super::sql::{
+    BUMP_EVENT_SEQ, BUMP_EVENT_SEQ_BY, EVENTS_AFTER, INSERT_EVENT, LAST_EVENT_SEQ, PRUNE_EVENTS,
+    SET_SEQS_HEAD,
+};
 use crate::error::{Context, DbError};
 use crate::time::{from_sql, to_sql};
 
@@ -116,6 +122,62 @@ pub(super) async fn log_change(
         ))
     })?;
     append(conn, order, seq).await
+}
+
+/// The log writes of several status changes in one transaction: each order in `orders`
+/// gets its owner's next seq, in slice order, and its event is appended. One order is
+/// [`log_change`]; several of one user take their seqs with one bump; several users'
+/// rows are locked ascending, set to their last new seq in one statement, and the events
+/// appended in one insert. A user that vanished under its order is corrupt data.
+pub(super) async fn log_changes(
+    conn: &mut MySqlConnection,
+    orders: &[&Order],
+) -> Result<Vec<OrderEvent>, DbError> {
+    let (first, rest) = match orders {
+        [] => return Ok(Vec::new()),
+        [one] => return Ok(vec![log_change(conn, one).await?]),
+        [first, rest @ ..] => (first, rest),
+    };
+    let vanished = |order: &Order| {
+        DbError::data(format!(
+            "order {} belongs to user {}, who does not exist",
+            order.id(),
+            order.user()
+        ))
+    };
+    let mut next: BTreeMap<UserId, u64> = BTreeMap::new();
+    if rest.iter().all(|o| o.user() == first.user()) {
+        let k = orders.len() as u64;
+        let done = sqlx::query(BUMP_EVENT_SEQ_BY)
+            .bind(k)
+            .bind(first.user().get())
+            .execute(&mut *conn)
+            .await
+            .ctx("taking the user's next event seqs")?;
+        if done.rows_affected() != 1 {
+            return Err(vanished(first));
+        }
+        next.insert(first.user(), done.last_insert_id().saturating_sub(k));
+    } else {
+        let users: BTreeSet<UserId> = orders.iter().map(|o| o.user()).collect();
+        let locked = batch::lock_users(conn, &users).await?;
+        for order in orders {
+            let seq = locked.get(&order.user()).ok_or_else(|| vanished(order))?;
+            next.insert(order.user(), *seq);
+        }
+    }
+    let mut events = Vec::with_capacity(orders.len());
+    for order in orders {
+        let seq = next.get_mut(&order.user()).ok_or_else(|| vanished(order))?;
+        *seq += 1;
+        events.push(OrderEvent::logged(order, *seq));
+    }
+    if next.len() > 1 {
+        let last: Vec<(u64, u64)> = next.iter().map(|(u, s)| (u.get(), *s)).collect();
+        batch::update_by_case(conn, SET_SEQS_HEAD, &last, "setting the users' event seqs").await?;
+    }
+    batch::insert_events(conn, &events).await?;
+    Ok(events)
 }
 
 impl MySqlOrderRepository {

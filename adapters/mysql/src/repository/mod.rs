@@ -17,8 +17,10 @@
 mod admin;
 mod allocate;
 mod batch;
+mod batched;
 mod coalesce;
 mod events;
+mod group;
 mod place;
 mod rows;
 mod sql;
@@ -46,6 +48,7 @@ pub use admin::QueryPlan;
 pub use coalesce::{CoalesceConfig, CoalesceConfigError, CoalescingStats};
 
 use batch::{BatchAttempt, Entry, MAX_BATCH_DRAFTS};
+use batched::{Batcher, MAX_TRANSITION_BATCH};
 use coalesce::Coalescer;
 
 use rows::{ProductRow, Read, load_order, load_order_by_key, load_page};
@@ -71,8 +74,9 @@ use sql::{PRODUCT_BY_ID, PRODUCTS};
 ///   status = ? AND <fence>` mirroring [`Order::apply`] arm by arm; when the change
 ///   returns stock (Cancel, Fail) the quantities go back, ascending by product id, in the
 ///   same transaction, so they are returned exactly once. The order is re-read in that
-///   transaction and returned as `Applied`; a 0-row update rolls back and re-reads:
-///   `NotFound` or `LostRace(current)`.
+///   transaction and returned as `Applied` — except a Pay or Fail given the caller's
+///   order ([`transition_from`](OrderRepository::transition_from)), computed from it
+///   instead; a 0-row update rolls back and re-reads: `NotFound` or `LostRace(current)`.
 /// - **Prices.** Every line carries the price its product has when its stock is taken,
 ///   under the same row lock: the general path reads price and stock with its `FOR
 ///   UPDATE`; the one-draft fast path's conditional decrement matches a row only if its
@@ -120,7 +124,10 @@ use sql::{PRODUCT_BY_ID, PRODUCTS};
 /// concurrent one-draft `place` calls for the same products are queued while one for
 /// those products runs, and the queue then goes through the multi-row path as one
 /// batch, so a hot product's row is locked once per batch; a lone call goes alone, at
-/// once, through the fast path.
+/// once, through the fast path. With it, concurrent Start transitions and Pay / Fail
+/// completions ([`transition_from`](OrderRepository::transition_from)) are batched the
+/// same way, one transaction of a constant number of statements per batch (see
+/// `batched.rs`); a Pay or Fail is never read back, coalescing on or off.
 ///
 /// Instants are stored as UTC `DATETIME(3)`, exact to the millisecond; the pool's
 /// connections must run with `time_zone = '+00:00'` (sqlx's default, and what
@@ -134,6 +141,8 @@ pub struct MySqlOrderRepository {
     retries: Arc<AtomicU64>,
     /// `None` when coalescing is off.
     coalescer: Option<Arc<Coalescer>>,
+    /// Transition batching; `None` when coalescing is off.
+    batcher: Option<Arc<Batcher>>,
 }
 
 impl std::fmt::Debug for MySqlOrderRepository {
@@ -143,6 +152,7 @@ impl std::fmt::Debug for MySqlOrderRepository {
             .field("retry", &self.retry)
             .field("retries", &self.retries)
             .field("coalescer", &self.coalescer)
+            .field("batcher", &self.batcher)
             .finish_non_exhaustive()
     }
 }
@@ -169,8 +179,10 @@ impl MySqlOrderRepository {
             },
             random: Arc::new(SeededRandom::from_entropy()),
             retries: Arc::new(AtomicU64::new(0)),
-            coalescer: Some(Arc::new(Coalescer::new(CoalesceConfig::default()))),
+            coalescer: None,
+            batcher: None,
         }
+        .with_coalescing(CoalesceConfig::default())
     }
 
     /// The same repository coalescing concurrent one-draft placements under `config`,
@@ -199,6 +211,10 @@ impl MySqlOrderRepository {
     #[must_use]
     pub fn with_coalescing(mut self, config: CoalesceConfig) -> Self {
         self.coalescer = Some(Arc::new(Coalescer::new(config)));
+        self.batcher = Some(Arc::new(Batcher::new(
+            config.max_batch().min(MAX_TRANSITION_BATCH),
+            config.max_wait(),
+        )));
         self
     }
 
@@ -208,16 +224,26 @@ impl MySqlOrderRepository {
     #[must_use]
     pub fn without_coalescing(mut self) -> Self {
         self.coalescer = None;
+        self.batcher = None;
         self
     }
 
     /// What the coalescer did so far (shared by this repository's clones); all zero
     /// when coalescing is off. A metric: `drafts / batches` is the mean batch size.
     pub fn coalescing_stats(&self) -> CoalescingStats {
-        self.coalescer
+        let mut stats = self
+            .coalescer
             .as_ref()
             .map(|c| c.stats())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(batcher) = &self.batcher {
+            let b = batcher.stats();
+            stats.transition_batches = b.batches;
+            stats.batched_transitions = b.transitions;
+            stats.solo_transitions = b.solo;
+            stats.transition_fallbacks = b.fallbacks;
+        }
+        stats
     }
 
     /// A handle on the same pool, retry policy and counters that never coalesces: what
@@ -225,6 +251,15 @@ impl MySqlOrderRepository {
     fn uncoalesced(&self) -> Self {
         Self {
             coalescer: None,
+            ..self.clone()
+        }
+    }
+
+    /// A handle on the same pool, retry policy and counters that never batches
+    /// transitions: what the transition batcher itself applies them through.
+    fn unbatched(&self) -> Self {
+        Self {
+            batcher: None,
             ..self.clone()
         }
     }
@@ -364,8 +399,51 @@ impl OrderRepository for MySqlOrderRepository {
         change: StatusChange,
         now: Timestamp,
     ) -> Result<TransitionOutcome, RepositoryError> {
-        self.retrying("transition", || self.transition_once(id, &change, now))
-            .await
+        match &self.batcher {
+            Some(batcher) if batched::batchable(&change, None) => {
+                let item = batched::Item {
+                    id,
+                    change,
+                    current: None,
+                    now,
+                };
+                self.transition_batched(batcher, item).await
+            }
+            _ => {
+                self.retrying("transition", || self.transition_once(id, &change, now))
+                    .await
+            }
+        }
+    }
+
+    /// A Pay or Fail of an order `current` holds the lease of is applied without
+    /// reading the order back (see the port): the compare-and-set's WHERE clause is the
+    /// whole precondition, so a match means the stored order is `current` with the
+    /// change applied. Batched with concurrent transitions unless coalescing is off; a
+    /// completion that lost its lease is re-read as `transition` does. Any other change
+    /// is [`transition`](OrderRepository::transition).
+    ///
+    /// # Errors
+    /// As [`transition`](OrderRepository::transition).
+    async fn transition_from(
+        &self,
+        current: &Order,
+        change: StatusChange,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, RepositoryError> {
+        if !batched::batchable(&change, Some(current)) {
+            return self.transition(current.id(), change, now).await;
+        }
+        let item = batched::Item {
+            id: current.id(),
+            change,
+            current: Some(current.clone()),
+            now,
+        };
+        match &self.batcher {
+            Some(batcher) => self.transition_batched(batcher, item).await,
+            None => self.transition_item(&item).await,
+        }
     }
 
     /// # Errors

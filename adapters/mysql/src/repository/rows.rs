@@ -18,8 +18,9 @@ use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, MySqlConnection};
 
 use super::sql::{
-    COUNT_BY_USER, COUNT_BY_USER_STATUS, ITEMS_OF_ORDER, ITEMS_OF_ORDER_LOCKED, LIST_BY_USER,
-    LIST_BY_USER_STATUS, ORDER_BY_ID, ORDER_BY_KEY, ORDER_BY_KEY_LOCKED, repeat_sql,
+    COUNT_BY_USER, COUNT_BY_USER_STATUS, ITEMS_OF_ORDER, ITEMS_OF_ORDER_LOCKED,
+    ITEMS_OF_ORDERS_HEAD, ITEMS_OF_ORDERS_TAIL, LIST_BY_USER, LIST_BY_USER_STATUS, ORDER_BY_ID,
+    ORDER_BY_KEY, ORDER_BY_KEY_LOCKED, ORDERS_BY_IDS_HEAD, pad, padded, repeat_sql,
 };
 use crate::error::{Context, DbError};
 use crate::time::from_sql;
@@ -203,6 +204,60 @@ pub(super) async fn load_order_by_key(
     row.into_order(items).map(Some)
 }
 
+/// The orders with these ids (each at most once; absent ids are left out), as one read
+/// of the rows and one of their lines. Plain reads: inside a transaction, the
+/// transaction's own changes and its snapshot.
+pub(super) async fn load_orders(
+    conn: &mut MySqlConnection,
+    ids: &[u64],
+) -> Result<HashMap<u64, Order>, DbError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let n = padded(ids.len(), 1);
+    let sql = repeat_sql(ORDERS_BY_IDS_HEAD, "?", ", ", n, ")");
+    let mut query = sqlx::query_as::<_, OrderRow>(AssertSqlSafe(sql));
+    for id in pad(ids, n) {
+        query = query.bind(*id);
+    }
+    let rows = query.fetch_all(&mut *conn).await.ctx("reading orders")?;
+    Ok(with_items(conn, rows)
+        .await?
+        .into_iter()
+        .map(|order| (order.id().get(), order))
+        .collect())
+}
+
+/// `rows` as orders, their lines read in one statement.
+async fn with_items(
+    conn: &mut MySqlConnection,
+    rows: Vec<OrderRow>,
+) -> Result<Vec<Order>, DbError> {
+    let mut lines: HashMap<u64, Vec<ItemRow>> = HashMap::new();
+    if !rows.is_empty() {
+        let ids: Vec<u64> = rows.iter().map(|row| row.id).collect();
+        let n = padded(ids.len(), 1);
+        let sql = repeat_sql(ITEMS_OF_ORDERS_HEAD, "?", ", ", n, ITEMS_OF_ORDERS_TAIL);
+        let mut query = sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql));
+        for id in pad(&ids, n) {
+            query = query.bind(*id);
+        }
+        for item in query
+            .fetch_all(&mut *conn)
+            .await
+            .ctx("reading order lines")?
+        {
+            lines.entry(item.order_id).or_default().push(item);
+        }
+    }
+    rows.into_iter()
+        .map(|row| {
+            let items = lines.remove(&row.id).unwrap_or_default();
+            row.into_order(items)
+        })
+        .collect()
+}
+
 /// One page of `user`'s orders and their total, as
 /// [`list_by_user`](order_core::ports::OrderRepository::list_by_user) promises it.
 pub(super) async fn load_page(
@@ -246,35 +301,7 @@ pub(super) async fn load_page(
             (rows, total)
         }
     };
-    let mut lines: HashMap<u64, Vec<ItemRow>> = HashMap::new();
-    if !rows.is_empty() {
-        let sql = repeat_sql(
-            "SELECT order_id, product_id, quantity, unit_price FROM order_items \
-             WHERE order_id IN (",
-            "?",
-            ", ",
-            rows.len(),
-            ") ORDER BY order_id, product_id",
-        );
-        let mut query = sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql));
-        for row in &rows {
-            query = query.bind(row.id);
-        }
-        for item in query
-            .fetch_all(&mut *conn)
-            .await
-            .ctx("reading order lines")?
-        {
-            lines.entry(item.order_id).or_default().push(item);
-        }
-    }
-    let orders = rows
-        .into_iter()
-        .map(|row| {
-            let items = lines.remove(&row.id).unwrap_or_default();
-            row.into_order(items)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let orders = with_items(conn, rows).await?;
     let total =
         u64::try_from(total).map_err(|_| DbError::data(format!("negative order count {total}")))?;
     Ok(OrderPage { orders, total })

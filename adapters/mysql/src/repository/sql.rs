@@ -38,6 +38,12 @@ pub(super) const ORDER_BY_KEY_LOCKED: &str = concat!(
     order_select!(),
     " WHERE user_id = ? AND idempotency_key = ? LOCK IN SHARE MODE"
 );
+/// `ORDERS_BY_IDS_HEAD` + `?, …` + `)`: the orders with these ids.
+pub(super) const ORDERS_BY_IDS_HEAD: &str = concat!(order_select!(), " WHERE id IN (");
+/// `ITEMS_OF_ORDERS_HEAD` + `?, …` + `ITEMS_OF_ORDERS_TAIL`: the lines of these orders.
+pub(super) const ITEMS_OF_ORDERS_HEAD: &str =
+    "SELECT order_id, product_id, quantity, unit_price FROM order_items WHERE order_id IN (";
+pub(super) const ITEMS_OF_ORDERS_TAIL: &str = ") ORDER BY order_id, product_id";
 pub(super) const ITEMS_OF_ORDER: &str = "SELECT order_id, product_id, quantity, unit_price \
      FROM order_items WHERE order_id = ? ORDER BY product_id";
 pub(super) const ITEMS_OF_ORDER_LOCKED: &str = "SELECT order_id, product_id, quantity, unit_price \
@@ -159,6 +165,46 @@ pub(super) const EVENTS_AFTER: &str = concat!(
 pub(super) const LAST_EVENT_SEQ: &str = "SELECT event_seq FROM users WHERE id = ?";
 /// Oldest first over `order_events_at`, at most the limit per statement.
 pub(super) const PRUNE_EVENTS: &str = "DELETE FROM order_events WHERE at < ? ORDER BY at LIMIT ?";
+/// Bumps a user's event counter by `k` (the first placeholder) for `k` events of one
+/// transaction, handing the last new value back as [`BUMP_EVENT_SEQ`] does.
+pub(super) const BUMP_EVENT_SEQ_BY: &str =
+    "UPDATE users SET event_seq = LAST_INSERT_ID(event_seq + ?) WHERE id = ?";
+
+// -- batched transitions ------------------------------------------------------------------
+// The compare-and-sets of many orders in one statement each: the same WHERE clauses and
+// SET effects as `CAS_START`, `CAS_PAY` and `CAS_FAIL`, with the per-order values
+// (lease token, lease expiry, instant, reason) chosen by `CASE id WHEN ? THEN ? … END`.
+
+/// `START_MANY_HEAD` + (`CASE_WHEN` × n) + `START_MANY_UNTIL` + (`CASE_WHEN` × n) +
+/// `START_MANY_AT` + (`CASE_WHEN` × n) + `START_MANY_WHERE` + `?, …` + `)`.
+pub(super) const START_MANY_HEAD: &str =
+    "UPDATE orders SET status = 'PROCESSING', lease_token = CASE id";
+pub(super) const START_MANY_UNTIL: &str = " END, lease_until = CASE id";
+pub(super) const START_MANY_AT: &str =
+    " END, attempts = LEAST(attempts + 1, 4294967295), updated_at = CASE id";
+pub(super) const START_MANY_WHERE: &str = " END WHERE status = 'PENDING' AND id IN (";
+/// `PAY_MANY_HEAD` + (`CASE_WHEN` × n, instants) + `COMPLETE_MANY_WHERE` + (`CASE_WHEN`
+/// × n, tokens) + `COMPLETE_MANY_IN` + `?, …` + `)`.
+pub(super) const PAY_MANY_HEAD: &str = "UPDATE orders SET status = 'PAID', \
+     lease_token = NULL, lease_until = NULL, updated_at = CASE id";
+/// `FAIL_MANY_HEAD` + (`CASE_WHEN` × n, reasons) + `FAIL_MANY_AT` + (`CASE_WHEN` × n,
+/// instants) + `COMPLETE_MANY_WHERE` + (`CASE_WHEN` × n, tokens) + `COMPLETE_MANY_IN` +
+/// `?, …` + `)`.
+pub(super) const FAIL_MANY_HEAD: &str = "UPDATE orders SET status = 'FAILED', \
+     lease_token = NULL, lease_until = NULL, failure_reason = CASE id";
+pub(super) const FAIL_MANY_AT: &str = " END, updated_at = CASE id";
+/// The WHERE clause is evaluated before the SET clause: it sees the lease token as it
+/// was.
+pub(super) const COMPLETE_MANY_WHERE: &str =
+    " END WHERE status = 'PROCESSING' AND lease_token = CASE id";
+pub(super) const COMPLETE_MANY_IN: &str = " END AND id IN (";
+/// `RETURN_STOCK_HEAD` + `?, …` + `RETURN_STOCK_TAIL`: put back the quantities of these
+/// orders' stored lines, summed per product (a multi-table UPDATE changes each product
+/// row once, so the sum is taken first).
+pub(super) const RETURN_STOCK_HEAD: &str = "UPDATE products p JOIN (SELECT product_id, \
+     SUM(quantity) AS q FROM order_items WHERE order_id IN (";
+pub(super) const RETURN_STOCK_TAIL: &str =
+    ") GROUP BY product_id) r ON r.product_id = p.id SET p.stock = p.stock + r.q";
 
 // -- placing ------------------------------------------------------------------------------
 // The pieces of the statements with one row or one placeholder per product, draft or
@@ -249,6 +295,14 @@ pub(super) fn padded(n: usize, width: usize) -> usize {
     } else {
         n
     }
+}
+
+/// `items`, then its last item repeated up to `rows` in all (see [`padded`]).
+pub(super) fn pad<T>(items: &[T], rows: usize) -> impl Iterator<Item = &T> {
+    let extra = rows.saturating_sub(items.len());
+    items
+        .iter()
+        .chain(items.last().into_iter().cycle().take(extra))
 }
 
 #[cfg(test)]

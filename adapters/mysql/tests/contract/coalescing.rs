@@ -333,7 +333,8 @@ async fn one_drafts_failure_in_a_coalesced_batch_fails_none_of_the_others(
             drafts: 6,
             solo: 1,
             fallbacks: 0,
-            largest_batch: 6
+            largest_batch: 6,
+            ..CoalescingStats::default()
         }
     );
     let log = repo.events_after(u[2], 0, 10).await.expect("events");

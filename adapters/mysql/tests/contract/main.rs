@@ -10,6 +10,8 @@
 //! - [`accounts`]: order-core's accounts contract suite against MySQL, and how tokens
 //!   are stored (hex digest, expiry; migration 0006 on tokens issued before it);
 //! - [`ledger`]: the payment-ledger contract against both ledgers;
+//! - [`batched`]: transition batching: the constant statements of a batch, and the
+//!   one-by-one fallback when a completion in it was fenced;
 //! - [`coalescing`]: order coalescing and the multi-row batch path: hundreds of
 //!   concurrent placements on a hot product, one draft's failure in a batch, the
 //!   fallback after a duplicate-key race, the constant statement count of a batch;
@@ -31,6 +33,7 @@
 
 mod accounts;
 mod audit;
+mod batched;
 mod claims;
 mod coalescing;
 mod concurrency;

@@ -41,6 +41,10 @@ impl Mocks {
     }
 
     fn service(self) -> OrderService {
+        self.service_with(ServiceConfig::default())
+    }
+
+    fn service_with(self, config: ServiceConfig) -> OrderService {
         let mut queue = self.queue;
         queue.expect_timings().return_const(QueueTimings {
             visibility_timeout: Duration::from_secs(30),
@@ -59,7 +63,7 @@ impl Mocks {
             clock: Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000))),
             rng: Arc::new(SeededRandom::new(1)),
         };
-        OrderService::new(ports, ServiceConfig::default()).unwrap()
+        OrderService::new(ports, config).unwrap()
     }
 }
 

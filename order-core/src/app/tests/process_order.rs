@@ -7,8 +7,8 @@ use super::*;
 async fn no_charge_after_a_lost_start_race_and_the_job_waits_for_the_winners_lease() {
     let mut m = Mocks::new();
     let order = pending_order(&[2]);
-    let o2 = order.clone();
-    m.repo.expect_get().returning(move |_| Ok(Some(o2.clone())));
+    // No grace period: nothing is read before the Start, which decides on its own.
+    m.repo.expect_get().times(0);
     let taken = processing(&order, 99);
     m.repo
         .expect_transition()
@@ -34,10 +34,16 @@ async fn a_terminal_order_is_skipped_without_charging() {
     order
         .apply(&StatusChange::Cancel, Timestamp::from_millis(3))
         .unwrap();
+    m.repo.expect_get().times(0);
+    // The blind Start loses to the cancel and reports the order as it is: nothing else
+    // is written.
     m.repo
-        .expect_get()
-        .returning(move |_| Ok(Some(order.clone())));
-    m.repo.expect_transition().times(0);
+        .expect_transition()
+        .times(1)
+        .returning(move |_, change, _| {
+            assert!(matches!(change, StatusChange::Start { .. }));
+            Ok(TransitionOutcome::LostRace(order.clone()))
+        });
     m.pay.expect_charge().times(0);
     let out = m
         .service()
@@ -51,8 +57,7 @@ async fn a_terminal_order_is_skipped_without_charging() {
 /// the order and the cell holding the lease token the service chose.
 fn started_order(m: &mut Mocks) -> (Order, Arc<AtomicU64>) {
     let order = pending_order(&[2]);
-    let o2 = order.clone();
-    m.repo.expect_get().returning(move |_| Ok(Some(o2.clone())));
+    m.repo.expect_get().times(0);
     let token = Arc::new(AtomicU64::new(0));
     let t1 = token.clone();
     let o3 = order.clone();
@@ -70,7 +75,8 @@ fn started_order(m: &mut Mocks) -> (Order, Arc<AtomicU64>) {
     (order, token)
 }
 
-/// Expects one completion of `kind`, fenced by the token the service chose.
+/// Expects one completion of `kind`, fenced by the token the service chose and given
+/// the order exactly as the Start returned it (so the store need not read it back).
 fn expect_completion(
     m: &mut Mocks,
     order: &Order,
@@ -81,8 +87,12 @@ fn expect_completion(
     m.repo
         .expect_transition()
         .withf(move |_, c, _| kind(c))
+        .times(0);
+    m.repo
+        .expect_transition_from()
+        .withf(move |_, c, _| kind(c))
         .times(1)
-        .returning(move |_, change, now| {
+        .returning(move |current, change, now| {
             let lease = match &change {
                 StatusChange::Pay { lease } | StatusChange::Fail { lease, .. } => *lease,
                 other => panic!("not a completion: {other:?}"),
@@ -92,7 +102,12 @@ fn expect_completion(
                 token.load(Ordering::SeqCst),
                 "completion is fenced by our lease"
             );
-            let mut done = processing(&o4, lease.raw());
+            assert_eq!(
+                current,
+                &processing(&o4, lease.raw()),
+                "the completion is given the order the Start returned"
+            );
+            let mut done = current.clone();
             done.apply(&change, now).unwrap();
             Ok(applied(done))
         });
@@ -184,7 +199,7 @@ async fn a_fenced_completion_writes_nothing_and_is_reported() {
         .returning(|_, _| Ok(PaymentOutcome::Approved));
     let o4 = order.clone();
     m.repo
-        .expect_transition()
+        .expect_transition_from()
         .withf(|_, c, _| matches!(c, StatusChange::Pay { .. }))
         .returning(move |_, _, _| Ok(TransitionOutcome::LostRace(processing(&o4, 777))));
     let svc = m.service();
@@ -200,10 +215,14 @@ async fn a_live_lease_defers_the_job_without_using_an_attempt() {
     let mut m = Mocks::new();
     let order = pending_order(&[2]);
     let busy = processing(&order, 5);
+    m.repo.expect_get().times(0);
     m.repo
-        .expect_get()
-        .returning(move |_| Ok(Some(busy.clone())));
-    m.repo.expect_transition().times(0);
+        .expect_transition()
+        .times(1)
+        .returning(move |_, change, _| {
+            assert!(matches!(change, StatusChange::Start { .. }));
+            Ok(TransitionOutcome::LostRace(busy.clone()))
+        });
     m.pay.expect_charge().times(0);
     m.queue.expect_ack().times(0);
     m.queue.expect_nack().times(0);
@@ -226,7 +245,7 @@ async fn a_database_error_on_completion_releases_the_lease_before_the_nack() {
         .returning(|_, _| Ok(PaymentOutcome::Approved));
     let mut seq = Sequence::new();
     m.repo
-        .expect_transition()
+        .expect_transition_from()
         .withf(|_, c, _| matches!(c, StatusChange::Pay { .. }))
         .times(1)
         .in_sequence(&mut seq)
@@ -250,6 +269,89 @@ async fn a_database_error_on_completion_releases_the_lease_before_the_nack() {
     let out = svc.handle_delivery(&delivery).await;
     assert!(matches!(out, WorkerOutcome::Released(_)), "{out:?}");
     assert_eq!(svc.stats().leases_released, 1);
+}
+
+#[tokio::test]
+async fn a_blind_start_that_finds_an_expired_lease_takes_the_order_over_and_completes() {
+    let mut m = Mocks::new();
+    let order = pending_order(&[2]);
+    // Processing under a lease that expired long before the service clock's now.
+    let mut stale = order.clone();
+    let expired = Lease {
+        token: LeaseToken::from_raw(7),
+        until: Timestamp::from_millis(10),
+    };
+    stale
+        .apply(
+            &StatusChange::Start { lease: expired },
+            Timestamp::from_millis(2),
+        )
+        .unwrap();
+    m.repo.expect_get().times(0);
+    let mut seq = Sequence::new();
+    let lost = stale.clone();
+    m.repo
+        .expect_transition()
+        .withf(|_, c, _| matches!(c, StatusChange::Start { .. }))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_, _, _| Ok(TransitionOutcome::LostRace(lost.clone())));
+    let token = Arc::new(AtomicU64::new(0));
+    let t1 = token.clone();
+    m.repo
+        .expect_transition()
+        .withf(|_, c, _| matches!(c, StatusChange::TakeOver { expired, .. } if expired.raw() == 7))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_, change, now| {
+            let StatusChange::TakeOver { lease, .. } = change else {
+                unreachable!()
+            };
+            t1.store(lease.token.raw(), Ordering::SeqCst);
+            let mut taken = stale.clone();
+            taken.apply(&change, now).unwrap();
+            Ok(TransitionOutcome::Applied(taken, None))
+        });
+    m.pay
+        .expect_charge()
+        .times(1)
+        .returning(|_, _| Ok(PaymentOutcome::Approved));
+    m.repo
+        .expect_transition_from()
+        .times(1)
+        .returning(move |current, change, now| {
+            assert!(matches!(change, StatusChange::Pay { lease } if lease.raw() == token.load(Ordering::SeqCst)));
+            let mut done = current.clone();
+            done.apply(&change, now).unwrap();
+            Ok(applied(done))
+        });
+    let svc = m.service();
+    let out = svc.process_order(order.id()).await.unwrap();
+    assert!(
+        matches!(&out, ProcessOutcome::Completed(o) if o.status() == OrderStatus::Paid),
+        "{out:?}"
+    );
+    assert_eq!(svc.stats().lease_takeovers, 1);
+}
+
+#[tokio::test]
+async fn with_a_grace_period_the_order_is_read_first_and_a_young_one_is_left_alone() {
+    let mut m = Mocks::new();
+    let order = pending_order(&[2]);
+    let o2 = order.clone();
+    m.repo
+        .expect_get()
+        .times(1)
+        .returning(move |_| Ok(Some(o2.clone())));
+    m.repo.expect_transition().times(0);
+    m.pay.expect_charge().times(0);
+    let svc = m.service_with(ServiceConfig {
+        // The order was placed at 1 ms; the service clock reads 1.7e12 ms.
+        grace_period: Duration::from_millis(1_800_000_000_000),
+        ..ServiceConfig::default()
+    });
+    let out = svc.process_order(order.id()).await.unwrap();
+    assert!(matches!(out, ProcessOutcome::TooYoung { .. }), "{out:?}");
 }
 
 /// The first delivery of `order`'s job.

@@ -219,6 +219,7 @@ mod tests {
             include_str!("repository/reads.rs"),
             include_str!("repository/protocol.rs"),
             include_str!("repository/event_log.rs"),
+            include_str!("repository/completions.rs"),
         ]
         .concat();
         assert_list_is_complete("repository", &repository_sources, repository::CHECKS);

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
 
 use super::RepositoryFixture;
 use super::helpers::*;
@@ -266,29 +265,4 @@ pub async fn concurrent_changes_of_one_user_get_consecutive_seqs(f: &dyn Reposit
         expected,
         "the log must hold 1..={N} in order"
     );
-}
-
-/// Polls every future until all are ready (the contract suites have no runtime of their
-/// own: this interleaves the calls on the caller's task, so an adapter doing real I/O
-/// runs them concurrently).
-async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
-    let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, slot) in futures.iter_mut().zip(results.iter_mut()) {
-            if slot.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *slot = Some(value),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    results.into_iter().flatten().collect()
 }

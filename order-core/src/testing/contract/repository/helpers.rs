@@ -1,5 +1,9 @@
 //! Helpers of the repository checks: every failure names what was being done.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use super::RepositoryFixture;
 use crate::domain::{
     IdempotencyKey, Lease, LeaseToken, Money, Order, OrderDraft, OrderId, OrderStatus, ProductId,
@@ -357,4 +361,31 @@ pub(super) async fn processing(
         at(10),
     )
     .await
+}
+
+/// Polls every future until all are ready (the contract suites have no runtime of their
+/// own: this interleaves the calls on the caller's task, so an adapter doing real I/O
+/// runs them concurrently).
+pub(super) async fn join_all<T>(
+    mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>,
+) -> Vec<T> {
+    let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, slot) in futures.iter_mut().zip(results.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *slot = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
 }

@@ -101,6 +101,9 @@ macro_rules! __repository_checks {
             refusals_replays_and_lost_races_log_nothing,
             prune_deletes_only_old_events_and_seq_continues,
             concurrent_changes_of_one_user_get_consecutive_seqs,
+            transition_from_completes_exactly_as_transition,
+            a_completion_from_a_stale_holder_loses_to_the_new_one,
+            concurrent_transitions_each_get_their_own_exact_outcome,
             ]
             $($args)*
         }
@@ -137,6 +140,7 @@ macro_rules! repository_contract {
     };
 }
 
+mod completions;
 mod event_log;
 mod helpers;
 mod place;
@@ -144,6 +148,7 @@ mod protocol;
 mod reads;
 mod transitions;
 
+pub use completions::*;
 pub use event_log::*;
 pub use place::*;
 pub use protocol::*;

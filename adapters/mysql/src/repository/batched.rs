@@ -1,0 +1,469 @@
+//! Transition batching: the worker's status changes — Start, and Pay / Fail of an order
+//! the caller holds ([`transition_from`](order_core::ports::OrderRepository::transition_from))
+//! — applied many orders at a time, with a constant number of statements per batch.
+//!
+//! **One batch, one transaction:**
+//! - one compare-and-set `UPDATE` per kind present (Start, Pay, Fail), each the exact
+//!   twin of the one-order statement (`CAS_START`, `CAS_PAY`, `CAS_FAIL`) with the
+//!   per-order values chosen by `CASE id`;
+//! - for Fail, one `UPDATE products … JOIN` putting back the stored lines' quantities;
+//! - for Start, one read of the started orders and one of their lines (the caller does
+//!   not hold them yet); a Start matched when its row now carries the item's own lease
+//!   token, else it lost (`LostRace` with the row as read) or the order does not exist;
+//! - for Pay / Fail, no read at all: the statement's WHERE clause (status and the
+//!   caller's lease token) is the whole precondition of `Order::apply`, and nothing but
+//!   the token's holder changes an order while its token stands, so a match means the
+//!   stored order is the caller's `current` with the change applied — computed in
+//!   memory. If the matched count is short (a completion lost its lease), the batch is
+//!   rolled back and its items go one by one, through the one-order path that re-reads;
+//! - the events: each applied change takes its owner's next seq
+//!   (`events::log_changes`: one bump when the batch has one user, else the users' rows
+//!   locked ascending and set in one statement), appended in one insert;
+//! - `BEGIN` and `COMMIT`.
+//!
+//! A worker's Start costs `BEGIN`, the compare-and-set, two reads, two log statements and
+//! `COMMIT`, shared by every order of the batch; a Pay or Fail the same without the
+//! reads. A batch of one is the same path with one item.
+//!
+//! **When batches form:** the group-commit policy of `group.rs`, one lane for every
+//! transition of the repository: a transition arriving while none runs goes at once, in
+//! its caller's task; transitions arriving while one runs go together when it ends (or
+//! at `max_batch`, or after `max_wait`) — under a worker's load, batches size themselves
+//! to the arrival rate times one transaction's duration. Deadlocks and lock-wait
+//! timeouts retry the whole batch; any other failure of a batch sends its items through
+//! the one-by-one path, so one item's problem never fails the others.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use order_core::domain::StatusChange;
+use order_core::ports::{RepositoryError, TransitionOutcome};
+use order_core::{Order, OrderId, OrderStatus, Timestamp};
+use sqlx::{AssertSqlSafe, MySqlConnection};
+use tokio::sync::oneshot;
+
+use super::MySqlOrderRepository;
+use super::events;
+use super::group::{Joined, Lanes, Runner, join};
+use super::rows::load_orders;
+use super::sql::{
+    CASE_WHEN, COMPLETE_MANY_IN, COMPLETE_MANY_WHERE, FAIL_MANY_AT, FAIL_MANY_HEAD, PAY_MANY_HEAD,
+    RETURN_STOCK_HEAD, RETURN_STOCK_TAIL, START_MANY_AT, START_MANY_HEAD, START_MANY_UNTIL,
+    START_MANY_WHERE, pad, padded, repeat_sql,
+};
+use crate::error::{Context, DbError};
+use crate::time::to_sql;
+
+/// The most transitions in one batch: statement shapes for 1, 4, 16 and 64 orders (see
+/// [`padded`]), so they stay in sqlx's statement cache.
+pub(super) const MAX_TRANSITION_BATCH: usize = 64;
+
+/// One transition to apply: `change` to order `id` at `now`; `current` is the caller's
+/// order for a Pay or Fail (see [`batchable`]).
+#[derive(Debug, Clone)]
+pub(super) struct Item {
+    pub(super) id: OrderId,
+    pub(super) change: StatusChange,
+    pub(super) current: Option<Order>,
+    pub(super) now: Timestamp,
+}
+
+/// Whether `change` can go through the batch path: a Start, or a Pay / Fail with the
+/// caller's `current` order holding the change's lease token while Processing.
+pub(super) fn batchable(change: &StatusChange, current: Option<&Order>) -> bool {
+    match change {
+        StatusChange::Start { .. } => true,
+        StatusChange::Pay { lease } | StatusChange::Fail { lease, .. } => {
+            current.is_some_and(|o| {
+                o.status() == OrderStatus::Processing && o.lease().map(|l| l.token) == Some(*lease)
+            })
+        }
+        StatusChange::TakeOver { .. } | StatusChange::Cancel | StatusChange::Release { .. } => {
+            false
+        }
+    }
+}
+
+/// One queued transition and where its outcome goes.
+pub(super) struct Waiter {
+    item: Item,
+    reply: oneshot::Sender<Result<TransitionOutcome, RepositoryError>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    transitions: AtomicU64,
+    solo: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+/// The transition lane of one repository (shared by its clones) and its counters.
+pub(super) struct Batcher {
+    lanes: Lanes<(), Waiter>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").finish_non_exhaustive()
+    }
+}
+
+/// What a [`Batcher`] did, as counted since it was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct BatcherStats {
+    pub(super) batches: u64,
+    pub(super) transitions: u64,
+    pub(super) solo: u64,
+    pub(super) fallbacks: u64,
+}
+
+impl Batcher {
+    pub(super) fn new(max_batch: usize, max_wait: std::time::Duration) -> Self {
+        Self {
+            lanes: Lanes::new(max_batch, max_wait),
+            counters: Counters::default(),
+        }
+    }
+
+    pub(super) fn stats(&self) -> BatcherStats {
+        let c = &self.counters;
+        BatcherStats {
+            batches: c.batches.load(Ordering::Relaxed),
+            transitions: c.transitions.load(Ordering::Relaxed),
+            solo: c.solo.load(Ordering::Relaxed),
+            fallbacks: c.fallbacks.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Runs the batches of a [`Batcher`]'s lane.
+#[derive(Clone)]
+struct TransitionRunner {
+    /// A handle that never batches (what the batches run through).
+    repo: MySqlOrderRepository,
+    batcher: Arc<Batcher>,
+}
+
+impl Runner for TransitionRunner {
+    type Key = ();
+    type Item = Waiter;
+
+    fn lanes(&self) -> &Lanes<(), Waiter> {
+        &self.batcher.lanes
+    }
+
+    async fn run(&self, batch: Vec<Waiter>) {
+        self.repo.run_transitions(&self.batcher, batch).await;
+    }
+}
+
+/// What one attempt at a batch did.
+enum Attempt {
+    /// Committed: one outcome per item.
+    Done(Vec<TransitionOutcome>),
+    /// A completion's compare-and-set matched fewer orders than it named: rolled back.
+    Short,
+}
+
+impl MySqlOrderRepository {
+    /// `item` through the batcher: applied at once when nothing runs, else with what
+    /// queued alongside it.
+    pub(super) async fn transition_batched(
+        &self,
+        batcher: &Arc<Batcher>,
+        item: Item,
+    ) -> Result<TransitionOutcome, RepositoryError> {
+        let runner = TransitionRunner {
+            repo: self.unbatched(),
+            batcher: batcher.clone(),
+        };
+        let (tx, reply) = oneshot::channel();
+        match join(&runner, (), Waiter { item, reply: tx }) {
+            Joined::Lead(_slot, waiter) => {
+                batcher.counters.solo.fetch_add(1, Ordering::Relaxed);
+                self.transition_item(&waiter.item).await
+            }
+            Joined::Queued => reply.await.map_err(|_| {
+                RepositoryError::unavailable_msg(
+                    "the runtime shut down before this batched transition was applied",
+                )
+            })?,
+        }
+    }
+
+    /// One batchable item alone: the batch path with one item, or the one-order path
+    /// (which re-reads) when its completion lost its lease.
+    pub(super) async fn transition_item(
+        &self,
+        item: &Item,
+    ) -> Result<TransitionOutcome, RepositoryError> {
+        let attempt = self
+            .retrying("transition", || {
+                self.transitions_once(std::slice::from_ref(item))
+            })
+            .await?;
+        match attempt {
+            Attempt::Done(mut outcomes) if outcomes.len() == 1 => outcomes.pop().ok_or_else(|| {
+                RepositoryError::Unexpected(anyhow::Error::msg("a batch of one lost its outcome"))
+            }),
+            Attempt::Done(_) | Attempt::Short => {
+                self.retrying("transition", || {
+                    self.transition_once(item.id, &item.change, item.now)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Applies one batch of queued transitions and answers each caller, falling back to
+    /// one at a time when the batch fails or a completion in it lost its lease.
+    async fn run_transitions(&self, batcher: &Batcher, waiters: Vec<Waiter>) {
+        let counters = &batcher.counters;
+        let n = waiters.len() as u64;
+        if n == 1 {
+            counters.solo.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counters.batches.fetch_add(1, Ordering::Relaxed);
+            counters.transitions.fetch_add(n, Ordering::Relaxed);
+        }
+        let items: Vec<Item> = waiters.iter().map(|w| w.item.clone()).collect();
+        let attempt = self
+            .retrying("transition (batch)", || self.transitions_once(&items))
+            .await;
+        match attempt {
+            Ok(Attempt::Done(outcomes)) if outcomes.len() == waiters.len() => {
+                for (w, outcome) in waiters.into_iter().zip(outcomes) {
+                    // A caller that stopped waiting no longer needs the answer.
+                    let _ = w.reply.send(Ok(outcome));
+                }
+            }
+            other => {
+                if let Err(e) = &other {
+                    tracing::debug!(transitions = n, error = %order_core::app::ErrorChain(e),
+                        "a transition batch failed: applying its items one by one");
+                }
+                counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                for w in waiters {
+                    let outcome = self.transition_item(&w.item).await;
+                    let _ = w.reply.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// One attempt at a batch, as one transaction (see the module docs), rolled back on
+    /// any error or a short completion.
+    async fn transitions_once(&self, items: &[Item]) -> Result<Attempt, DbError> {
+        let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
+        let result = batch_in_transaction(&mut tx, items).await;
+        match result {
+            Ok(Some(outcomes)) => {
+                tx.commit().await.ctx("committing a transition batch")?;
+                Ok(Attempt::Done(outcomes))
+            }
+            Ok(None) => {
+                tx.rollback().await.ctx("rolling back")?;
+                Ok(Attempt::Short)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(error = %rollback, "rollback after a failed transition batch");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The statements of one batch; `None` when a completion matched short (the caller
+/// rolls back).
+async fn batch_in_transaction(
+    conn: &mut MySqlConnection,
+    items: &[Item],
+) -> Result<Option<Vec<TransitionOutcome>>, DbError> {
+    let mut starts = Vec::new();
+    let mut pays = Vec::new();
+    let mut fails = Vec::new();
+    for item in items {
+        match &item.change {
+            StatusChange::Start { .. } => starts.push(item),
+            StatusChange::Pay { .. } => pays.push(item),
+            StatusChange::Fail { .. } => fails.push(item),
+            other => {
+                return Err(DbError::data(format!(
+                    "{other:?} cannot go through the batch path"
+                )));
+            }
+        }
+    }
+    // Two completions of one order: at most one can match, so the count cannot tell
+    // which; the one-by-one path decides.
+    let mut completed = HashSet::new();
+    if !pays.iter().chain(&fails).all(|i| completed.insert(i.id)) {
+        return Ok(None);
+    }
+    if !starts.is_empty() {
+        start_many(conn, &starts).await?;
+    }
+    if !pays.is_empty() && complete_many(conn, &pays).await? != pays.len() as u64 {
+        return Ok(None);
+    }
+    if !fails.is_empty() {
+        if complete_many(conn, &fails).await? != fails.len() as u64 {
+            return Ok(None);
+        }
+        return_stock_of(conn, &fails).await?;
+    }
+    let start_ids: Vec<u64> = starts.iter().map(|i| i.id.get()).collect();
+    let started = load_orders(conn, &start_ids).await?;
+
+    // Each item's resulting order, and whether its change applied.
+    let mut results: Vec<Option<(Order, bool)>> = Vec::with_capacity(items.len());
+    for item in items {
+        results.push(match (&item.change, &item.current) {
+            (StatusChange::Start { lease }, _) => started.get(&item.id.get()).map(|row| {
+                let ours = row.status() == OrderStatus::Processing
+                    && row.lease().map(|l| l.token) == Some(lease.token);
+                (row.clone(), ours)
+            }),
+            (change, Some(current)) => {
+                let mut order = current.clone();
+                order.apply(change, item.now).map_err(|e| {
+                    DbError::data(format!(
+                        "order {} matched a completion its held copy refuses: {e}",
+                        item.id
+                    ))
+                })?;
+                Some((order, true))
+            }
+            (change, None) => {
+                return Err(DbError::data(format!(
+                    "{change:?} of order {} without the caller's order",
+                    item.id
+                )));
+            }
+        });
+    }
+    // Two Starts of one order: the first in the batch took it (`CASE` picks the first
+    // match), and the row read carries that one's token — the others see a lost race.
+    let applied: Vec<&Order> = results
+        .iter()
+        .filter_map(|r| r.as_ref().filter(|(_, ours)| *ours).map(|(o, _)| o))
+        .collect();
+    let mut logged = events::log_changes(conn, &applied).await?.into_iter();
+    let mut outcomes = Vec::with_capacity(items.len());
+    for result in results {
+        outcomes.push(match result {
+            None => TransitionOutcome::NotFound,
+            Some((order, true)) => {
+                let event = logged
+                    .next()
+                    .ok_or_else(|| DbError::data("an applied transition was left unlogged"))?;
+                TransitionOutcome::Applied(order, Some(event))
+            }
+            Some((order, false)) => TransitionOutcome::LostRace(order),
+        });
+    }
+    Ok(Some(outcomes))
+}
+
+/// The Start compare-and-sets of `items` in one statement.
+async fn start_many(conn: &mut MySqlConnection, items: &[&Item]) -> Result<u64, DbError> {
+    let rows = padded(items.len(), 7);
+    let cases = |head: &str| repeat_sql(head, CASE_WHEN, "", rows, "");
+    let mut sql = cases(START_MANY_HEAD);
+    sql.push_str(&cases(START_MANY_UNTIL));
+    sql.push_str(&cases(START_MANY_AT));
+    sql.push_str(&repeat_sql(START_MANY_WHERE, "?", ", ", rows, ")"));
+    let lease = |item: &Item| match &item.change {
+        StatusChange::Start { lease } => Some(*lease),
+        _ => None,
+    };
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for item in pad(items, rows) {
+        query = query
+            .bind(item.id.get())
+            .bind(lease(item).map(|l| l.token.raw()));
+    }
+    for item in pad(items, rows) {
+        query = query
+            .bind(item.id.get())
+            .bind(lease(item).map(|l| to_sql(l.until)));
+    }
+    for item in pad(items, rows) {
+        query = query.bind(item.id.get()).bind(to_sql(item.now));
+    }
+    for item in pad(items, rows) {
+        query = query.bind(item.id.get());
+    }
+    Ok(query
+        .execute(&mut *conn)
+        .await
+        .ctx("starting orders")?
+        .rows_affected())
+}
+
+/// The Pay (or Fail) compare-and-sets of `items` — all of one kind — in one statement;
+/// returns how many orders matched (`rows_affected` counts matched rows: sqlx connects
+/// with `CLIENT_FOUND_ROWS`).
+async fn complete_many(conn: &mut MySqlConnection, items: &[&Item]) -> Result<u64, DbError> {
+    let rows = padded(items.len(), 7);
+    let cases = |head: &str| repeat_sql(head, CASE_WHEN, "", rows, "");
+    let failing = matches!(
+        items.first().map(|i| &i.change),
+        Some(StatusChange::Fail { .. })
+    );
+    let mut sql = if failing {
+        let mut sql = cases(FAIL_MANY_HEAD);
+        sql.push_str(&cases(FAIL_MANY_AT));
+        sql
+    } else {
+        cases(PAY_MANY_HEAD)
+    };
+    sql.push_str(&cases(COMPLETE_MANY_WHERE));
+    sql.push_str(&repeat_sql(COMPLETE_MANY_IN, "?", ", ", rows, ")"));
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    if failing {
+        for item in pad(items, rows) {
+            let reason = match &item.change {
+                StatusChange::Fail { reason, .. } => Some(reason.as_str()),
+                _ => None,
+            };
+            query = query.bind(item.id.get()).bind(reason);
+        }
+    }
+    for item in pad(items, rows) {
+        query = query.bind(item.id.get()).bind(to_sql(item.now));
+    }
+    for item in pad(items, rows) {
+        let token = match &item.change {
+            StatusChange::Pay { lease } | StatusChange::Fail { lease, .. } => Some(lease.raw()),
+            _ => None,
+        };
+        query = query.bind(item.id.get()).bind(token);
+    }
+    for item in pad(items, rows) {
+        query = query.bind(item.id.get());
+    }
+    Ok(query
+        .execute(&mut *conn)
+        .await
+        .ctx("completing orders")?
+        .rows_affected())
+}
+
+/// Puts back the stock of the failed orders `items`, from their stored lines: one
+/// statement.
+async fn return_stock_of(conn: &mut MySqlConnection, items: &[&Item]) -> Result<(), DbError> {
+    let rows = padded(items.len(), 1);
+    let sql = repeat_sql(RETURN_STOCK_HEAD, "?", ", ", rows, RETURN_STOCK_TAIL);
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for item in pad(items, rows) {
+        query = query.bind(item.id.get());
+    }
+    query.execute(&mut *conn).await.ctx("returning stock")?;
+    Ok(())
+}

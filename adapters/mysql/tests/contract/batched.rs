@@ -1,0 +1,354 @@
+//! Transition batching against a real server: concurrent Starts, and Pays / Fails given
+//! the caller's order, go as one transaction whose statements do not grow with the
+//! batch; a batch holding a completion whose lease was taken over is applied again one
+//! by one, each item still getting its own outcome.
+//!
+//! Batches are formed deterministically: another connection holds the first order's
+//! row lock, so the first transition (which goes alone, at once) blocks on it, and the
+//! ones sent meanwhile queue behind it; releasing the lock lets the first finish and
+//! the queue go as one batch. The pool has ONE connection, so the session counters see
+//! exactly the repository's statements.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use order_core::domain::{FailureReason, Lease, LeaseToken, StatusChange};
+use order_core::ports::{OrderRepository, PlaceOutcome, TransitionOutcome};
+use order_core::{Order, OrderStatus};
+use order_mysql::{CoalesceConfig, MySqlOrderRepository};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::{Connection, Executor, MySqlConnection, MySqlPool, Row};
+use tokio::task::JoinHandle;
+
+use crate::support::{at, draft, money};
+
+/// The session counters that count statements the server ran.
+const RAN: [&str; 4] = [
+    "Com_stmt_execute",
+    "Com_begin",
+    "Com_commit",
+    "Com_rollback",
+];
+
+async fn statements(pool: &MySqlPool) -> u64 {
+    let rows = sqlx::query("SHOW SESSION STATUS LIKE 'Com\\_%'")
+        .fetch_all(pool)
+        .await
+        .expect("status");
+    let all: BTreeMap<String, u64> = rows
+        .into_iter()
+        .map(|r| {
+            let name: String = r.try_get(0).expect("name");
+            let value: String = r.try_get(1).expect("value");
+            (name, value.parse().expect("number"))
+        })
+        .collect();
+    RAN.iter().map(|c| all.get(*c).copied().unwrap_or(0)).sum()
+}
+
+/// Waits until a transaction on this test's database is blocked on a row lock.
+async fn until_a_transaction_waits(options: &MySqlConnectOptions) {
+    let mut probe = MySqlConnection::connect_with(options).await.expect("probe");
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.innodb_trx t \
+             JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id \
+             WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .expect("innodb_trx");
+        if waiting >= 1 {
+            return;
+        }
+    }
+    panic!("the first transition never waited for the row lock");
+}
+
+/// Another connection holding order `id`'s row lock in an open transaction.
+async fn hold_order(options: &MySqlConnectOptions, id: u64) -> MySqlConnection {
+    let mut x = MySqlConnection::connect_with(options).await.expect("x");
+    x.execute("BEGIN").await.expect("begin");
+    sqlx::query("SELECT id FROM orders WHERE id = ? FOR UPDATE")
+        .bind(id)
+        .fetch_one(&mut x)
+        .await
+        .expect("lock the row");
+    x
+}
+
+type Changing = JoinHandle<TransitionOutcome>;
+
+fn spawn_change(
+    repo: &Arc<MySqlOrderRepository>,
+    order: &Order,
+    change: StatusChange,
+    held: bool,
+) -> Changing {
+    let (repo, order) = (repo.clone(), order.clone());
+    tokio::spawn(async move {
+        let result = if held {
+            repo.transition_from(&order, change, at(5_000)).await
+        } else {
+            repo.transition(order.id(), change, at(5_000)).await
+        };
+        result.expect("transition")
+    })
+}
+
+/// `n` Pending orders of distinct users (one unit each of one product).
+async fn pending(repo: &MySqlOrderRepository, n: usize, round: &str) -> Vec<Order> {
+    let p = repo
+        .add_product(&format!("P-{round}"), money("1.00"), 1_000)
+        .await
+        .expect("product");
+    let mut orders = Vec::with_capacity(n);
+    for i in 0..n {
+        let user = repo
+            .add_user(
+                &format!("{round}{i}"),
+                &format!("{round}{i}@example.test"),
+                "h",
+            )
+            .await
+            .expect("user");
+        match repo
+            .place(&[draft(user, "k", &[(p, 1)])], at(0))
+            .await
+            .expect("place")
+            .as_slice()
+        {
+            [PlaceOutcome::Placed(o, _)] => orders.push(o.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+    orders
+}
+
+/// The statements of: the first change alone (blocked by a held row lock), then every
+/// other change of `changes` queued behind it and flushed as one batch. Returns them
+/// with every outcome.
+async fn blocked_then_batched(
+    repo: &Arc<MySqlOrderRepository>,
+    pool: &MySqlPool,
+    options: &MySqlConnectOptions,
+    changes: Vec<(Order, StatusChange, bool)>,
+) -> (u64, Vec<TransitionOutcome>) {
+    let idle = statements(pool).await;
+    let before = statements(pool).await;
+    let noise = before - idle;
+    let x = hold_order(options, changes[0].0.id().get()).await;
+    let mut tasks = Vec::new();
+    let mut changes = changes.into_iter();
+    if let Some((order, change, held)) = changes.next() {
+        tasks.push(spawn_change(repo, &order, change, held));
+    }
+    until_a_transaction_waits(options).await;
+    for (order, change, held) in changes {
+        tasks.push(spawn_change(repo, &order, change, held));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    x.close().await.expect("release the row");
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("task"));
+    }
+    let after = statements(pool).await;
+    (after - before - noise, outcomes)
+}
+
+fn started(outcome: &TransitionOutcome) -> Order {
+    match outcome {
+        TransitionOutcome::Applied(o, Some(_)) if o.status() == OrderStatus::Processing => {
+            o.clone()
+        }
+        other => panic!("a Start must apply with its event, got {other:?}"),
+    }
+}
+
+/// Starts, then Pays and Fails, of 4 and of 16 orders: each batch runs a constant
+/// number of statements whatever its size — 8 for a batch of Starts (BEGIN, the
+/// compare-and-set, the orders and their lines read back, the users locked and set, the
+/// events inserted, COMMIT) and 8 for a batch of Pays and Fails (BEGIN, one
+/// compare-and-set per kind, the failed orders' stock returned in one statement, the
+/// users locked and set, the events inserted, COMMIT; nothing read back) — on top of
+/// the first change, which went alone.
+#[sqlx::test(migrator = "order_mysql::MIGRATOR")]
+async fn a_transition_batch_costs_a_constant_number_of_statements(
+    _: MySqlPoolOptions,
+    options: MySqlConnectOptions,
+) {
+    let pool = MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .expect("pool");
+    let repo = Arc::new(
+        MySqlOrderRepository::new(pool.clone())
+            .with_coalescing(CoalesceConfig::new(64, Duration::from_secs(1)).expect("config")),
+    );
+    let mut counts = Vec::new();
+    for (n, round) in [(4usize, "a"), (16, "b")] {
+        let orders = pending(&repo, n + 1, round).await;
+        let starts = orders
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let lease = Lease {
+                    token: LeaseToken::from_raw(1_000 + i as u64),
+                    until: at(60_000),
+                };
+                (o.clone(), StatusChange::Start { lease }, false)
+            })
+            .collect();
+        let (start_statements, outcomes) =
+            blocked_then_batched(&repo, &pool, &options, starts).await;
+        let processing: Vec<Order> = outcomes.iter().map(started).collect();
+        let completions = processing
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let lease = LeaseToken::from_raw(1_000 + i as u64);
+                let change = if i % 2 == 0 {
+                    StatusChange::Pay { lease }
+                } else {
+                    StatusChange::Fail {
+                        lease,
+                        reason: FailureReason::new("declined"),
+                    }
+                };
+                (o.clone(), change, true)
+            })
+            .collect();
+        let (complete_statements, outcomes) =
+            blocked_then_batched(&repo, &pool, &options, completions).await;
+        for (i, (outcome, held)) in outcomes.iter().zip(&processing).enumerate() {
+            let TransitionOutcome::Applied(done, Some(_)) = outcome else {
+                panic!("completion {i} must apply, got {outcome:?}");
+            };
+            assert_eq!(
+                Some(done),
+                repo.get(held.id()).await.expect("get").as_ref(),
+                "completion {i}: what a batch returns is what is stored"
+            );
+        }
+        counts.push((n, start_statements, complete_statements));
+    }
+    eprintln!("(batch size, statements of Starts, of completions): {counts:?}");
+    let stats = repo.coalescing_stats();
+    assert_eq!(
+        (
+            stats.transition_batches,
+            stats.batched_transitions,
+            stats.transition_fallbacks
+        ),
+        (4, 40, 0),
+        "two rounds of a Start batch and a completion batch, of 4 and of 16: {stats:?}"
+    );
+    // The first change of each round went alone: Start 7 (BEGIN, compare-and-set, order
+    // and lines read, one bump, one event, COMMIT), Pay 5 (no read).
+    assert_eq!(
+        counts,
+        vec![(4, 7 + 8, 5 + 8), (16, 7 + 8, 5 + 8)],
+        "a batch's statements must not grow with its size"
+    );
+    pool.close().await;
+}
+
+/// A batch of completions in which one holder's lease was taken over meanwhile: the
+/// batch matches short, is rolled back and applied one by one — the fenced one loses
+/// and reports the stored order, the others are applied once, their stock right.
+#[sqlx::test(migrator = "order_mysql::MIGRATOR")]
+async fn a_batch_with_a_fenced_completion_falls_back_and_each_gets_its_own_outcome(
+    _: MySqlPoolOptions,
+    options: MySqlConnectOptions,
+) {
+    let pool = MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .expect("pool");
+    let repo = Arc::new(
+        MySqlOrderRepository::new(pool.clone())
+            .with_coalescing(CoalesceConfig::new(64, Duration::from_secs(1)).expect("config")),
+    );
+    let orders = pending(&repo, 6, "f").await;
+    let mut held = Vec::new();
+    for (i, o) in orders.iter().enumerate() {
+        let lease = Lease {
+            token: LeaseToken::from_raw(10 + i as u64),
+            until: at(100),
+        };
+        match repo
+            .transition(o.id(), StatusChange::Start { lease }, at(10))
+            .await
+            .expect("start")
+        {
+            TransitionOutcome::Applied(o, _) => held.push(o),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Order 3's lease expires and another worker takes it over.
+    let taken = match repo
+        .transition(
+            held[3].id(),
+            StatusChange::TakeOver {
+                expired: LeaseToken::from_raw(13),
+                lease: Lease {
+                    token: LeaseToken::from_raw(99),
+                    until: at(90_000),
+                },
+            },
+            at(200),
+        )
+        .await
+        .expect("take over")
+    {
+        TransitionOutcome::Applied(o, None) => o,
+        other => panic!("{other:?}"),
+    };
+    let product = held[0].lines()[0].product;
+    let stock_before = repo.stock(product).await.expect("stock").expect("product");
+    let completions = held
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let lease = LeaseToken::from_raw(10 + i as u64);
+            let change = if i % 2 == 0 {
+                StatusChange::Pay { lease }
+            } else {
+                StatusChange::Fail {
+                    lease,
+                    reason: FailureReason::new("declined"),
+                }
+            };
+            (o.clone(), change, true)
+        })
+        .collect();
+    let (_, outcomes) = blocked_then_batched(&repo, &pool, &options, completions).await;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i == 3 {
+            assert_eq!(
+                outcome,
+                &TransitionOutcome::LostRace(taken.clone()),
+                "the fenced completion loses and reports the stored order"
+            );
+        } else {
+            let TransitionOutcome::Applied(done, Some(_)) = outcome else {
+                panic!("completion {i} must apply, got {outcome:?}");
+            };
+            assert_eq!(Some(done), repo.get(done.id()).await.expect("get").as_ref());
+        }
+    }
+    // Orders 1 and 5 failed (order 3's Fail was fenced): two units back.
+    assert_eq!(
+        repo.stock(product).await.expect("stock"),
+        Some(stock_before + 2)
+    );
+    let stats = repo.coalescing_stats();
+    assert_eq!(stats.transition_fallbacks, 1, "{stats:?}");
+    pool.close().await;
+}
