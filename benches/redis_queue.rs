@@ -1,6 +1,8 @@
-//! `RedisQueue` enqueue + reserve + ack (the adapter: a bounded-enqueue script, then per
-//! `reserve` the reclaim and promote scripts and an `XREADGROUP`, then an ack script of
-//! `XACK` + `XDEL`) against a raw Streams loop on the same server in the same run:
+//! `RedisQueue` enqueue + reserve + ack (the adapter: a bounded-enqueue script, then
+//! per `reserve` an `XREADGROUP` shared by the concurrent reservers — one here, so
+//! `COUNT 1` — with the reclaim and promote scripts only when due, at most once per
+//! `poll_interval`; then the ack script of `XACK` + `XDEL`, batched with concurrent
+//! acks — none here) against a raw Streams loop on the same server in the same run:
 //! `XADD` per job, then `XREADGROUP COUNT 64` reading the batch back, one `XACK` and one
 //! `XDEL` for the whole batch, with fred directly on a pool of the same size. The raw
 //! loop is the floor for this work (the entries are deleted like the adapter's, so
@@ -16,6 +18,20 @@
 //! The server is `REDIS_URL` (default `redis://127.0.0.1:6379`); an unreachable one fails
 //! the bench. Figures are from one run on a shared 2-core
 //! machine (client and Redis share the cores): compare the ratios within a run.
+//!
+//! Measured (`-- --measurement-time 3 --warm-up-time 1`, time per job), before and after
+//! the adapter shared its reads and batched its acks:
+//!
+//! | | adapter | raw | adapter/raw |
+//! |---|---|---|---|
+//! | before (reclaim + promote + `XREADGROUP COUNT 1` per `reserve`) | 877 µs | 130 µs | 6.8× |
+//! | after (reclaim and promote when due) | 571 µs | 145 µs | 3.9× |
+//!
+//! This loop is sequential, so it shows only the reclaim and promote no longer sent per
+//! `reserve`; the shared reads and batched acks pay off with concurrent worker loops:
+//! 64 loops draining 5 000 jobs went from about 4 300–4 800 jobs/s to 20 000–35 000
+//! jobs/s on the same machine, with 0.06 `XREADGROUP` and 0.05 ack script calls per job
+//! (the ignored test `throughput_of_64_concurrent_worker_loops` of order-redis).
 //!
 //! ```text
 //! REDIS_URL=redis://127.0.0.1:6379 cargo bench --bench redis_queue --features redis

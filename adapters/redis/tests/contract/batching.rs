@@ -354,3 +354,78 @@ async fn after_a_crash_every_expired_reservation_is_handed_out_within_one_poll()
     assert_eq!(s.stats().await.expect("stats"), stats(0, 0, 0));
     close(&[&survivor]).await;
 }
+
+/// Not a check but a measurement, run by hand: 64 concurrent worker loops (reserve +
+/// ack) drain 5 000 jobs enqueued beforehand; prints jobs per second and the commands
+/// per job of the read and ack paths.
+///
+/// ```text
+/// cargo test -p order-redis --release --test contract -- --ignored --nocapture throughput
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn throughput_of_64_concurrent_worker_loops() {
+    const JOBS: u64 = 5_000;
+    const LOOPS: u64 = 64;
+    let mut config = test_config(redis_url(), "throughput");
+    config.pool_size = RedisConfig::default().pool_size;
+    config.queue.max_len = JOBS;
+    config.queue.visibility_timeout = Duration::from_secs(30);
+    config.queue.poll_interval = Duration::from_millis(500);
+    config.queue.idle_consumer_timeout = Duration::from_secs(10);
+    let _cleanup = Cleanup::new(&config);
+    let parts = queue(&config).await;
+    let q = &parts.1;
+    let mut producers = JoinSet::new();
+    for p in 0..LOOPS {
+        let q = q.clone();
+        producers.spawn(async move {
+            let mut n = p + 1;
+            while n <= JOBS {
+                q.enqueue(job(n)).await.expect("enqueue");
+                n += LOOPS;
+            }
+        });
+    }
+    while let Some(p) = producers.join_next().await {
+        p.expect("a producer panicked");
+    }
+
+    let before = q.round_trips();
+    let started = Instant::now();
+    let mut loops = JoinSet::new();
+    for _ in 0..LOOPS {
+        let q = q.clone();
+        loops.spawn(async move {
+            let mut done = 0u64;
+            while let Some(d) = q
+                .reserve(Duration::from_millis(200))
+                .await
+                .expect("reserve")
+            {
+                q.ack(&d).await.expect("ack");
+                done += 1;
+            }
+            done
+        });
+    }
+    let mut done = 0;
+    while let Some(l) = loops.join_next().await {
+        done += l.expect("a loop panicked");
+    }
+    // The loops stop after 200 ms on an empty queue.
+    let took = started.elapsed().saturating_sub(Duration::from_millis(200));
+    let after = q.round_trips();
+    assert_eq!(done, JOBS);
+    let per_job = |n: u64| n as f64 / JOBS as f64;
+    println!(
+        "{LOOPS} loops, {JOBS} jobs in {took:?}: {:.0} jobs/s; per job: {:.3} reads, {:.3} reclaims, {:.3} promotes, {:.3} ack calls",
+        JOBS as f64 / took.as_secs_f64(),
+        per_job(after.reads - before.reads),
+        per_job(after.reclaims - before.reclaims),
+        per_job(after.promotes - before.promotes),
+        per_job(after.ack_batches - before.ack_batches),
+    );
+    assert_eq!(q.stats().await.expect("stats"), stats(0, 0, 0));
+    close(&[&parts]).await;
+}

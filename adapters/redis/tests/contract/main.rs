@@ -3,8 +3,8 @@
 //! [`queue`], [`events`]; the memory adapters, the reference, run the same suites in
 //! `order-memory`'s tests), plus Redis-only tests: an event burst,
 //! racing lock holders, a flush under load, redelivery across consumers, the dead
-//! letter's content and an unreachable server; and the read-only inspections
-//! (module [`inspect`]).
+//! letter's content and an unreachable server; the queue's shared reads and batched
+//! acks (module [`batching`]); and the read-only inspections (module [`inspect`]).
 //!
 //! Needs a Redis server: `REDIS_URL` (default `redis://127.0.0.1:6379`). When it is
 //! unreachable the Redis tests FAIL, they never skip. Every test works under a unique key
