@@ -45,8 +45,13 @@ impl Process {
                 command.env_remove(&name);
             }
         }
+        // The children log warnings only, unless `LOADGEN_CHILD_RUST_LOG` asks for more
+        // (a diagnosis of a slow cell; each child's stderr goes to its own log file).
         command
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("LOADGEN_CHILD_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

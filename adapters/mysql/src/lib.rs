@@ -61,11 +61,15 @@ pub use sqlx::MySqlPool;
 /// "order_mysql::MIGRATOR")]` for a fresh, migrated database per test.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Prepared statements kept per connection by pools from [`connect`].
+const STATEMENT_CACHE: usize = 256;
+
 /// Opens a pool of at most `max_connections` connections to the database at `url`
 /// (`mysql://user:password@host:port/database`).
 ///
 /// Connections run with `time_zone = '+00:00'`: instants are stored as UTC `DATETIME(3)`
-/// and must read back exactly as written. The pool is opened eagerly, so an unreachable
+/// and must read back exactly as written; each keeps up to 256 prepared statements (a
+/// pool of your own should too: the repository's batch paths use about 100 texts). The pool is opened eagerly, so an unreachable
 /// server is reported here rather than at the first query.
 ///
 /// # Errors
@@ -75,7 +79,14 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<MySqlPool, Setup
     let options = MySqlConnectOptions::from_str(url)
         .map_err(|e| SetupError::InvalidUrl(e.into()))?
         // sqlx's default already, stated here because the stored instants depend on it.
-        .timezone(Some(String::from("+00:00")));
+        .timezone(Some(String::from("+00:00")))
+        // The batch paths write each multi-row statement in a few padded sizes; with
+        // the one-row statements, a process serving both placements and transitions
+        // uses about 100 texts, sqlx's default cache size — and an eviction stalls the
+        // next command (see `padded` in the repository's SQL). 256 per connection stays
+        // far below the server's `max_prepared_stmt_count` (16 382 by default) for the
+        // pool sizes the binaries use, since a connection prepares only what it runs.
+        .statement_cache_capacity(STATEMENT_CACHE);
     MySqlPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(Duration::from_secs(5))

@@ -3,9 +3,9 @@
 //! — applied many orders at a time, with a constant number of statements per batch.
 //!
 //! **One batch, one transaction:**
-//! - one compare-and-set `UPDATE` per kind present (Start, Pay, Fail), each the exact
-//!   twin of the one-order statement (`CAS_START`, `CAS_PAY`, `CAS_FAIL`) with the
-//!   per-order values chosen by `CASE id`;
+//! - one compare-and-set `UPDATE` for the Starts and one for the Pays and Fails, each the
+//!   exact twin of the one-order statements (`CAS_START`; `CAS_PAY` and `CAS_FAIL`) with
+//!   the per-order values (status too, for completions) chosen by `CASE id`;
 //! - for Fail, one `UPDATE products … JOIN` putting back the stored lines' quantities;
 //! - for Start, one read of the started orders and one of their lines (the caller does
 //!   not hold them yet); a Start matched when its row now carries the item's own lease
@@ -26,9 +26,12 @@
 //! reads. A batch of one is the same path with one item.
 //!
 //! **When batches form:** the group-commit policy of `group.rs`, one lane for every
-//! transition of the repository: a transition arriving while none runs goes at once, in
-//! its caller's task; transitions arriving while one runs go together when it ends (or
-//! at `max_batch`, or after `max_wait`) — under a worker's load, batches size themselves
+//! transition of the repository (Starts and completions share a batch: they share the
+//! users' rows whose event counters every batch locks, so two batches at once would
+//! mostly wait for each other — measured, a lane each doubled the Start's latency): a
+//! transition arriving while none runs goes at once, in its caller's task; transitions
+//! arriving while one runs go together when it ends, at most `max_batch` (256) at a
+//! time — never two batches at once, for the same reason (`Lanes::sequential`) — under a worker's load, batches size themselves
 //! to the arrival rate times one transaction's duration. Deadlocks and lock-wait
 //! timeouts retry the whole batch; any other failure of a batch sends its items through
 //! the one-by-one path, so one item's problem never fails the others.
@@ -48,16 +51,16 @@ use super::events;
 use super::group::{Joined, Lanes, Runner, join};
 use super::rows::load_orders;
 use super::sql::{
-    CASE_WHEN, COMPLETE_MANY_IN, COMPLETE_MANY_WHERE, FAIL_MANY_AT, FAIL_MANY_HEAD, PAY_MANY_HEAD,
-    RETURN_STOCK_HEAD, RETURN_STOCK_TAIL, START_MANY_AT, START_MANY_HEAD, START_MANY_UNTIL,
-    START_MANY_WHERE, pad, padded, repeat_sql,
+    CASE_WHEN, COMPLETE_MANY_AT, COMPLETE_MANY_HEAD, COMPLETE_MANY_IN, COMPLETE_MANY_REASON,
+    COMPLETE_MANY_WHERE, REASON_WHEN, RETURN_STOCK_HEAD, RETURN_STOCK_TAIL, START_MANY_AT,
+    START_MANY_HEAD, START_MANY_UNTIL, START_MANY_WHERE, pad, padded, repeat_sql,
 };
 use crate::error::{Context, DbError};
 use crate::time::to_sql;
 
-/// The most transitions in one batch: statement shapes for 1, 4, 16 and 64 orders (see
-/// [`padded`]), so they stay in sqlx's statement cache.
-pub(super) const MAX_TRANSITION_BATCH: usize = 64;
+/// The most transitions in one batch: statement shapes for 1, 4, 16, 64 and 256 orders
+/// (see [`padded`]), so they stay in sqlx's statement cache.
+pub(super) const MAX_TRANSITION_BATCH: usize = 256;
 
 /// One transition to apply: `change` to order `id` at `now`; `current` is the caller's
 /// order for a Pay or Fail (see [`batchable`]).
@@ -121,9 +124,9 @@ pub(super) struct BatcherStats {
 }
 
 impl Batcher {
-    pub(super) fn new(max_batch: usize, max_wait: std::time::Duration) -> Self {
+    pub(super) fn new(max_batch: usize) -> Self {
         Self {
-            lanes: Lanes::new(max_batch, max_wait),
+            lanes: Lanes::sequential(max_batch),
             counters: Counters::default(),
         }
     }
@@ -285,13 +288,11 @@ async fn batch_in_transaction(
     items: &[Item],
 ) -> Result<Option<Vec<TransitionOutcome>>, DbError> {
     let mut starts = Vec::new();
-    let mut pays = Vec::new();
-    let mut fails = Vec::new();
+    let mut completions = Vec::new();
     for item in items {
         match &item.change {
             StatusChange::Start { .. } => starts.push(item),
-            StatusChange::Pay { .. } => pays.push(item),
-            StatusChange::Fail { .. } => fails.push(item),
+            StatusChange::Pay { .. } | StatusChange::Fail { .. } => completions.push(item),
             other => {
                 return Err(DbError::data(format!(
                     "{other:?} cannot go through the batch path"
@@ -302,20 +303,24 @@ async fn batch_in_transaction(
     // Two completions of one order: at most one can match, so the count cannot tell
     // which; the one-by-one path decides.
     let mut completed = HashSet::new();
-    if !pays.iter().chain(&fails).all(|i| completed.insert(i.id)) {
+    if !completions.iter().all(|i| completed.insert(i.id)) {
         return Ok(None);
     }
     if !starts.is_empty() {
         start_many(conn, &starts).await?;
     }
-    if !pays.is_empty() && complete_many(conn, &pays).await? != pays.len() as u64 {
-        return Ok(None);
-    }
-    if !fails.is_empty() {
-        if complete_many(conn, &fails).await? != fails.len() as u64 {
+    if !completions.is_empty() {
+        if complete_many(conn, &completions).await? != completions.len() as u64 {
             return Ok(None);
         }
-        return_stock_of(conn, &fails).await?;
+        let fails: Vec<&Item> = completions
+            .iter()
+            .copied()
+            .filter(|i| matches!(i.change, StatusChange::Fail { .. }))
+            .collect();
+        if !fails.is_empty() {
+            return_stock_of(conn, &fails).await?;
+        }
     }
     let start_ids: Vec<u64> = starts.iter().map(|i| i.id.get()).collect();
     let started = load_orders(conn, &start_ids).await?;
@@ -406,34 +411,27 @@ async fn start_many(conn: &mut MySqlConnection, items: &[&Item]) -> Result<u64, 
         .rows_affected())
 }
 
-/// The Pay (or Fail) compare-and-sets of `items` — all of one kind — in one statement;
-/// returns how many orders matched (`rows_affected` counts matched rows: sqlx connects
-/// with `CLIENT_FOUND_ROWS`).
+/// The Pay and Fail compare-and-sets of `items` in one statement; returns how many
+/// orders matched (`rows_affected` counts matched rows: sqlx connects with
+/// `CLIENT_FOUND_ROWS`).
 async fn complete_many(conn: &mut MySqlConnection, items: &[&Item]) -> Result<u64, DbError> {
-    let rows = padded(items.len(), 7);
-    let cases = |head: &str| repeat_sql(head, CASE_WHEN, "", rows, "");
-    let failing = matches!(
-        items.first().map(|i| &i.change),
-        Some(StatusChange::Fail { .. })
-    );
-    let mut sql = if failing {
-        let mut sql = cases(FAIL_MANY_HEAD);
-        sql.push_str(&cases(FAIL_MANY_AT));
-        sql
-    } else {
-        cases(PAY_MANY_HEAD)
-    };
-    sql.push_str(&cases(COMPLETE_MANY_WHERE));
+    let rows = padded(items.len(), 9);
+    let cases = |head: &str, when: &str| repeat_sql(head, when, "", rows, "");
+    let mut sql = cases(COMPLETE_MANY_HEAD, CASE_WHEN);
+    sql.push_str(&cases(COMPLETE_MANY_REASON, REASON_WHEN));
+    sql.push_str(&cases(COMPLETE_MANY_AT, CASE_WHEN));
+    sql.push_str(&cases(COMPLETE_MANY_WHERE, CASE_WHEN));
     sql.push_str(&repeat_sql(COMPLETE_MANY_IN, "?", ", ", rows, ")"));
     let mut query = sqlx::query(AssertSqlSafe(sql));
-    if failing {
-        for item in pad(items, rows) {
-            let reason = match &item.change {
-                StatusChange::Fail { reason, .. } => Some(reason.as_str()),
-                _ => None,
-            };
-            query = query.bind(item.id.get()).bind(reason);
-        }
+    for item in pad(items, rows) {
+        query = query.bind(item.id.get()).bind(item.change.to().as_str());
+    }
+    for item in pad(items, rows) {
+        let reason = match &item.change {
+            StatusChange::Fail { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        };
+        query = query.bind(item.id.get()).bind(reason);
     }
     for item in pad(items, rows) {
         query = query.bind(item.id.get()).bind(to_sql(item.now));

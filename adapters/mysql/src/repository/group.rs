@@ -13,6 +13,9 @@
 //! - when its first item has waited `max_wait`, even though another batch still runs (a
 //!   batch stuck behind another process's lock does not hold later items back longer).
 //!
+//! *Sequential* lanes ([`Lanes::sequential`]) keep only the first rule: one batch at a
+//! time per lane, at most `max_batch` items each.
+//!
 //! **Runtime.** Queued batches run on tasks spawned on the current tokio runtime; the
 //! lanes are a `std::sync::Mutex`, held only to move items in and out of a queue, never
 //! across an `.await`. A running batch holds a [`Slot`]; however it ends — done,
@@ -52,7 +55,8 @@ impl<T> Default for Lane<T> {
 /// The lanes of one batcher and its flush limits.
 pub(super) struct Lanes<K, T> {
     max_batch: usize,
-    max_wait: Duration,
+    /// `None`: sequential lanes (see [`Lanes::sequential`]).
+    max_wait: Option<Duration>,
     lanes: Mutex<LaneMap<K, T>>,
 }
 
@@ -97,7 +101,22 @@ impl<K: Eq + Hash + Clone, T> Lanes<K, T> {
     pub(super) fn new(max_batch: usize, max_wait: Duration) -> Self {
         Self {
             max_batch,
-            max_wait,
+            max_wait: Some(max_wait),
+            lanes: Mutex::new(LaneMap {
+                lanes: HashMap::new(),
+                generations: 0,
+            }),
+        }
+    }
+
+    /// Lanes that never run two batches at once: a queue is taken only when the running
+    /// batch ends, at most `max_batch` items at a time (the rest wait for the next), and
+    /// no timer starts one early. For work whose batches would only wait for each other's
+    /// row locks if they ran at once.
+    pub(super) fn sequential(max_batch: usize) -> Self {
+        Self {
+            max_batch,
+            max_wait: None,
             lanes: Mutex::new(LaneMap {
                 lanes: HashMap::new(),
                 generations: 0,
@@ -118,9 +137,14 @@ impl<K: Eq + Hash + Clone, T> Lanes<K, T> {
     fn next_batch(&self, key: &K) -> Option<Vec<T>> {
         let mut map = self.lock();
         let generation = map.next_generation();
+        let max_batch = self.max_batch;
+        let sequential = self.max_wait.is_none();
         let lane = map.lanes.get_mut(key)?;
         if !lane.queue.is_empty() {
             lane.generation = generation;
+            if sequential && lane.queue.len() > max_batch {
+                return Some(lane.queue.drain(..max_batch).collect());
+            }
             return Some(std::mem::take(&mut lane.queue));
         }
         lane.running = lane.running.saturating_sub(1);
@@ -164,6 +188,7 @@ pub(super) fn join<R: Runner>(runner: &R, key: R::Key, item: R::Item) -> Joined<
     let start = {
         let lanes = runner.lanes();
         let max_batch = lanes.max_batch;
+        let sequential = lanes.max_wait.is_none();
         let mut map = lanes.lock();
         let generation = map.next_generation();
         let lane = map.lanes.entry(key.clone()).or_default();
@@ -173,7 +198,9 @@ pub(super) fn join<R: Runner>(runner: &R, key: R::Key, item: R::Item) -> Joined<
             Start::Lead(item)
         } else {
             lane.queue.push(item);
-            if lane.queue.len() >= max_batch {
+            if sequential {
+                Start::Nothing
+            } else if lane.queue.len() >= max_batch {
                 lane.running += 1;
                 lane.generation = generation;
                 Start::Batch(std::mem::take(&mut lane.queue))
@@ -198,8 +225,9 @@ pub(super) fn join<R: Runner>(runner: &R, key: R::Key, item: R::Item) -> Joined<
         Start::Timer(generation) => {
             let runner = runner.clone();
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let wait = runner.lanes().max_wait.unwrap_or_default();
                 runtime.spawn(async move {
-                    tokio::time::sleep(runner.lanes().max_wait).await;
+                    tokio::time::sleep(wait).await;
                     if let Some(batch) = runner.lanes().take_if_still_waiting(&key, generation) {
                         let slot = Slot {
                             runner,

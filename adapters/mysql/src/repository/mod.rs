@@ -211,10 +211,7 @@ impl MySqlOrderRepository {
     #[must_use]
     pub fn with_coalescing(mut self, config: CoalesceConfig) -> Self {
         self.coalescer = Some(Arc::new(Coalescer::new(config)));
-        self.batcher = Some(Arc::new(Batcher::new(
-            config.max_batch().min(MAX_TRANSITION_BATCH),
-            config.max_wait(),
-        )));
+        self.batcher = Some(Arc::new(Batcher::new(MAX_TRANSITION_BATCH)));
         self
     }
 

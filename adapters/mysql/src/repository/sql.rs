@@ -183,16 +183,16 @@ pub(super) const START_MANY_UNTIL: &str = " END, lease_until = CASE id";
 pub(super) const START_MANY_AT: &str =
     " END, attempts = LEAST(attempts + 1, 4294967295), updated_at = CASE id";
 pub(super) const START_MANY_WHERE: &str = " END WHERE status = 'PENDING' AND id IN (";
-/// `PAY_MANY_HEAD` + (`CASE_WHEN` × n, instants) + `COMPLETE_MANY_WHERE` + (`CASE_WHEN`
-/// × n, tokens) + `COMPLETE_MANY_IN` + `?, …` + `)`.
-pub(super) const PAY_MANY_HEAD: &str = "UPDATE orders SET status = 'PAID', \
-     lease_token = NULL, lease_until = NULL, updated_at = CASE id";
-/// `FAIL_MANY_HEAD` + (`CASE_WHEN` × n, reasons) + `FAIL_MANY_AT` + (`CASE_WHEN` × n,
-/// instants) + `COMPLETE_MANY_WHERE` + (`CASE_WHEN` × n, tokens) + `COMPLETE_MANY_IN` +
-/// `?, …` + `)`.
-pub(super) const FAIL_MANY_HEAD: &str = "UPDATE orders SET status = 'FAILED', \
-     lease_token = NULL, lease_until = NULL, failure_reason = CASE id";
-pub(super) const FAIL_MANY_AT: &str = " END, updated_at = CASE id";
+/// `COMPLETE_MANY_HEAD` + (`CASE_WHEN` × n, statuses) + `COMPLETE_MANY_REASON` +
+/// (`REASON_WHEN` × n, reasons; NULL keeps the column, as Pay does) +
+/// `COMPLETE_MANY_AT` + (`CASE_WHEN` × n, instants) + `COMPLETE_MANY_WHERE` +
+/// (`CASE_WHEN` × n, tokens) + `COMPLETE_MANY_IN` + `?, …` + `)`: the Pays and Fails of
+/// a batch in one statement, each order to its own status.
+pub(super) const COMPLETE_MANY_HEAD: &str = "UPDATE orders SET status = CASE id";
+pub(super) const COMPLETE_MANY_REASON: &str =
+    " END, lease_token = NULL, lease_until = NULL, failure_reason = CASE id";
+pub(super) const REASON_WHEN: &str = " WHEN ? THEN COALESCE(?, failure_reason)";
+pub(super) const COMPLETE_MANY_AT: &str = " END, updated_at = CASE id";
 /// The WHERE clause is evaluated before the SET clause: it sees the lease token as it
 /// was.
 pub(super) const COMPLETE_MANY_WHERE: &str =
