@@ -29,15 +29,16 @@ pub(crate) struct Shared {
     pub users: Arc<Vec<u64>>,
     /// Bearer tokens of the first users, for `http`.
     pub tokens: Arc<Vec<String>>,
-    /// The running server, for `http`.
-    pub server_addr: Option<SocketAddr>,
+    /// The running servers, for `http` (a cell of N processes uses the first N).
+    pub server_addrs: Vec<SocketAddr>,
 }
 
 /// How one order goes out.
 enum Target {
     Raw(MySqlPool),
     Service(Arc<OrderService>),
-    Http(SocketAddr, Arc<Vec<String>>),
+    /// The servers (client `i` uses `i % len`) and the clients' tokens.
+    Http(Vec<SocketAddr>, Arc<Vec<String>>),
 }
 
 /// One order's outcome.
@@ -48,13 +49,14 @@ enum Outcome {
 }
 
 /// Measures one cell: fresh products, the path's engine (if any), C clients for the
-/// duration, then the invariant check.
+/// duration (over `processes` servers for `http`), then the invariant check.
 pub(crate) async fn measure(
     run: &Arc<Run>,
     shared: &Shared,
     scenario: Scenario,
     path: PathKind,
     concurrency: u16,
+    processes: u16,
 ) -> Result<Cell, AnyError> {
     let args = &run.args;
     let cell = run.next_cell();
@@ -77,11 +79,18 @@ pub(crate) async fn measure(
             Target::Raw(p)
         }
         PathKind::Http => {
-            let addr = shared.server_addr.ok_or("no server for the http path")?;
+            let n = usize::from(processes);
+            if shared.server_addrs.len() < n {
+                return Err(format!(
+                    "{} servers for a cell of {n} API processes",
+                    shared.server_addrs.len()
+                )
+                .into());
+            }
             if shared.tokens.len() < c {
                 return Err(format!("{} tokens for {c} clients", shared.tokens.len()).into());
             }
-            Target::Http(addr, shared.tokens.clone())
+            Target::Http(shared.server_addrs[..n].to_vec(), shared.tokens.clone())
         }
         PathKind::ServiceRedis | PathKind::ServiceNone | PathKind::ServiceCoalesced => {
             let p = order_engine::mysql::connect(&run.main_url, pool_size).await?;
@@ -195,6 +204,11 @@ pub(crate) async fn measure(
         concurrency: u32::from(concurrency),
         payment: None,
         runner: None,
+        processes: if path == PathKind::Http {
+            u32::from(processes)
+        } else {
+            1
+        },
         throughput: measured.accepted as f64 / measured.seconds,
         p50_ms: p50,
         p99_ms: p99,
@@ -269,8 +283,9 @@ async fn drive(
                 let outcome = match &*target {
                     Target::Raw(pool) => raw_order(pool, user, product, &key).await,
                     Target::Service(service) => service_order(service, user, product, key).await,
-                    Target::Http(addr, tokens) => {
-                        http_order(&mut conn, *addr, &tokens[client], product, &key).await
+                    Target::Http(addrs, tokens) => {
+                        let addr = addrs[client % addrs.len()];
+                        http_order(&mut conn, addr, &tokens[client], product, &key).await
                     }
                 };
                 latencies.push(micros(t.elapsed()));

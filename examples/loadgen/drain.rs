@@ -58,10 +58,19 @@ pub(crate) async fn scenario(run: &Arc<Run>, report: &mut Report) -> Result<(), 
         let mut kinds = vec![
             Kind::Raw { reference: false },
             Kind::Raw { reference: true },
-            Kind::Process { reference: true },
         ];
+        let mut processes = args.worker_processes.clone();
+        processes.sort_unstable();
+        processes.dedup();
+        kinds.extend(processes.iter().map(|&processes| Kind::Process {
+            reference: true,
+            processes,
+        }));
         if !delay_vars.is_empty() {
-            kinds.push(Kind::Process { reference: false });
+            kinds.push(Kind::Process {
+                reference: false,
+                processes: 1,
+            });
         }
         for kind in kinds {
             let cell = measure(run, &admin, &users, c, kind, &delay_vars).await?;
@@ -74,8 +83,14 @@ pub(crate) async fn scenario(run: &Arc<Run>, report: &mut Report) -> Result<(), 
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    Raw { reference: bool },
-    Process { reference: bool },
+    Raw {
+        reference: bool,
+    },
+    /// `processes` worker processes, each with the cell's in-flight count.
+    Process {
+        reference: bool,
+        processes: u16,
+    },
 }
 
 /// The `ORDERS_*` variables of the worker binary that set a payment delay (empty when
@@ -111,12 +126,22 @@ async fn measure(
     let args = &run.args;
     let cell = run.next_cell();
     let products = db::create_products(admin, cell, PRODUCTS, 1_000).await?;
-    let (runner, reference) = match kind {
-        Kind::Raw { reference } => ("raw", reference),
-        Kind::Process { reference } => ("process", reference),
+    let (runner, reference, processes) = match kind {
+        Kind::Raw { reference } => ("raw", reference, 1),
+        Kind::Process {
+            reference,
+            processes,
+        } => ("process", reference, processes),
     };
     let payment = if reference { "reference" } else { "zero" };
-    let label = format!("worker in-flight={in_flight} {runner} payment={payment}");
+    let label = format!(
+        "worker in-flight={in_flight} {runner}{} payment={payment}",
+        if processes > 1 {
+            format!(" x{processes}")
+        } else {
+            String::new()
+        }
+    );
     run.progress(&format!(
         "{label}: placing {} orders ...",
         args.worker_orders
@@ -151,7 +176,7 @@ async fn measure(
             let note = failures.map_or(String::new(), |e| format!("first error: {e}"));
             (seconds, latencies, 1, note)
         }
-        Kind::Process { reference } => {
+        Kind::Process { reference, .. } => {
             let mut envs = vec![
                 ("DATABASE_URL", run.worker_url.clone()),
                 ("REDIS_URL", args.redis_url.clone()),
@@ -161,15 +186,21 @@ async fn measure(
             if !reference {
                 envs.extend(delay_vars.iter().map(|v| (v.as_str(), "0".to_owned())));
             }
-            let log = std::env::temp_dir().join(format!("loadgen-{}-worker-{cell}.log", run.tag));
             let concurrency = in_flight.to_string();
-            let mut process = Process::spawn(
-                &args.bin_dir.join("worker"),
-                &["--concurrency", &concurrency, "--listen", "127.0.0.1:0"],
-                &envs,
-                log,
-            )
-            .await?;
+            let mut workers = Vec::with_capacity(usize::from(processes));
+            for i in 0..processes {
+                let log =
+                    std::env::temp_dir().join(format!("loadgen-{}-worker-{cell}-{i}.log", run.tag));
+                workers.push(
+                    Process::spawn(
+                        &args.bin_dir.join("worker"),
+                        &["--concurrency", &concurrency, "--listen", "127.0.0.1:0"],
+                        &envs,
+                        log,
+                    )
+                    .await?,
+                );
+            }
             let started = Instant::now();
             let started_wall = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -190,17 +221,22 @@ async fn measure(
                 if open.0 == 0 {
                     break;
                 }
-                if started.elapsed() > timeout || !process.alive() {
+                let dead = workers.iter_mut().position(|w| !w.alive());
+                if started.elapsed() > timeout || dead.is_some() {
                     note = format!(
                         "{} orders still open after {:.0} s{} (worker stderr: {})",
                         open.0,
                         started.elapsed().as_secs_f64(),
-                        if process.alive() {
-                            ""
+                        if dead.is_some() {
+                            ", a worker exited"
                         } else {
-                            ", worker exited"
+                            ""
                         },
-                        process.log.display()
+                        workers
+                            .iter()
+                            .map(|w| w.log.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     );
                     break;
                 }
@@ -238,13 +274,16 @@ async fn measure(
             }
             // Counted before the process is stopped: its shutdown is not the drain.
             let after_drain = Counters::read(admin).await.ok();
-            process.stop().await;
+            for worker in workers {
+                worker.stop().await;
+            }
             let latencies = event_latencies(admin, first, last).await?;
             let own = polls + 2;
             return finish(
                 admin,
                 cell,
                 in_flight,
+                processes,
                 runner,
                 payment,
                 reference,
@@ -264,8 +303,8 @@ async fn measure(
     let after = Counters::read(admin).await.ok();
     latencies.sort_unstable();
     finish(
-        admin, cell, in_flight, runner, payment, reference, n, seconds, latencies, before, after,
-        own, note, first, last,
+        admin, cell, in_flight, processes, runner, payment, reference, n, seconds, latencies,
+        before, after, own, note, first, last,
     )
     .await
 }
@@ -275,6 +314,7 @@ async fn finish(
     admin: &MySqlPool,
     cell: u32,
     in_flight: u16,
+    processes: u16,
     runner: &'static str,
     payment: &'static str,
     reference: bool,
@@ -335,7 +375,8 @@ async fn finish(
         _ => None,
     };
     let throughput = (paid + failed) as f64 / seconds;
-    let ideal = f64::from(in_flight) / MEAN_DELAY;
+    // Each process holds `in_flight` jobs.
+    let ideal = f64::from(in_flight) * f64::from(processes) / MEAN_DELAY;
     Ok(Cell {
         scenario: "worker",
         path: if runner == "raw" {
@@ -346,6 +387,7 @@ async fn finish(
         concurrency: u32::from(in_flight),
         payment: Some(payment),
         runner: Some(runner),
+        processes: u32::from(processes),
         throughput,
         p50_ms: p50,
         p99_ms: p99,

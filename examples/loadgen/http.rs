@@ -103,14 +103,20 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// `server --role api --seed` on the run's main database, with its own Redis
+    /// `server --role api` (the first, `index` 0, with `--seed`) on the run's main
+    /// database, with its own Redis
     /// prefix, no rate limit, and `pool` database connections.
-    pub(crate) async fn spawn(run: &Run, pool: u32) -> Result<Self, AnyError> {
+    pub(crate) async fn spawn(run: &Run, pool: u32, index: u16) -> Result<Self, AnyError> {
         let binary = run.args.bin_dir.join("server");
-        let log = std::env::temp_dir().join(format!("loadgen-{}-server.log", run.tag));
+        let log = std::env::temp_dir().join(format!("loadgen-{}-server-{index}.log", run.tag));
+        let mut args = vec!["--role", "api", "--listen", "127.0.0.1:0"];
+        // The first seeds the demo data; the others share its database.
+        if index == 0 {
+            args.push("--seed");
+        }
         let process = Process::spawn(
             &binary,
-            &["--role", "api", "--listen", "127.0.0.1:0", "--seed"],
+            &args,
             &[
                 ("DATABASE_URL", run.main_url.clone()),
                 ("REDIS_URL", run.args.redis_url.clone()),

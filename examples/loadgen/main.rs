@@ -102,6 +102,18 @@ pub(crate) struct Args {
     #[arg(long, value_delimiter = ',', default_value = "256,1024",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_concurrency: Vec<u16>,
+    /// Worker processes of the reference-payment drain, comma-separated (each runs
+    /// `--worker-concurrency` jobs, so N processes hold N times as many in flight): how
+    /// the drain scales with processes on the same MySQL and Redis. The zero-delay
+    /// drain runs on one.
+    #[arg(long, value_delimiter = ',', default_value = "1",
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub worker_processes: Vec<u16>,
+    /// `server --role api` processes of the `http` path, comma-separated (the clients
+    /// are spread over them round-robin): how HTTP throughput scales with API processes.
+    #[arg(long, value_delimiter = ',', default_value = "1",
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub api_processes: Vec<u16>,
     /// Database connections of the worker process (`ORDERS_DB_MAX_CONNECTIONS`, the
     /// binary's default) and of the raw drain.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
@@ -302,13 +314,18 @@ async fn suite(run: &Arc<Run>) -> Result<Report, AnyError> {
         ));
         let admin = db::fresh_database(&run.main_url).await?;
         let max_c = concurrency.iter().copied().max().unwrap_or(1);
-        let server = if paths.contains(&PathKind::Http) {
-            let server = http::Server::spawn(run, u32::from(max_c) + 2).await?;
-            run.progress(&format!("server --role api listening on {}", server.addr));
-            Some(server)
-        } else {
-            None
-        };
+        let mut api_processes: Vec<u16> = args.api_processes.clone();
+        api_processes.sort_unstable();
+        api_processes.dedup();
+        let mut servers = Vec::new();
+        if paths.contains(&PathKind::Http) {
+            for i in 0..api_processes.last().copied().unwrap_or(1) {
+                let server = http::Server::spawn(run, u32::from(max_c) + 2, i).await?;
+                run.progress(&format!("server --role api listening on {}", server.addr));
+                servers.push(server);
+            }
+        }
+        let server = servers.first();
         // One user per client, so no two clients share an owner's event sequence.
         let users = db::create_users(&admin, run.tag, usize::from(max_c).max(64)).await?;
         let tokens = match &server {
@@ -328,17 +345,25 @@ async fn suite(run: &Arc<Run>) -> Result<Report, AnyError> {
             admin: admin.clone(),
             users: Arc::new(users),
             tokens: Arc::new(tokens),
-            server_addr: server.as_ref().map(|s| s.addr),
+            server_addrs: servers.iter().map(|s| s.addr).collect(),
         };
         for scenario in &create_scenarios {
             for &c in &concurrency {
                 for &path in &paths {
-                    let cell = create::measure(run, &shared, *scenario, path, c).await?;
-                    report.add(cell);
+                    let counts: &[u16] = if path == PathKind::Http {
+                        &api_processes
+                    } else {
+                        &[1]
+                    };
+                    for &processes in counts {
+                        let cell =
+                            create::measure(run, &shared, *scenario, path, c, processes).await?;
+                        report.add(cell);
+                    }
                 }
             }
         }
-        if let Some(server) = server {
+        for server in servers {
             server.stop().await;
         }
         admin.close().await;

@@ -14,6 +14,9 @@ pub(crate) struct Cell {
     pub payment: Option<&'static str>,
     /// `worker` only: `process` (the worker binary) or `raw`.
     pub runner: Option<&'static str>,
+    /// Server processes (`http`) or worker processes (`worker`, runner `process`) the
+    /// cell ran on; 1 otherwise.
+    pub processes: u32,
     /// Orders per second: accepted ones for hot/spread, terminal ones for worker.
     pub throughput: f64,
     pub p50_ms: f64,
@@ -49,6 +52,7 @@ impl Cell {
             "concurrency": self.concurrency,
             "payment": self.payment,
             "runner": self.runner,
+            "processes": self.processes,
             "throughput": round(self.throughput, 1),
             "p50_ms": round(self.p50_ms, 2),
             "p99_ms": round(self.p99_ms, 2),
@@ -286,9 +290,14 @@ impl Report {
             );
             let mut series: Vec<(String, Vec<(u32, f64)>)> = Vec::new();
             for c in &cells {
+                let path = if c.processes > 1 {
+                    format!("{} x{}", c.path, c.processes)
+                } else {
+                    c.path.to_owned()
+                };
                 let name = match (c.runner, c.payment) {
-                    (Some(r), Some(p)) => format!("{} ({r}, payment {p})", c.path),
-                    _ => c.path.to_owned(),
+                    (Some(r), Some(p)) => format!("{path} ({r}, payment {p})"),
+                    _ => path,
                 };
                 match series.iter_mut().find(|(n, _)| *n == name) {
                     Some((_, points)) => points.push((c.concurrency, c.throughput)),
@@ -376,7 +385,11 @@ fn row(c: &Cell) -> String {
     format!(
         "{:<6} {:<17} {:>4} {:<9} {:>9.0} {:>8.2} {:>8.2} {:>8.1} {:>8} {:>7} {:>5} {:>6} {:>6} {:>4}",
         c.scenario,
-        c.path,
+        if c.processes > 1 {
+            format!("{}x{}", c.path, c.processes)
+        } else {
+            c.path.to_owned()
+        },
         c.concurrency,
         c.payment.map_or(String::new(), |p| match c.runner {
             Some(r) => format!("{p}/{}", &r[..1]),

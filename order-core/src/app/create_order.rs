@@ -172,7 +172,9 @@ impl OrderService {
     }
 
     /// Places an already validated `draft`: replays the key's earlier order if there is
-    /// one, else takes the key's and the products' locks (ascending), places the order,
+    /// one (read first under distributed locks; answered by `place` itself under
+    /// [`LockMode::None`]), else takes the key's and the products' locks (ascending),
+    /// places the order,
     /// releases every lock, enqueues its job and publishes `order.created`. Nothing is
     /// re-parsed: a program with typed ids, quantities and key never goes through raw
     /// integers.
@@ -189,7 +191,12 @@ impl OrderService {
     /// The one create path after validation, shared by both entry points (each of which
     /// opens its own span, so a request is traced once).
     async fn create_from_draft(&self, draft: OrderDraft) -> Result<CreatedOrder, CreateOrderError> {
-        if let Some(found) = self.replay(&draft).await? {
+        // The pre-read spares a replay the locks. Without locks there is nothing to
+        // spare: `place` answers a replay (or a reused key) atomically, so the common
+        // case — a new key — costs no read.
+        if self.config.lock.mode != LockMode::None
+            && let Some(found) = self.replay(&draft).await?
+        {
             return Ok(found);
         }
 

@@ -1,8 +1,8 @@
 //! Group commit: the queueing policy shared by order coalescing (`coalesce.rs`) and
 //! transition batching (`batched.rs`).
 //!
-//! Work items are queued per *lane* (a key: the product set of a draft, or one lane for
-//! every transition). An item that finds its lane idle (nothing running, nothing queued)
+//! Work items are queued per *lane* (a key; order coalescing and transition batching each
+//! use one lane today). An item that finds its lane idle (nothing running, nothing queued)
 //! *leads*: its caller runs it at once, in its own task, so a lone caller pays nothing
 //! for batching. While something runs in a lane, arrivals queue; the queue is taken as
 //! one batch

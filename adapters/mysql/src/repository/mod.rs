@@ -121,10 +121,10 @@ use sql::{PRODUCT_BY_ID, PRODUCTS};
 /// too large).
 ///
 /// **Coalescing** (on by default, see [`with_coalescing`](Self::with_coalescing)):
-/// concurrent one-draft `place` calls for the same products are queued while one for
-/// those products runs, and the queue then goes through the multi-row path as one
-/// batch, so a hot product's row is locked once per batch; a lone call goes alone, at
-/// once, through the fast path. With it, concurrent Start transitions and Pay / Fail
+/// concurrent one-draft `place` calls are queued while one runs, and the queue then goes
+/// through the multi-row path as one batch, whatever their products, so a hot product's
+/// row is locked once per batch and orders for many products share a transaction; a
+/// lone call goes alone, at once, through the fast path. With it, concurrent Start transitions and Pay / Fail
 /// completions ([`transition_from`](OrderRepository::transition_from)) are batched the
 /// same way, one transaction of a constant number of statements per batch (see
 /// `batched.rs`); a Pay or Fail is never read back, coalescing on or off.
@@ -189,25 +189,26 @@ impl MySqlOrderRepository {
     /// with fresh queues and [`coalescing_stats`](Self::coalescing_stats) (its clones
     /// share them). On by default, with [`CoalesceConfig::default`].
     ///
-    /// Concurrent `place` calls with ONE draft each, in this process, that name exactly
-    /// the same products are combined into one transaction of a constant number of
-    /// statements (see the type's documentation), so a hot product's row is locked once
-    /// per batch instead of once per order; every caller still gets its own outcome,
-    /// exactly as if the drafts had been placed one after the other in arrival order.
+    /// Concurrent `place` calls with ONE draft each, in this process, are combined into
+    /// one transaction of a constant number of statements (see the type's
+    /// documentation), so a hot product's row is locked once per batch instead of once
+    /// per order, and orders for different products share a transaction; every caller
+    /// still gets its own outcome, exactly as if the drafts had been placed one after
+    /// the other in arrival order.
     ///
-    /// Flush policy ("group commit"): a draft whose product set has nothing running is
-    /// placed at once, alone — a lone caller never waits for company; drafts arriving
-    /// while a placement for the same products runs queue up, and the queue is placed as
-    /// one batch as soon as that placement ends, or at once when it reaches
-    /// [`max_batch`](CoalesceConfig::max_batch), or when its first draft has waited
-    /// [`max_wait`](CoalesceConfig::max_wait).
+    /// Flush policy ("group commit"): a draft arriving while no placement runs is placed
+    /// at once, alone — a lone caller never waits for company; drafts arriving while one
+    /// runs queue up, and the queue is placed as one batch as soon as that placement
+    /// ends, or at once when it reaches [`max_batch`](CoalesceConfig::max_batch), or when
+    /// its first draft has waited [`max_wait`](CoalesceConfig::max_wait).
     ///
     /// Coalescing needs placements that overlap in time. With the service's
-    /// `LockMode::Redis` the per-product distributed locks already keep concurrent
-    /// creates of one product apart, so nothing queues and every draft goes alone (at no
-    /// cost); it pays with `LockMode::None`, where the database row lock is the guard and
-    /// the orders for a hot product arrive together. Queued batches run on tasks spawned
-    /// on the current tokio runtime.
+    /// `LockMode::Distributed` the per-product locks keep concurrent creates of one
+    /// product apart (a hot product's orders never batch; orders for different products
+    /// do); with `LockMode::None`, where the database row lock is the guard, the orders
+    /// for a hot product arrive together and batch too. The same switch batches the
+    /// worker's transitions (see the type's documentation). Queued batches run on tasks
+    /// spawned on the current tokio runtime.
     #[must_use]
     pub fn with_coalescing(mut self, config: CoalesceConfig) -> Self {
         self.coalescer = Some(Arc::new(Coalescer::new(config)));

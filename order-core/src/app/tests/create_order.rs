@@ -217,6 +217,31 @@ async fn a_replay_takes_no_lock_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn without_distributed_locks_nothing_is_read_first_and_place_answers_the_replay() {
+    for entry in ENTRIES {
+        let mut m = Mocks::new();
+        // `place` decides a replay atomically; a read first would only cost a statement.
+        m.repo.expect_find_by_key().times(0);
+        m.lock.expect_try_acquire().times(0);
+        m.repo
+            .expect_place()
+            .times(1)
+            .returning(|_, _| Ok(vec![PlaceOutcome::Replayed(pending_order(&[2]))]));
+        m.queue.expect_enqueue().times(0);
+        let svc = m.service_with(ServiceConfig {
+            lock: LockPolicy {
+                mode: LockMode::None,
+                ..LockPolicy::default()
+            },
+            ..ServiceConfig::default()
+        });
+        let created = submit(&svc, entry, &[2]).await.unwrap();
+        assert!(created.replayed, "{entry:?}");
+        assert_eq!(svc.stats().replayed, 1, "{entry:?}");
+    }
+}
+
+#[tokio::test]
 async fn the_same_key_with_other_lines_is_refused() {
     let mut m = Mocks::new();
     m.repo
