@@ -319,8 +319,13 @@ async fn suite(run: &Arc<Run>) -> Result<Report, AnyError> {
         api_processes.dedup();
         let mut servers = Vec::new();
         if paths.contains(&PathKind::Http) {
-            for i in 0..api_processes.last().copied().unwrap_or(1) {
-                let server = http::Server::spawn(run, u32::from(max_c) + 2, i).await?;
+            // The servers keep their connections while the other paths run their own
+            // pools (up to C + 2): together they must stay under the server's
+            // `max_connections` (151 by default), or cells fail with error 1040.
+            let n = api_processes.last().copied().unwrap_or(1);
+            let per_server = (u32::from(max_c) + 2).min(64 / u32::from(n)).max(8);
+            for i in 0..n {
+                let server = http::Server::spawn(run, per_server, i).await?;
                 run.progress(&format!("server --role api listening on {}", server.addr));
                 servers.push(server);
             }
