@@ -249,9 +249,18 @@ impl MySqlOrderRepository {
                         "a transition batch failed: applying its items one by one");
                 }
                 counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                // Each on a task of its own, so they run side by side over the pool: a
+                // batch of 256 whose connection was killed must not wait 256 round
+                // trips for its last item. (Should the runtime be gone, the items are
+                // dropped, and their callers get an error, never a hang.)
                 for w in waiters {
-                    let outcome = self.transition_item(&w.item).await;
-                    let _ = w.reply.send(outcome);
+                    let repo = self.clone();
+                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                        runtime.spawn(async move {
+                            let outcome = repo.transition_item(&w.item).await;
+                            let _ = w.reply.send(outcome);
+                        });
+                    }
                 }
             }
         }
