@@ -160,6 +160,26 @@ async fn blocked_then_batched(
     (after - before - noise, outcomes)
 }
 
+/// A completion of each of `held` (started with lease tokens `base`, `base + 1`, …): Pay
+/// for the even ones, Fail for the odd ones, given the held order.
+fn pay_even_fail_odd(held: &[Order], base: u64) -> Vec<(Order, StatusChange, bool)> {
+    held.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let lease = LeaseToken::from_raw(base + i as u64);
+            let change = if i % 2 == 0 {
+                StatusChange::Pay { lease }
+            } else {
+                StatusChange::Fail {
+                    lease,
+                    reason: FailureReason::new("declined"),
+                }
+            };
+            (o.clone(), change, true)
+        })
+        .collect()
+}
+
 fn started(outcome: &TransitionOutcome) -> Order {
     match outcome {
         TransitionOutcome::Applied(o, Some(_)) if o.status() == OrderStatus::Processing => {
@@ -207,22 +227,7 @@ async fn a_transition_batch_costs_a_constant_number_of_statements(
         let (start_statements, outcomes) =
             blocked_then_batched(&repo, &pool, &options, starts).await;
         let processing: Vec<Order> = outcomes.iter().map(started).collect();
-        let completions = processing
-            .iter()
-            .enumerate()
-            .map(|(i, o)| {
-                let lease = LeaseToken::from_raw(1_000 + i as u64);
-                let change = if i % 2 == 0 {
-                    StatusChange::Pay { lease }
-                } else {
-                    StatusChange::Fail {
-                        lease,
-                        reason: FailureReason::new("declined"),
-                    }
-                };
-                (o.clone(), change, true)
-            })
-            .collect();
+        let completions = pay_even_fail_odd(&processing, 1_000);
         let (complete_statements, outcomes) =
             blocked_then_batched(&repo, &pool, &options, completions).await;
         for (i, (outcome, held)) in outcomes.iter().zip(&processing).enumerate() {
@@ -312,22 +317,7 @@ async fn a_batch_with_a_fenced_completion_falls_back_and_each_gets_its_own_outco
     };
     let product = held[0].lines()[0].product;
     let stock_before = repo.stock(product).await.expect("stock").expect("product");
-    let completions = held
-        .iter()
-        .enumerate()
-        .map(|(i, o)| {
-            let lease = LeaseToken::from_raw(10 + i as u64);
-            let change = if i % 2 == 0 {
-                StatusChange::Pay { lease }
-            } else {
-                StatusChange::Fail {
-                    lease,
-                    reason: FailureReason::new("declined"),
-                }
-            };
-            (o.clone(), change, true)
-        })
-        .collect();
+    let completions = pay_even_fail_odd(&held, 10);
     let (_, outcomes) = blocked_then_batched(&repo, &pool, &options, completions).await;
     for (i, outcome) in outcomes.iter().enumerate() {
         if i == 3 {
