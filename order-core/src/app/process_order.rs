@@ -26,7 +26,7 @@ const DEFER_SLACK: Duration = Duration::from_millis(50);
 /// deferred.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessOutcome {
-    /// No such order (acked and logged).
+    /// No such order: `handle_delivery` dead-lettered the job ([`MISSING_ORDER`]).
     Missing,
     /// The order was already terminal: an idempotent skip.
     AlreadyTerminal(OrderStatus),

@@ -31,7 +31,7 @@
 //! mostly wait for each other — measured, a lane each doubled the Start's latency): a
 //! transition arriving while none runs goes at once, in its caller's task; transitions
 //! arriving while one runs go together when it ends, at most `max_batch` (256) at a
-//! time — never two batches at once, for the same reason (`Lanes::sequential`) — under a worker's load, batches size themselves
+//! time — never two batches at once, for the same reason (`Lane::sequential`) — under a worker's load, batches size themselves
 //! to the arrival rate times one transaction's duration. Deadlocks and lock-wait
 //! timeouts retry the whole batch; any other failure of a batch sends its items through
 //! the one-by-one path, so one item's problem never fails the others.
@@ -48,7 +48,7 @@ use tokio::sync::oneshot;
 
 use super::MySqlOrderRepository;
 use super::events;
-use super::group::{Joined, Lanes, Runner, join};
+use super::group::{Lane, Runner, join};
 use super::rows::load_orders;
 use super::sql::{
     CASE_WHEN, COMPLETE_MANY_AT, COMPLETE_MANY_HEAD, COMPLETE_MANY_IN, COMPLETE_MANY_REASON,
@@ -104,7 +104,7 @@ struct Counters {
 
 /// The transition lane of one repository (shared by its clones) and its counters.
 pub(super) struct Batcher {
-    lanes: Lanes<(), Waiter>,
+    lane: Lane<Waiter>,
     counters: Counters,
 }
 
@@ -126,7 +126,7 @@ pub(super) struct BatcherStats {
 impl Batcher {
     pub(super) fn new(max_batch: usize) -> Self {
         Self {
-            lanes: Lanes::sequential(max_batch),
+            lane: Lane::sequential(max_batch),
             counters: Counters::default(),
         }
     }
@@ -151,11 +151,10 @@ struct TransitionRunner {
 }
 
 impl Runner for TransitionRunner {
-    type Key = ();
     type Item = Waiter;
 
-    fn lanes(&self) -> &Lanes<(), Waiter> {
-        &self.batcher.lanes
+    fn lane(&self) -> &Lane<Waiter> {
+        &self.batcher.lane
     }
 
     async fn run(&self, batch: Vec<Waiter>) {
@@ -184,12 +183,17 @@ impl MySqlOrderRepository {
             batcher: batcher.clone(),
         };
         let (tx, reply) = oneshot::channel();
-        match join(&runner, (), Waiter { item, reply: tx }) {
-            Joined::Lead(_slot, waiter) => {
+        // Moved into the queue only if it has to wait: a lone caller applies its own.
+        let queued = || Waiter {
+            item: item.clone(),
+            reply: tx,
+        };
+        match join(&runner, queued) {
+            Some(_slot) => {
                 batcher.counters.solo.fetch_add(1, Ordering::Relaxed);
-                self.transition_item(&waiter.item).await
+                self.transition_item(&item).await
             }
-            Joined::Queued => reply.await.map_err(|_| {
+            None => reply.await.map_err(|_| {
                 RepositoryError::unavailable_msg(
                     "the runtime shut down before this batched transition was applied",
                 )
@@ -232,15 +236,16 @@ impl MySqlOrderRepository {
             counters.batches.fetch_add(1, Ordering::Relaxed);
             counters.transitions.fetch_add(n, Ordering::Relaxed);
         }
-        let items: Vec<Item> = waiters.iter().map(|w| w.item.clone()).collect();
+        let (items, replies): (Vec<Item>, Vec<_>) =
+            waiters.into_iter().map(|w| (w.item, w.reply)).unzip();
         let attempt = self
             .retrying("transition (batch)", || self.transitions_once(&items))
             .await;
         match attempt {
-            Ok(Attempt::Done(outcomes)) if outcomes.len() == waiters.len() => {
-                for (w, outcome) in waiters.into_iter().zip(outcomes) {
+            Ok(Attempt::Done(outcomes)) if outcomes.len() == items.len() => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // A caller that stopped waiting no longer needs the answer.
-                    let _ = w.reply.send(Ok(outcome));
+                    let _ = reply.send(Ok(outcome));
                 }
             }
             other => {
@@ -253,12 +258,12 @@ impl MySqlOrderRepository {
                 // batch of 256 whose connection was killed must not wait 256 round
                 // trips for its last item. (Should the runtime be gone, the items are
                 // dropped, and their callers get an error, never a hang.)
-                for w in waiters {
+                for (item, reply) in items.into_iter().zip(replies) {
                     let repo = self.clone();
                     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                         runtime.spawn(async move {
-                            let outcome = repo.transition_item(&w.item).await;
-                            let _ = w.reply.send(outcome);
+                            let outcome = repo.transition_item(&item).await;
+                            let _ = reply.send(outcome);
                         });
                     }
                 }

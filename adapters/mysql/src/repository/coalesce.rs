@@ -39,7 +39,7 @@ use tokio::sync::oneshot;
 
 use super::MySqlOrderRepository;
 use super::batch::{BatchAttempt, Entry, MAX_BATCH_DRAFTS};
-use super::group::{Joined, Lanes, Runner, join};
+use super::group::{Lane, Runner, join};
 
 /// How [`MySqlOrderRepository`] coalesces concurrent placements (see
 /// [`with_coalescing`](MySqlOrderRepository::with_coalescing)): a checked pair of limits.
@@ -177,10 +177,10 @@ struct Counters {
     largest_batch: AtomicU64,
 }
 
-/// The lanes of one repository (shared by its clones) and their counters.
+/// The lane of one repository (shared by its clones) and its counters.
 pub(super) struct Coalescer {
     config: CoalesceConfig,
-    lanes: Lanes<(), Waiter>,
+    lane: Lane<Waiter>,
     counters: Counters,
 }
 
@@ -196,7 +196,7 @@ impl Coalescer {
     pub(super) fn new(config: CoalesceConfig) -> Self {
         Self {
             config,
-            lanes: Lanes::new(config.max_batch, config.max_wait),
+            lane: Lane::new(config.max_batch, config.max_wait),
             counters: Counters::default(),
         }
     }
@@ -214,7 +214,7 @@ impl Coalescer {
     }
 }
 
-/// Places the batches of a [`Coalescer`]'s lanes.
+/// Places the batches of a [`Coalescer`]'s lane.
 #[derive(Clone)]
 struct PlaceRunner {
     /// A handle that never coalesces (what the batches place through).
@@ -223,11 +223,10 @@ struct PlaceRunner {
 }
 
 impl Runner for PlaceRunner {
-    type Key = ();
     type Item = Waiter;
 
-    fn lanes(&self) -> &Lanes<(), Waiter> {
-        &self.coalescer.lanes
+    fn lane(&self) -> &Lane<Waiter> {
+        &self.coalescer.lane
     }
 
     async fn run(&self, batch: Vec<Waiter>) {
@@ -245,7 +244,7 @@ fn single(
 }
 
 impl MySqlOrderRepository {
-    /// `place` of one draft with coalescing on: placed at once when its lane is idle,
+    /// `place` of one draft with coalescing on: placed at once when the lane is idle,
     /// else queued and placed with what queued alongside it.
     pub(super) async fn place_coalesced(
         &self,
@@ -258,17 +257,18 @@ impl MySqlOrderRepository {
             coalescer: coalescer.clone(),
         };
         let (tx, reply) = oneshot::channel();
-        let waiter = Waiter {
+        // The draft is copied only if it has to queue: a lone caller places its own.
+        let queued = || Waiter {
             draft: draft.clone(),
             now,
             reply: tx,
         };
-        match join(&runner, (), waiter) {
-            Joined::Lead(_slot, _waiter) => {
+        match join(&runner, queued) {
+            Some(_slot) => {
                 coalescer.counters.solo.fetch_add(1, Ordering::Relaxed);
                 self.place_direct(std::slice::from_ref(draft), now).await
             }
-            Joined::Queued => {
+            None => {
                 let outcome = reply.await.map_err(|_| {
                     RepositoryError::unavailable_msg(
                         "the runtime shut down before this coalesced draft was placed",

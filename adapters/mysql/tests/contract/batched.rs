@@ -9,19 +9,20 @@
 //! the queue go as one batch. The pool has ONE connection, so the session counters see
 //! exactly the repository's statements.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use order_core::domain::{FailureReason, Lease, LeaseToken, StatusChange};
 use order_core::ports::{OrderRepository, PlaceOutcome, TransitionOutcome};
 use order_core::{Order, OrderStatus};
-use order_mysql::{CoalesceConfig, MySqlOrderRepository};
+use order_mysql::MySqlOrderRepository;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::{Connection, Executor, MySqlConnection, MySqlPool, Row};
+use sqlx::{Connection, Executor, MySqlConnection, MySqlPool};
 use tokio::task::JoinHandle;
 
-use crate::support::{at, draft, money};
+use crate::support::{
+    at, counters, draft, money, patient, pool, until_transactions_wait_for_locks,
+};
 
 /// The session counters that count statements the server ran.
 const RAN: [&str; 4] = [
@@ -31,40 +32,17 @@ const RAN: [&str; 4] = [
     "Com_rollback",
 ];
 
+/// The statements the pool's one connection has run so far.
 async fn statements(pool: &MySqlPool) -> u64 {
-    let rows = sqlx::query("SHOW SESSION STATUS LIKE 'Com\\_%'")
-        .fetch_all(pool)
-        .await
-        .expect("status");
-    let all: BTreeMap<String, u64> = rows
-        .into_iter()
-        .map(|r| {
-            let name: String = r.try_get(0).expect("name");
-            let value: String = r.try_get(1).expect("value");
-            (name, value.parse().expect("number"))
-        })
-        .collect();
+    let all = counters(pool).await;
     RAN.iter().map(|c| all.get(*c).copied().unwrap_or(0)).sum()
 }
 
-/// Waits until a transaction on this test's database is blocked on a row lock.
-async fn until_a_transaction_waits(options: &MySqlConnectOptions) {
-    let mut probe = MySqlConnection::connect_with(options).await.expect("probe");
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.innodb_trx t \
-             JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id \
-             WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()",
-        )
-        .fetch_one(&mut probe)
-        .await
-        .expect("innodb_trx");
-        if waiting >= 1 {
-            return;
-        }
-    }
-    panic!("the first transition never waited for the row lock");
+/// The one-connection pool and the patient repository of a batching test.
+async fn one_connection(options: &MySqlConnectOptions) -> (MySqlPool, Arc<MySqlOrderRepository>) {
+    let pool = pool(options, 1).await;
+    let repo = patient(&pool);
+    (pool, repo)
 }
 
 /// Another connection holding order `id`'s row lock in an open transaction.
@@ -145,7 +123,10 @@ async fn blocked_then_batched(
     if let Some((order, change, held)) = changes.next() {
         tasks.push(spawn_change(repo, &order, change, held));
     }
-    until_a_transaction_waits(options).await;
+    // Probed from a pool of its own: the test pool's one connection is blocked.
+    let probe = crate::support::pool(options, 1).await;
+    until_transactions_wait_for_locks(&probe, 1).await;
+    probe.close().await;
     for (order, change, held) in changes {
         tasks.push(spawn_change(repo, &order, change, held));
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -201,15 +182,7 @@ async fn a_transition_batch_costs_a_constant_number_of_statements(
     _: MySqlPoolOptions,
     options: MySqlConnectOptions,
 ) {
-    let pool = MySqlPoolOptions::new()
-        .max_connections(1)
-        .connect_with(options.clone())
-        .await
-        .expect("pool");
-    let repo = Arc::new(
-        MySqlOrderRepository::new(pool.clone())
-            .with_coalescing(CoalesceConfig::new(64, Duration::from_secs(1)).expect("config")),
-    );
+    let (pool, repo) = one_connection(&options).await;
     let mut counts = Vec::new();
     for (n, round) in [(4usize, "a"), (16, "b")] {
         let orders = pending(&repo, n + 1, round).await;
@@ -271,15 +244,7 @@ async fn a_batch_with_a_fenced_completion_falls_back_and_each_gets_its_own_outco
     _: MySqlPoolOptions,
     options: MySqlConnectOptions,
 ) {
-    let pool = MySqlPoolOptions::new()
-        .max_connections(1)
-        .connect_with(options.clone())
-        .await
-        .expect("pool");
-    let repo = Arc::new(
-        MySqlOrderRepository::new(pool.clone())
-            .with_coalescing(CoalesceConfig::new(64, Duration::from_secs(1)).expect("config")),
-    );
+    let (pool, repo) = one_connection(&options).await;
     let orders = pending(&repo, 6, "f").await;
     let mut held = Vec::new();
     for (i, o) in orders.iter().enumerate() {

@@ -17,47 +17,12 @@ use order_core::ports::{OrderRepository, PlaceOutcome, RepositoryError};
 use order_core::{Order, OrderId, ProductId, UserId};
 use order_mysql::{CoalesceConfig, CoalescingStats, MySqlOrderRepository};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::{Connection, Executor, MySqlConnection, MySqlPool, Row};
+use sqlx::{Connection, Executor, MySqlConnection, MySqlPool};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::support::{at, draft, money};
-
-async fn pool(options: &MySqlConnectOptions, max: u32) -> MySqlPool {
-    MySqlPoolOptions::new()
-        .max_connections(max)
-        .connect_with(options.clone())
-        .await
-        .expect("test pool")
-}
-
-/// Waits until at least `n` transactions on this test's database are blocked on a row
-/// lock. InnoDB refreshes `information_schema.innodb_trx` at most every 100 ms.
-async fn until_transactions_wait_for_locks(pool: &MySqlPool, n: i64) {
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.innodb_trx t \
-             JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id \
-             WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("innodb_trx");
-        if waiting >= n {
-            return;
-        }
-    }
-    panic!("no transaction ever waited for the row lock");
-}
-
-/// A repository that coalesces with a long `max_wait`, so that only the end of the
-/// running placement flushes a queue (the tests decide when that is).
-fn patient(pool: &MySqlPool) -> Arc<MySqlOrderRepository> {
-    Arc::new(
-        MySqlOrderRepository::new(pool.clone())
-            .with_coalescing(CoalesceConfig::new(64, Duration::from_secs(1)).expect("config")),
-    )
-}
+use crate::support::{
+    at, counters, draft, money, patient, pool, until_transactions_wait_for_locks,
+};
 
 async fn users(repo: &MySqlOrderRepository, n: usize) -> Vec<UserId> {
     let mut users = Vec::with_capacity(n);
@@ -431,21 +396,6 @@ async fn a_batch_that_races_a_twin_on_a_key_falls_back_to_one_draft_at_a_time(
             .expect("count");
     assert_eq!(keys, 1);
     pool.close().await;
-}
-
-/// The session counters of the pool's one connection, `Com_*` only.
-async fn counters(pool: &MySqlPool) -> BTreeMap<String, u64> {
-    let rows = sqlx::query("SHOW SESSION STATUS LIKE 'Com\\_%'")
-        .fetch_all(pool)
-        .await
-        .expect("status");
-    rows.into_iter()
-        .map(|r| {
-            let name: String = r.try_get(0).expect("name");
-            let value: String = r.try_get(1).expect("value");
-            (name, value.parse().expect("number"))
-        })
-        .collect()
 }
 
 /// The statements one `place` of `drafts` runs, from the session counters of a pool of
