@@ -7,8 +7,8 @@
 //!   exact twin of the one-order statements (`CAS_START`; `CAS_PAY` and `CAS_FAIL`) with
 //!   the per-order values (status too, for completions) chosen by `CASE id`;
 //! - for Fail, one `UPDATE products … JOIN` putting back the stored lines' quantities;
-//! - for Start, one read of the started orders and one of their lines (the caller does
-//!   not hold them yet); a Start matched when its row now carries the item's own lease
+//! - for Start, one read of the started orders with their lines (the caller does not
+//!   hold them yet); a Start matched when its row now carries the item's own lease
 //!   token, else it lost (`LostRace` with the row as read) or the order does not exist;
 //! - for Pay / Fail, no read at all: the statement's WHERE clause (status and the
 //!   caller's lease token) is the whole precondition of `Order::apply`, and nothing but
@@ -21,7 +21,7 @@
 //!   locked ascending and set in one statement), appended in one insert;
 //! - `BEGIN` and `COMMIT`.
 //!
-//! A worker's Start costs `BEGIN`, the compare-and-set, two reads, two log statements and
+//! A worker's Start costs `BEGIN`, the compare-and-set, one read, two log statements and
 //! `COMMIT`, shared by every order of the batch; a Pay or Fail the same without the
 //! reads. A batch of one is the same path with one item.
 //!

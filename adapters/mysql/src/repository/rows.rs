@@ -20,7 +20,8 @@ use sqlx::{AssertSqlSafe, MySqlConnection};
 use super::sql::{
     COUNT_BY_USER, COUNT_BY_USER_STATUS, ITEMS_OF_ORDER, ITEMS_OF_ORDER_LOCKED,
     ITEMS_OF_ORDERS_HEAD, ITEMS_OF_ORDERS_TAIL, LIST_BY_USER, LIST_BY_USER_STATUS, ORDER_BY_ID,
-    ORDER_BY_KEY, ORDER_BY_KEY_LOCKED, ORDERS_BY_IDS_HEAD, pad, padded, repeat_sql,
+    ORDER_BY_KEY, ORDER_BY_KEY_LOCKED, ORDERS_WITH_ITEMS_HEAD, ORDERS_WITH_ITEMS_TAIL, pad, padded,
+    repeat_sql,
 };
 use crate::error::{Context, DbError};
 use crate::time::from_sql;
@@ -50,6 +51,16 @@ pub(super) struct ItemRow {
     pub(super) product_id: u64,
     pub(super) quantity: u32,
     unit_price: Decimal,
+}
+
+/// One row of `ORDERS_WITH_ITEMS_*`: an order and one of its lines.
+#[derive(sqlx::FromRow)]
+struct OrderLineRow {
+    #[sqlx(flatten)]
+    order: OrderRow,
+    item_product_id: Option<u64>,
+    item_quantity: Option<u32>,
+    item_unit_price: Option<Decimal>,
 }
 
 /// One `products` row.
@@ -204,9 +215,9 @@ pub(super) async fn load_order_by_key(
     row.into_order(items).map(Some)
 }
 
-/// The orders with these ids (each at most once; absent ids are left out), as one read
-/// of the rows and one of their lines. Plain reads: inside a transaction, the
-/// transaction's own changes and its snapshot.
+/// The orders with these ids (each at most once; absent ids are left out), rows and
+/// lines in one read. Plain reads: inside a transaction, the transaction's own changes
+/// and its snapshot.
 pub(super) async fn load_orders(
     conn: &mut MySqlConnection,
     ids: &[u64],
@@ -215,17 +226,42 @@ pub(super) async fn load_orders(
         return Ok(HashMap::new());
     }
     let n = padded(ids.len(), 1);
-    let sql = repeat_sql(ORDERS_BY_IDS_HEAD, "?", ", ", n, ")");
-    let mut query = sqlx::query_as::<_, OrderRow>(AssertSqlSafe(sql));
+    let sql = repeat_sql(ORDERS_WITH_ITEMS_HEAD, "?", ", ", n, ORDERS_WITH_ITEMS_TAIL);
+    let mut query = sqlx::query_as::<_, OrderLineRow>(AssertSqlSafe(sql));
     for id in pad(ids, n) {
         query = query.bind(*id);
     }
-    let rows = query.fetch_all(&mut *conn).await.ctx("reading orders")?;
-    Ok(with_items(conn, rows)
-        .await?
-        .into_iter()
-        .map(|order| (order.id().get(), order))
-        .collect())
+    let rows = query
+        .fetch_all(&mut *conn)
+        .await
+        .ctx("reading orders and their lines")?;
+    let mut orders = HashMap::with_capacity(ids.len());
+    // Rows come ordered by order: each order's lines are consecutive.
+    let mut current: Option<(OrderRow, Vec<ItemRow>)> = None;
+    for row in rows {
+        let line = match (row.item_product_id, row.item_quantity, row.item_unit_price) {
+            (Some(product_id), Some(quantity), Some(unit_price)) => Some(ItemRow {
+                order_id: row.order.id,
+                product_id,
+                quantity,
+                unit_price,
+            }),
+            _ => None,
+        };
+        match &mut current {
+            Some((order, lines)) if order.id == row.order.id => lines.extend(line),
+            _ => {
+                if let Some((order, lines)) = current.take() {
+                    orders.insert(order.id, order.into_order(lines)?);
+                }
+                current = Some((row.order, line.into_iter().collect()));
+            }
+        }
+    }
+    if let Some((order, lines)) = current {
+        orders.insert(order.id, order.into_order(lines)?);
+    }
+    Ok(orders)
 }
 
 /// `rows` as orders, their lines read in one statement.

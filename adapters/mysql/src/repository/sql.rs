@@ -38,8 +38,18 @@ pub(super) const ORDER_BY_KEY_LOCKED: &str = concat!(
     order_select!(),
     " WHERE user_id = ? AND idempotency_key = ? LOCK IN SHARE MODE"
 );
-/// `ORDERS_BY_IDS_HEAD` + `?, …` + `)`: the orders with these ids.
-pub(super) const ORDERS_BY_IDS_HEAD: &str = concat!(order_select!(), " WHERE id IN (");
+/// `ORDERS_WITH_ITEMS_HEAD` + `?, …` + `ORDERS_WITH_ITEMS_TAIL`: the orders with these
+/// ids and their lines in one read, one row per line (ordered by order, then product),
+/// the line's columns prefixed `item_` (NULL for an order without lines, which the
+/// domain refuses).
+pub(super) const ORDERS_WITH_ITEMS_HEAD: &str = concat!(
+    "SELECT o.*, i.product_id AS item_product_id, i.quantity AS item_quantity, ",
+    "i.unit_price AS item_unit_price FROM (",
+    order_select!(),
+    " WHERE id IN ("
+);
+pub(super) const ORDERS_WITH_ITEMS_TAIL: &str =
+    ")) o LEFT JOIN order_items i ON i.order_id = o.id ORDER BY o.id, i.product_id";
 /// `ITEMS_OF_ORDERS_HEAD` + `?, …` + `ITEMS_OF_ORDERS_TAIL`: the lines of these orders.
 pub(super) const ITEMS_OF_ORDERS_HEAD: &str =
     "SELECT order_id, product_id, quantity, unit_price FROM order_items WHERE order_id IN (";

@@ -233,6 +233,55 @@ async fn the_adapters_start_while_redis_is_down_and_work_once_it_is_up() {
     drop(server);
 }
 
+/// `RedisQueue::wait_connected` answers for every connection the queue reads through:
+/// `Unavailable` within its timeout while nothing listens, `Ok` once the server is up
+/// (the shared pool and the dedicated blocking connections all connected), after which
+/// a `reserve` waits for nothing but jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_wait_connected_reports_a_down_server_then_a_ready_one() {
+    let port = free_port();
+    let mut config = test_config(format!("redis://127.0.0.1:{port}"), "wait-connected");
+    config.reconnect_max_delay = Duration::from_millis(200);
+    let connection = RedisConnection::connect(config)
+        .await
+        .expect("the pool must be built while Redis is down");
+    let queue = RedisQueue::new(&connection)
+        .await
+        .expect("the queue must be built while Redis is down");
+
+    let started = Instant::now();
+    let down = queue.wait_connected(Duration::from_millis(300)).await;
+    assert!(
+        matches!(down, Err(order_redis::ConnectError::Unavailable(_))),
+        "nothing listens: wait_connected must report Unavailable, got {down:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "wait_connected must give up at its timeout, took {:?}",
+        started.elapsed()
+    );
+
+    let server = PrivateRedis::start(port);
+    queue
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .expect("every connection of the queue must be up once Redis is");
+    let looked = Instant::now();
+    let empty = queue
+        .reserve(Duration::ZERO)
+        .await
+        .expect("a reserve once connected");
+    assert!(empty.is_none(), "nothing was enqueued, got {empty:?}");
+    assert!(
+        looked.elapsed() < Duration::from_secs(1),
+        "a look at an empty queue once connected must not wait for a handshake, took {:?}",
+        looked.elapsed()
+    );
+    queue.close().await;
+    connection.close().await;
+    drop(server);
+}
+
 async fn command(client: &fred::prelude::Client, name: &'static str, args: &[&str]) {
     use fred::prelude::*;
     let cmd = fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::Random, false);
