@@ -49,6 +49,9 @@ pub enum MySqlRestockError {
 
 /// Server error numbers the adapters act on (identical on MySQL 8.0 and MariaDB 10.11).
 pub(crate) mod code {
+    /// `ER_PARSE_ERROR`: the server does not know the statement's syntax (MySQL and
+    /// `INSERT … RETURNING`).
+    pub(crate) const PARSE_ERROR: u16 = 1064;
     /// `ER_DUP_ENTRY`: a unique index refused the row.
     pub(crate) const DUPLICATE_KEY: u16 = 1062;
     /// `ER_NO_REFERENCED_ROW_2`: a foreign key names a missing parent row.

@@ -12,6 +12,7 @@ use super::service::OrderService;
 use super::stats::ServiceStats;
 use crate::domain::{IdempotencyKey, Money, Order, OrderDraft, ProductId, Quantity, UserId};
 use crate::ports::{Job, LockError, LockToken, OrderEvent, PlaceOutcome};
+use crate::runtime::join;
 
 /// The most lines one create request may send (counted before merging duplicates): the
 /// domain's [`OrderDraft::MAX_LINES`].
@@ -324,22 +325,25 @@ impl OrderService {
         }
     }
 
-    /// Enqueue and announce a freshly committed order. Neither may fail the request: the
-    /// order exists. A failed enqueue is counted; the reconciler claims the order once it
-    /// is `stale_after` old and enqueues it again.
+    /// Enqueue and announce a freshly committed order, side by side (two independent
+    /// round trips: the request waits for the slower, not for both in turn). Neither may
+    /// fail the request: the order exists. A failed enqueue is counted; the reconciler
+    /// claims the order once it is `stale_after` old and enqueues it again.
     async fn after_commit(&self, order: &Order, created: OrderEvent) {
         crate::fail_point!("after_commit_before_enqueue", self.ports.clock);
-        if let Err(e) = self
-            .ports
-            .queue
-            .enqueue(Job::ProcessOrder(order.id()))
-            .await
-        {
-            ServiceStats::bump(&self.stats.enqueue_failures);
-            warn!(order = %order.id(), error = %ErrorChain(&e),
-                "order committed but its job was not enqueued; the reconciler will hand it out");
-        }
-        self.publish(created).await;
+        let enqueue = async {
+            if let Err(e) = self
+                .ports
+                .queue
+                .enqueue(Job::ProcessOrder(order.id()))
+                .await
+            {
+                ServiceStats::bump(&self.stats.enqueue_failures);
+                warn!(order = %order.id(), error = %ErrorChain(&e),
+                    "order committed but its job was not enqueued; the reconciler will hand it out");
+            }
+        };
+        join(enqueue, self.publish(created)).await;
     }
 
     /// Takes every lock of `draft` in [`LockTarget`] order, stopping at the first one that

@@ -1,5 +1,5 @@
-//! Executor-free future combinators: racing two futures and bounding one by a timeout on
-//! the injected clock. They exist so the core needs no async runtime crate. They are the
+//! Executor-free future combinators: racing two futures, joining two, and bounding one by
+//! a timeout on the injected clock. They exist so the core needs no async runtime crate. They are the
 //! service's own plumbing, not part of the API: an embedder has its runtime's versions.
 
 use std::future::{Future, poll_fn};
@@ -35,6 +35,36 @@ pub(crate) async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, 
     .await
 }
 
+/// Polls both futures until both complete and returns both outputs: the two run side by
+/// side on the caller's task (neither waits for the other to start).
+pub(crate) async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    let mut a_out = None;
+    let mut b_out = None;
+    poll_fn(|cx| {
+        if a_out.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            a_out = Some(v);
+        }
+        if b_out.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            b_out = Some(v);
+        }
+        match (a_out.take(), b_out.take()) {
+            (Some(a), Some(b)) => Poll::Ready((a, b)),
+            (a, b) => {
+                a_out = a;
+                b_out = b;
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
 /// Runs `f` for at most `limit` on `clock`; `None` when the time ran out first.
 pub(crate) async fn with_timeout<F: Future>(
     clock: &dyn Clock,
@@ -44,5 +74,23 @@ pub(crate) async fn with_timeout<F: Future>(
     match race(f, clock.sleep(limit)).await {
         Either::Left(v) => Some(v),
         Either::Right(()) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join;
+
+    /// `a` can finish only after `b` has run: awaiting them one after the other would
+    /// never end, so both outputs coming back shows they ran side by side.
+    #[tokio::test]
+    async fn join_runs_both_side_by_side_and_returns_both_outputs() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let a = async { rx.await.unwrap_or(0) };
+        let b = async {
+            let _ = tx.send(7);
+            "b"
+        };
+        assert_eq!(join(a, b).await, (7, "b"));
     }
 }

@@ -5,29 +5,32 @@
 //! The statements, in order (each one multi-row; `…` is one row or placeholder per draft,
 //! product or user):
 //!
-//! 1. before the transaction, one plain read of the orders already holding any of the
-//!    drafts' (user, key) pairs (each one found is then loaded with its lines: replays
-//!    are rare);
+//! 1. only on a second attempt (see *Replays* below): before the transaction, one plain
+//!    read of the orders already holding any of the drafts' (user, key) pairs (each one
+//!    found is then loaded with its lines);
 //! 2. `BEGIN`;
 //! 3. `SELECT … FROM products WHERE id IN (…) ORDER BY id FOR UPDATE` — prices and stock
 //!    read under the row locks, ascending;
 //! 4. `SELECT id, event_seq FROM users WHERE id IN (…) ORDER BY id FOR UPDATE` — unknown
 //!    users are absent, the others' counters are held until commit;
-//! 5. the decision, in memory ([`allocate`]); if some draft is short, one locking read
-//!    of the short drafts' keys, so that a concurrent twin that took the stock and
-//!    committed while this batch waited for the rows is a replay, not a shortage (as on
-//!    the general path);
-//! 6. `INSERT INTO orders … SELECT … FROM (SELECT ?, … UNION ALL …)`, then one read of the
-//!    new ids by (user, key) — a multi-row insert's ids are consecutive on MariaDB, but
-//!    need not be on MySQL 8 with `innodb_autoinc_lock_mode = 2`;
+//! 5. the decision, in memory ([`allocate`]); if some draft is refused (short, an
+//!    unknown product, a total too large), one locking read of the refused drafts' keys,
+//!    so that a key some order already holds — a replay, or a concurrent twin that took
+//!    the stock and committed while this batch waited for the rows — is answered as the
+//!    general path answers it (replay or key reused), not as a refusal;
+//! 6. `INSERT INTO orders … SELECT … FROM (SELECT ?, … UNION ALL …) RETURNING id,
+//!    user_id, idempotency_key` on MariaDB; on MySQL, which has no `RETURNING`, the plain
+//!    insert and then one read of the new ids by (user, key) (a multi-row insert's ids
+//!    need not be consecutive with `innodb_autoinc_lock_mode = 2`, so they are never
+//!    guessed);
 //! 7. `INSERT INTO order_items … SELECT …` likewise;
 //! 8. `UPDATE products SET stock = stock - CASE id … END WHERE id IN (…)`;
 //! 9. `UPDATE users SET event_seq = CASE id … END WHERE id IN (…)`;
 //! 10. `INSERT INTO order_events … SELECT …` likewise;
 //! 11. `COMMIT` (or `ROLLBACK` when nothing is to be placed).
 //!
-//! Eleven statements for a batch of fresh drafts (twelve with a shortage), where placing
-//! the drafts one by one costs eight each. Lock order is the one every other writer of
+//! Nine statements for a batch of fresh drafts on MariaDB (ten on MySQL, one more with a
+//! refusal), where placing the drafts one by one costs eight each. Lock order is the one every other writer of
 //! the adapter follows: product rows (ascending), then user rows. Every statement is
 //! written for a row count rounded up to a power of 4 ([`padded`]: lists repeat their
 //! last item, inserts select from a derived table whose padding rows are NULL and
@@ -35,15 +38,25 @@
 //! per-connection statement cache never has to evict one in the middle of a batch.
 //!
 //! Everything is decided before the first write, so a batch either writes what it decided
-//! or nothing: a duplicate key on the orders insert (a concurrent twin committed a key
-//! after the pre-check) comes back as [`BatchAttempt::Raced`] with the transaction rolled
-//! back, and the caller places the drafts another way.
+//! or nothing: a duplicate key on the orders insert comes back as [`BatchAttempt::Raced`]
+//! with the transaction rolled back.
+//!
+//! **Replays.** Fresh keys are the common case, so the first attempt reads no key before
+//! the transaction ([`Precheck::Skip`]): the orders' unique (user, key) index is the
+//! check. A draft whose key an order already holds and that would be placed hits that
+//! index; the batch is then rolled back and attempted once more with the pre-read
+//! ([`place_batch`](MySqlOrderRepository::place_batch)), which answers it as a replay
+//! or a reused key. Only a key committed by a concurrent twin after that pre-read
+//! makes the second attempt `Raced` too; the caller then places the drafts another way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use order_core::domain::OrderDraft;
-use order_core::ports::{OrderEvent, PlaceOutcome};
+use order_core::ports::{OrderEvent, PlaceOutcome, RepositoryError};
 use order_core::{IdempotencyKey, Money, Order, ProductId, Timestamp, UserId};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sqlx::mysql::MySqlRow;
 use sqlx::{AssertSqlSafe, Connection, MySqlConnection, Row};
 
 use super::MySqlOrderRepository;
@@ -53,10 +66,10 @@ use super::place::lock_product_rows;
 use super::rows::{Read, load_order, load_order_by_key, order_id};
 use super::sql::{
     CASE_END_IN, CASE_WHEN, INSERT_EVENTS_HEAD, INSERT_EVENTS_ROW, INSERT_EVENTS_TAIL,
-    INSERT_LINES_HEAD, INSERT_LINES_ROW, INSERT_LINES_TAIL, INSERT_ORDERS_HEAD, INSERT_ORDERS_ROW,
-    INSERT_ORDERS_TAIL, KEYS_HEAD, KEYS_OR, KEYS_PAIR, KEYS_TAIL, KEYS_TAIL_LOCKED,
-    LOCK_USERS_HEAD, LOCK_USERS_TAIL, SET_SEQS_HEAD, TAKE_STOCK_HEAD, UNION_ALL, pad, padded,
-    repeat_sql,
+    INSERT_LINES_HEAD, INSERT_LINES_ROW, INSERT_LINES_TAIL, INSERT_ORDERS_HEAD,
+    INSERT_ORDERS_RETURNING, INSERT_ORDERS_ROW, INSERT_ORDERS_TAIL, KEYS_HEAD, KEYS_OR, KEYS_PAIR,
+    KEYS_TAIL, KEYS_TAIL_LOCKED, LOCK_USERS_HEAD, LOCK_USERS_TAIL, SET_SEQS_HEAD, TAKE_STOCK_HEAD,
+    UNION_ALL, pad, padded, repeat_sql,
 };
 use crate::error::{Context, DbError, code};
 use crate::time::to_sql;
@@ -79,10 +92,19 @@ pub(super) struct Entry<'a> {
 pub(super) enum BatchAttempt {
     /// Every draft's outcome, in order; written (or, with nothing to place, not).
     Done(Vec<PlaceOutcome>),
-    /// A concurrent twin committed one of the keys after the pre-check: the orders
-    /// insert hit the unique index, and the transaction was rolled back. Nothing was
-    /// written.
+    /// The orders insert hit the unique (user, key) index — a key held before the
+    /// batch when the attempt skipped the pre-read, or one a concurrent twin committed
+    /// after it — and the transaction was rolled back. Nothing was written.
     Raced,
+}
+
+/// Whether an attempt reads the drafts' keys before its transaction (step 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Precheck {
+    /// No pre-read: the unique index catches a held key (the first attempt).
+    Skip,
+    /// The pre-read: held keys are answered as replays or reused keys.
+    Read,
 }
 
 /// What the transaction decided to do at its end.
@@ -93,12 +115,33 @@ enum Finish {
 }
 
 impl MySqlOrderRepository {
+    /// Places `entries` through the multi-row path: first without the key pre-read,
+    /// then — only if that attempt hit a held key — once more with it (see *Replays* in
+    /// the module docs). Lock conflicts retry each attempt (`retrying`).
+    pub(super) async fn place_batch(
+        &self,
+        op: &'static str,
+        entries: &[Entry<'_>],
+    ) -> Result<BatchAttempt, RepositoryError> {
+        match self
+            .retrying(op, || self.place_batch_once(entries, Precheck::Skip))
+            .await?
+        {
+            BatchAttempt::Raced => {
+                self.retrying(op, || self.place_batch_once(entries, Precheck::Read))
+                    .await
+            }
+            done => Ok(done),
+        }
+    }
+
     /// One attempt at placing `entries` (at most [`MAX_BATCH_DRAFTS`]) through the
     /// multi-row path described above; the transaction is rolled back explicitly on any
     /// error, so that a retry starts clean.
     pub(super) async fn place_batch_once(
         &self,
         entries: &[Entry<'_>],
+        precheck: Precheck,
     ) -> Result<BatchAttempt, DbError> {
         if entries.len() > MAX_BATCH_DRAFTS {
             return Err(DbError::data(format!(
@@ -107,9 +150,12 @@ impl MySqlOrderRepository {
             )));
         }
         let mut conn = self.acquire().await?;
-        let existing = existing_orders(&mut conn, entries).await?;
+        let existing = match precheck {
+            Precheck::Skip => HashMap::new(),
+            Precheck::Read => existing_orders(&mut conn, entries).await?,
+        };
         let mut tx = conn.begin().await.ctx("starting a transaction")?;
-        match batch_in_transaction(&mut tx, entries, &existing).await {
+        match batch_in_transaction(&mut tx, entries, &existing, &self.returning).await {
             Ok(Finish::Commit(outcomes)) => {
                 tx.commit().await.ctx("committing a batch of orders")?;
                 Ok(BatchAttempt::Done(outcomes))
@@ -169,6 +215,11 @@ async fn order_ids_by_key(
         .fetch_all(&mut *conn)
         .await
         .ctx("reading orders by idempotency key")?;
+    ids_by_key(rows)
+}
+
+/// `(user, key) → id` from rows of `id, user_id, idempotency_key`.
+fn ids_by_key(rows: Vec<MySqlRow>) -> Result<HashMap<(u64, String), u64>, DbError> {
     let mut ids = HashMap::with_capacity(rows.len());
     for row in rows {
         let id: u64 = row.try_get("id").ctx("reading an order id")?;
@@ -179,6 +230,97 @@ async fn order_ids_by_key(
         ids.insert((user, key), id);
     }
     Ok(ids)
+}
+
+/// Whether the orders insert may end in `RETURNING` (MariaDB 10.5+): on until the server
+/// refuses the syntax once (MySQL), then off for good; shared by a repository's clones.
+#[derive(Debug)]
+pub(super) struct Returning(AtomicBool);
+
+impl Default for Returning {
+    fn default() -> Self {
+        Self(AtomicBool::new(true))
+    }
+}
+
+impl Returning {
+    /// Never tried: the ids are always read back.
+    pub(super) fn off() -> Self {
+        Self(AtomicBool::new(false))
+    }
+}
+
+/// What the orders insert of a batch came to.
+enum Inserted {
+    /// Written, with the new ids by (user, key) (`RETURNING`).
+    Ids(HashMap<(u64, String), u64>),
+    /// Written; the ids are to be read back.
+    Written,
+    /// Nothing written: a key is held (the unique index refused a row).
+    HeldKey,
+}
+
+/// The orders of `rows` (draft, total, instant) in one statement — ending in
+/// `RETURNING` while the server takes it. A syntax error leaves the transaction as it
+/// was (only the statement failed, at prepare), so the plain insert follows at once.
+async fn insert_orders(
+    conn: &mut MySqlConnection,
+    rows: &[(&OrderDraft, Money, String)],
+    returning: &Returning,
+) -> Result<Inserted, DbError> {
+    let written = padded(rows.len(), 5);
+    let sql = || {
+        repeat_sql(
+            INSERT_ORDERS_HEAD,
+            INSERT_ORDERS_ROW,
+            UNION_ALL,
+            written,
+            INSERT_ORDERS_TAIL,
+        )
+    };
+    let bind = |sql: String| {
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (draft, total, at) in rows {
+            query = query
+                .bind(draft.user().get())
+                .bind(total.as_decimal())
+                .bind(draft.idempotency_key().as_str())
+                .bind(draft.fingerprint().raw())
+                .bind(at.as_str());
+        }
+        for _ in rows.len()..written {
+            query = query
+                .bind(None::<u64>)
+                .bind(None::<rust_decimal::Decimal>)
+                .bind(None::<&str>)
+                .bind(None::<u64>)
+                .bind(None::<&str>);
+        }
+        query
+    };
+    let failed = |e: sqlx::Error| match crate::error::server_code(&e) {
+        Some(code::DUPLICATE_KEY) => Ok(Inserted::HeldKey),
+        _ => Err(DbError::Sql {
+            context: "inserting a batch of orders",
+            source: e,
+        }),
+    };
+    if returning.0.load(Ordering::Relaxed) {
+        let mut text = sql();
+        text.push_str(INSERT_ORDERS_RETURNING);
+        match bind(text).fetch_all(&mut *conn).await {
+            Ok(rows) => return Ok(Inserted::Ids(ids_by_key(rows)?)),
+            Err(e) if crate::error::server_code(&e) == Some(code::PARSE_ERROR) => {
+                tracing::info!("the server has no INSERT … RETURNING: reading new order ids back");
+                returning.0.store(false, Ordering::Relaxed);
+            }
+            Err(e) => return failed(e),
+        }
+    }
+    match bind(sql()).execute(&mut *conn).await {
+        Ok(_) => Ok(Inserted::Written),
+        Err(e) => failed(e),
+    }
 }
 
 /// The pre-check, outside the transaction: the orders that already hold a draft's key,
@@ -235,6 +377,7 @@ async fn batch_in_transaction(
     conn: &mut MySqlConnection,
     entries: &[Entry<'_>],
     existing: &HashMap<(UserId, IdempotencyKey), Order>,
+    returning: &Returning,
 ) -> Result<Finish, DbError> {
     let drafts: Vec<&OrderDraft> = entries.iter().map(|e| e.draft).collect();
     // Drafts answered by the pre-check need no rows.
@@ -256,25 +399,30 @@ async fn batch_in_transaction(
     let mut outcomes: Vec<Option<PlaceOutcome>> = vec![None; entries.len()];
     let mut placing: Vec<(usize, Vec<Money>, u64)> = Vec::new();
     let mut repeats: Vec<(usize, usize)> = Vec::new();
-    let mut short: Vec<usize> = Vec::new();
+    let mut refused: Vec<usize> = Vec::new();
     for (i, verdict) in verdicts.into_iter().enumerate() {
         match verdict {
             Verdict::Place { prices, seq } => placing.push((i, prices, seq)),
             Verdict::Repeat { first, .. } => repeats.push((i, first)),
             Verdict::Done(outcome) => {
-                if matches!(outcome, PlaceOutcome::InsufficientStock { .. }) {
-                    short.push(i);
+                if matches!(
+                    outcome,
+                    PlaceOutcome::InsufficientStock { .. }
+                        | PlaceOutcome::UnknownProduct(_)
+                        | PlaceOutcome::TotalTooLarge
+                ) {
+                    refused.push(i);
                 }
                 outcomes[i] = Some(outcome);
             }
         }
     }
-    answer_twins_of_short_drafts(conn, &drafts, &short, &mut outcomes).await?;
+    answer_held_keys_of_refused_drafts(conn, &drafts, &refused, &mut outcomes).await?;
     if placing.is_empty() {
         return finish(outcomes).map(Finish::Rollback);
     }
 
-    // The orders, then their ids read back by (user, key).
+    // The orders, with their ids (returned by the insert, or read back by (user, key)).
     let mut rows = Vec::with_capacity(placing.len());
     for (i, prices, _) in &placing {
         let draft = drafts[*i];
@@ -287,42 +435,12 @@ async fn batch_in_transaction(
         })?;
         rows.push((draft, total, to_sql(entries[*i].now)));
     }
-    let written = padded(rows.len(), 5);
-    let sql = repeat_sql(
-        INSERT_ORDERS_HEAD,
-        INSERT_ORDERS_ROW,
-        UNION_ALL,
-        written,
-        INSERT_ORDERS_TAIL,
-    );
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for (draft, total, at) in &rows {
-        query = query
-            .bind(draft.user().get())
-            .bind(total.as_decimal())
-            .bind(draft.idempotency_key().as_str())
-            .bind(draft.fingerprint().raw())
-            .bind(at.as_str());
-    }
-    for _ in rows.len()..written {
-        query = query
-            .bind(None::<u64>)
-            .bind(None::<rust_decimal::Decimal>)
-            .bind(None::<&str>)
-            .bind(None::<u64>)
-            .bind(None::<&str>);
-    }
-    if let Err(e) = query.execute(&mut *conn).await {
-        return match crate::error::server_code(&e) {
-            Some(code::DUPLICATE_KEY) => Ok(Finish::Raced),
-            _ => Err(DbError::Sql {
-                context: "inserting a batch of orders",
-                source: e,
-            }),
-        };
-    }
     let keys = distinct_keys(placing.iter().map(|(i, _, _)| drafts[*i]));
-    let ids = order_ids_by_key(conn, &keys, Read::Plain).await?;
+    let ids = match insert_orders(conn, &rows, returning).await? {
+        Inserted::Ids(ids) => ids,
+        Inserted::Written => order_ids_by_key(conn, &keys, Read::Plain).await?,
+        Inserted::HeldKey => return Ok(Finish::Raced),
+    };
 
     let mut placed: BTreeMap<usize, Order> = BTreeMap::new();
     let mut logged: Vec<OrderEvent> = Vec::with_capacity(placing.len());
@@ -376,25 +494,27 @@ async fn batch_in_transaction(
     finish(outcomes).map(Finish::Commit)
 }
 
-/// A short draft whose key a concurrent twin holds by now — the twin took the stock and
-/// committed while this batch waited for the rows — replays the twin's order instead of
-/// reporting a shortage, as the general path does. One locking read for all of them (it
-/// sees the latest committed rows, not a snapshot); each one found is loaded (rare).
-async fn answer_twins_of_short_drafts(
+/// A refused draft (short, an unknown product, a total too large) whose key an order
+/// holds by now — an earlier request's (the first attempt reads no key beforehand), or a
+/// concurrent twin that took the stock and committed while this batch waited for the
+/// rows — is answered as the general path answers it: a replay of that order, or a
+/// reused key. One locking read for all of them (it sees the latest committed rows, not
+/// a snapshot); each one found is loaded (rare).
+async fn answer_held_keys_of_refused_drafts(
     conn: &mut MySqlConnection,
     drafts: &[&OrderDraft],
-    short: &[usize],
+    refused: &[usize],
     outcomes: &mut [Option<PlaceOutcome>],
 ) -> Result<(), DbError> {
-    if short.is_empty() {
+    if refused.is_empty() {
         return Ok(());
     }
-    let keys = distinct_keys(short.iter().map(|i| drafts[*i]));
+    let keys = distinct_keys(refused.iter().map(|i| drafts[*i]));
     let held = order_ids_by_key(conn, &keys, Read::Shared).await?;
     if held.is_empty() {
         return Ok(());
     }
-    for &i in short {
+    for &i in refused {
         let draft = drafts[i];
         if !held.contains_key(&(
             draft.user().get(),

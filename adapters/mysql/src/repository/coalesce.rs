@@ -308,10 +308,7 @@ impl MySqlOrderRepository {
                     now: w.now,
                 })
                 .collect();
-            self.retrying("place (coalesced batch)", || {
-                self.place_batch_once(&entries)
-            })
-            .await
+            self.place_batch("place (coalesced batch)", &entries).await
         };
         match attempt {
             Ok(BatchAttempt::Done(outcomes)) if outcomes.len() == batch.len() => {

@@ -79,6 +79,7 @@ macro_rules! __repository_checks {
             keys_are_scoped_per_user_and_case_sensitive,
             batch_allots_stock_in_arrival_order,
             batch_outcomes_are_independent,
+            a_held_key_answers_before_stock_and_products,
             a_total_above_the_maximum_refuses_only_that_draft,
             start_moves_pending_to_processing_with_a_lease,
             take_over_only_after_the_lease_expired,

@@ -289,6 +289,54 @@ pub async fn a_total_above_the_maximum_refuses_only_that_draft(f: &dyn Repositor
     );
 }
 
+/// A key an order already holds decides a later draft with that key before anything
+/// else, in a batch as alone: the same lines replay the order even when its product has
+/// run out since, and other lines — even naming a product that does not exist, or more
+/// than is in stock — are refused as a reused key, not as a shortage or an unknown
+/// product. Nothing is written for any of them.
+pub async fn a_held_key_answers_before_stock_and_products(f: &dyn RepositoryFixture) {
+    let u = f.add_user().await;
+    let scarce = f.add_product(price("2.00"), 1).await;
+    let ghost = missing_product(scarce);
+    let old = placed(f, draft(u, "old", &[(scarce, 1)]), at(0)).await;
+    let drafts = [
+        draft(u, "fresh", &[(scarce, 1)]),
+        draft(u, "old", &[(scarce, 1)]),
+        draft(u, "old", &[(ghost, 1)]),
+        draft(u, "old", &[(scarce, 5)]),
+    ];
+    for (i, d) in drafts.iter().enumerate().skip(1) {
+        let alone = place(f, std::slice::from_ref(d), at(1)).await;
+        let expected = if i == 1 {
+            PlaceOutcome::Replayed(old.clone())
+        } else {
+            PlaceOutcome::KeyReused { existing: old.id() }
+        };
+        assert_eq!(alone, vec![expected], "draft {i} alone");
+    }
+    let out = place(f, &drafts, at(1)).await;
+    assert_eq!(
+        out,
+        vec![
+            PlaceOutcome::InsufficientStock {
+                product: scarce,
+                requested: 1,
+                available: 0
+            },
+            PlaceOutcome::Replayed(old.clone()),
+            PlaceOutcome::KeyReused { existing: old.id() },
+            PlaceOutcome::KeyReused { existing: old.id() },
+        ],
+        "in one batch"
+    );
+    assert_stock(f, scarce, 0, "only the old order holds the unit").await;
+    assert_eq!(
+        list(f, u, None, 1, 50).await.1,
+        1,
+        "u owns the old order only"
+    );
+}
+
 /// One batch mixing every outcome: each draft gets its own, in order, and the failures
 /// write nothing while the others are placed. A second draft with a key claimed earlier
 /// in the same batch replays it (same lines) or is refused (other lines), exactly as if
