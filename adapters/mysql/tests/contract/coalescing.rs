@@ -1,8 +1,8 @@
 //! Order coalescing and the multi-row batch path against a real server: many concurrent
 //! one-draft placements on a hot product (no oversell, keys honoured once, gap-free event
-//! logs, batches actually formed), one draft's failure inside a batch, the fallback after
-//! a duplicate-key race, the constant statement count of a batch, and queued drafts
-//! outliving the repository handle.
+//! logs, batches actually formed), one draft's failure inside a batch, the second attempt
+//! after a duplicate-key race and the fallback after two, the constant statement count of
+//! a batch, and queued drafts outliving the repository handle.
 //!
 //! Batches are formed deterministically where the test needs one: another connection
 //! holds the product's row lock, so the first placement (which goes alone, at once)
@@ -396,6 +396,139 @@ async fn a_batch_that_races_a_twin_on_a_key_is_attempted_again_with_the_key_pre_
             .await
             .expect("count");
     assert_eq!(keys, 1);
+    pool.close().await;
+}
+
+/// An order for `user` holding `key`, with one line of `product`, written by `conn` in
+/// its open transaction (another client's twin request): its id.
+async fn twin_order(
+    conn: &mut MySqlConnection,
+    user: UserId,
+    key: &str,
+    product: ProductId,
+) -> u64 {
+    let twin_draft = draft(user, key, &[(product, 1)]);
+    let id = sqlx::query(
+        "INSERT INTO orders (user_id, status, total_amount, idempotency_key, \
+         request_fingerprint, attempts, created_at, updated_at) \
+         VALUES (?, 'PENDING', 1.00, ?, ?, 0, NOW(3), NOW(3))",
+    )
+    .bind(user.get())
+    .bind(key)
+    .bind(twin_draft.fingerprint().raw())
+    .execute(&mut *conn)
+    .await
+    .expect("twin order")
+    .last_insert_id();
+    sqlx::query(
+        "INSERT INTO order_items (order_id, product_id, quantity, unit_price) \
+         VALUES (?, ?, 1, 1.00)",
+    )
+    .bind(id)
+    .bind(product.get())
+    .execute(&mut *conn)
+    .await
+    .expect("twin line");
+    id
+}
+
+/// Twins race a batch on BOTH of its attempts: the first attempt (no key read) hits the
+/// key one twin committed while it waited for a user's row; the second attempt reads
+/// that key beforehand, but while it waits for the product's row another twin commits a
+/// second key, so its insert hits the unique index too. The batch then falls back to
+/// the one-by-one path: each raced draft is answered by its twin's order (a key reused
+/// with other lines), the other draft is placed, nothing is written twice, and the
+/// raced drafts take no stock.
+#[sqlx::test(migrator = "order_mysql::MIGRATOR")]
+async fn a_batch_raced_on_both_attempts_falls_back_to_one_draft_at_a_time(
+    _: MySqlPoolOptions,
+    options: MySqlConnectOptions,
+) {
+    let pool = pool(&options, 8).await;
+    let repo = patient(&pool);
+    let u = users(&repo, 4).await;
+    let p = repo.add_product("P", money("3.00"), 10).await.expect("p");
+    let q = repo.add_product("Q", money("1.00"), 10).await.expect("q");
+
+    // Y holds u[1]'s row: the batch's first attempt will wait for it, holding P.
+    let mut y = MySqlConnection::connect_with(&options).await.expect("y");
+    y.execute("BEGIN").await.expect("begin");
+    sqlx::query("SELECT id FROM users WHERE id = ? FOR UPDATE")
+        .bind(u[1].get())
+        .fetch_one(&mut y)
+        .await
+        .expect("lock the user");
+    // X holds P's row, so that the next drafts queue behind the first.
+    let mut x = hold_row(&options, p).await;
+    let first = spawn_place(&repo, draft(u[0], "first", &[(p, 1)]), 0);
+    until_transactions_wait_for_locks(&pool, 1).await;
+    let queued = queue_up(
+        &repo,
+        vec![
+            draft(u[1], "raced-1", &[(p, 2)]),
+            draft(u[2], "raced-2", &[(p, 1)]),
+            draft(u[3], "other", &[(p, 3)]),
+        ],
+    )
+    .await;
+    x.execute("COMMIT").await.expect("release P");
+    assert!(matches!(outcome(first).await, PlaceOutcome::Placed(..)));
+    // The first attempt holds P and waits for u[1]. W asks for P now: it queues behind
+    // the first attempt and is granted P the moment that attempt rolls back — before
+    // the second attempt, which asks for P only after its key read, can.
+    until_transactions_wait_for_locks(&pool, 1).await;
+    let mut w = MySqlConnection::connect_with(&options).await.expect("w");
+    w.execute("BEGIN").await.expect("begin");
+    let w_locks = tokio::spawn(async move {
+        sqlx::query("SELECT stock FROM products WHERE id = ? FOR UPDATE")
+            .bind(p.get())
+            .fetch_one(&mut w)
+            .await
+            .expect("W locks P");
+        w
+    });
+    until_transactions_wait_for_locks(&pool, 2).await;
+    // Twin 1 commits: the first attempt gets u[1], hits "raced-1" and rolls back.
+    let twin_1 = twin_order(&mut y, u[1], "raced-1", q).await;
+    y.execute("COMMIT").await.expect("commit twin 1");
+    let mut w = w_locks.await.expect("W holds P");
+    // The second attempt read both keys before twin 2 exists, and now waits for P.
+    until_transactions_wait_for_locks(&pool, 1).await;
+    let twin_2 = twin_order(&mut w, u[2], "raced-2", q).await;
+    w.execute("COMMIT").await.expect("commit twin 2");
+
+    let mut queued = queued.into_iter();
+    for (key, twin) in [("raced-1", twin_1), ("raced-2", twin_2)] {
+        assert_eq!(
+            outcome(queued.next().expect("task")).await,
+            PlaceOutcome::KeyReused {
+                existing: OrderId::new(twin).expect("id")
+            },
+            "{key} is answered by its twin"
+        );
+    }
+    let PlaceOutcome::Placed(other, _) = outcome(queued.next().expect("task")).await else {
+        panic!("the other draft of the batch is placed")
+    };
+    assert_eq!(other.total(), money("9.00"));
+    let stats = repo.coalescing_stats();
+    assert_eq!(
+        (stats.batches, stats.fallbacks),
+        (1, 1),
+        "one batch, raced twice, placed one by one: {stats:?}"
+    );
+    assert_eq!(
+        repo.stock(p).await.expect("p"),
+        Some(10 - 1 - 3),
+        "the raced drafts took nothing"
+    );
+    let held: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM orders WHERE idempotency_key IN ('raced-1', 'raced-2')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(held, 2, "each raced key is held once, by its twin");
     pool.close().await;
 }
 
