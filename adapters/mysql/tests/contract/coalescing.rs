@@ -326,49 +326,20 @@ async fn a_batch_that_races_a_twin_on_a_key_is_attempted_again_with_the_key_pre_
     let p = repo.add_product("P", money("3.00"), 10).await.expect("p");
     let q = repo.add_product("Q", money("1.00"), 10).await.expect("q");
 
-    // Y holds u[1]'s row: the batch will wait for it.
-    let mut y = MySqlConnection::connect_with(&options).await.expect("y");
-    y.execute("BEGIN").await.expect("begin");
-    sqlx::query("SELECT id FROM users WHERE id = ? FOR UPDATE")
-        .bind(u[1].get())
-        .fetch_one(&mut y)
-        .await
-        .expect("lock the user");
-    // X holds P's row, so that the next drafts queue behind the first.
-    let mut x = hold_row(&options, p).await;
-    let first = spawn_place(&repo, draft(u[0], "first", &[(p, 1)]), 0);
-    until_transactions_wait_for_locks(&pool, 1).await;
-    let queued = queue_up(
+    let (mut y, queued) = batch_waiting_for_a_user(
         &repo,
+        &pool,
+        &options,
+        (u[0], u[1], p),
         vec![
             draft(u[1], "raced", &[(p, 2)]),
             draft(u[2], "other", &[(p, 3)]),
         ],
     )
     .await;
-    x.execute("COMMIT").await.expect("release P");
-    assert!(matches!(outcome(first).await, PlaceOutcome::Placed(..)));
-    // The batch now holds P and waits for u[1]: the twin commits the key meanwhile
-    // (with other lines, on Q, which the batch does not hold).
-    until_transactions_wait_for_locks(&pool, 1).await;
-    let twin_draft = draft(u[1], "raced", &[(q, 1)]);
-    let twin: u64 = sqlx::query(
-        "INSERT INTO orders (user_id, status, total_amount, idempotency_key, \
-         request_fingerprint, attempts, created_at, updated_at) \
-         VALUES (?, 'PENDING', 1.00, 'raced', ?, 0, NOW(3), NOW(3))",
-    )
-    .bind(u[1].get())
-    .bind(twin_draft.fingerprint().raw())
-    .execute(&mut y)
-    .await
-    .expect("twin order")
-    .last_insert_id();
-    sqlx::query("INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES (?, ?, 1, 1.00)")
-        .bind(twin)
-        .bind(q.get())
-        .execute(&mut y)
-        .await
-        .expect("twin line");
+    // The twin commits the key meanwhile (with other lines, on Q, which the batch does
+    // not hold).
+    let twin = twin_order(&mut y, u[1], "raced", q).await;
     y.execute("COMMIT").await.expect("commit the twin");
 
     let mut queued = queued.into_iter();
@@ -397,6 +368,34 @@ async fn a_batch_that_races_a_twin_on_a_key_is_attempted_again_with_the_key_pre_
             .expect("count");
     assert_eq!(keys, 1);
     pool.close().await;
+}
+
+/// A batch that holds `product`'s row and waits for `user`'s: Y (returned) holds the
+/// user's row; X holds the product's while a first draft (for `first`) goes alone and
+/// blocks on it, and `drafts` queue behind that one; X lets go, the first is placed, and
+/// the queue goes as one batch — which locks the product, then waits for Y.
+async fn batch_waiting_for_a_user(
+    repo: &Arc<MySqlOrderRepository>,
+    pool: &MySqlPool,
+    options: &MySqlConnectOptions,
+    (first, user, product): (UserId, UserId, ProductId),
+    drafts: Vec<order_core::domain::OrderDraft>,
+) -> (MySqlConnection, Vec<Placing>) {
+    let mut y = MySqlConnection::connect_with(options).await.expect("y");
+    y.execute("BEGIN").await.expect("begin");
+    sqlx::query("SELECT id FROM users WHERE id = ? FOR UPDATE")
+        .bind(user.get())
+        .fetch_one(&mut y)
+        .await
+        .expect("lock the user");
+    let mut x = hold_row(options, product).await;
+    let placing = spawn_place(repo, draft(first, "first", &[(product, 1)]), 0);
+    until_transactions_wait_for_locks(pool, 1).await;
+    let queued = queue_up(repo, drafts).await;
+    x.execute("COMMIT").await.expect("release the product");
+    assert!(matches!(outcome(placing).await, PlaceOutcome::Placed(..)));
+    until_transactions_wait_for_locks(pool, 1).await;
+    (y, queued)
 }
 
 /// An order for `user` holding `key`, with one line of `product`, written by `conn` in
@@ -450,20 +449,11 @@ async fn a_batch_raced_on_both_attempts_falls_back_to_one_draft_at_a_time(
     let p = repo.add_product("P", money("3.00"), 10).await.expect("p");
     let q = repo.add_product("Q", money("1.00"), 10).await.expect("q");
 
-    // Y holds u[1]'s row: the batch's first attempt will wait for it, holding P.
-    let mut y = MySqlConnection::connect_with(&options).await.expect("y");
-    y.execute("BEGIN").await.expect("begin");
-    sqlx::query("SELECT id FROM users WHERE id = ? FOR UPDATE")
-        .bind(u[1].get())
-        .fetch_one(&mut y)
-        .await
-        .expect("lock the user");
-    // X holds P's row, so that the next drafts queue behind the first.
-    let mut x = hold_row(&options, p).await;
-    let first = spawn_place(&repo, draft(u[0], "first", &[(p, 1)]), 0);
-    until_transactions_wait_for_locks(&pool, 1).await;
-    let queued = queue_up(
+    let (mut y, queued) = batch_waiting_for_a_user(
         &repo,
+        &pool,
+        &options,
+        (u[0], u[1], p),
         vec![
             draft(u[1], "raced-1", &[(p, 2)]),
             draft(u[2], "raced-2", &[(p, 1)]),
@@ -471,12 +461,9 @@ async fn a_batch_raced_on_both_attempts_falls_back_to_one_draft_at_a_time(
         ],
     )
     .await;
-    x.execute("COMMIT").await.expect("release P");
-    assert!(matches!(outcome(first).await, PlaceOutcome::Placed(..)));
     // The first attempt holds P and waits for u[1]. W asks for P now: it queues behind
     // the first attempt and is granted P the moment that attempt rolls back — before
     // the second attempt, which asks for P only after its key read, can.
-    until_transactions_wait_for_locks(&pool, 1).await;
     let mut w = MySqlConnection::connect_with(&options).await.expect("w");
     w.execute("BEGIN").await.expect("begin");
     let w_locks = tokio::spawn(async move {
