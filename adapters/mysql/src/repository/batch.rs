@@ -30,8 +30,8 @@
 //! 11. `COMMIT` (or `ROLLBACK` when nothing is to be placed).
 //!
 //! Nine statements for a batch of fresh drafts on MariaDB (ten on MySQL, one more with a
-//! refusal), where placing the drafts one by one costs eight each. Lock order is the one every other writer of
-//! the adapter follows: product rows (ascending), then user rows. Every statement is
+//! refusal), where placing the drafts one by one costs eight each. Lock order is the one
+//! every other writer of the adapter follows: product rows (ascending), then user rows. Every statement is
 //! written for a row count rounded up to a power of 4 ([`padded`]: lists repeat their
 //! last item, inserts select from a derived table whose padding rows are NULL and
 //! filtered out), so that all batch sizes share a few statement texts and sqlx's
@@ -50,12 +50,11 @@
 //! makes the second attempt `Raced` too; the caller then places the drafts another way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use order_core::domain::OrderDraft;
 use order_core::ports::{OrderEvent, PlaceOutcome, RepositoryError};
 use order_core::{IdempotencyKey, Money, Order, ProductId, Timestamp, UserId};
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use sqlx::mysql::MySqlRow;
 use sqlx::{AssertSqlSafe, Connection, MySqlConnection, Row};
 
@@ -435,10 +434,12 @@ async fn batch_in_transaction(
         })?;
         rows.push((draft, total, to_sql(entries[*i].now)));
     }
-    let keys = distinct_keys(placing.iter().map(|(i, _, _)| drafts[*i]));
     let ids = match insert_orders(conn, &rows, returning).await? {
         Inserted::Ids(ids) => ids,
-        Inserted::Written => order_ids_by_key(conn, &keys, Read::Plain).await?,
+        Inserted::Written => {
+            let keys = distinct_keys(placing.iter().map(|(i, _, _)| drafts[*i]));
+            order_ids_by_key(conn, &keys, Read::Plain).await?
+        }
         Inserted::HeldKey => return Ok(Finish::Raced),
     };
 

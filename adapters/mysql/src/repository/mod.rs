@@ -96,17 +96,16 @@ use sql::{PRODUCT_BY_ID, PRODUCTS};
 /// (`FOR UPDATE`, ascending), one multi-row insert each for orders (its new ids returned
 /// by `INSERT … RETURNING` on MariaDB, read back in one more statement on MySQL), lines
 /// and events, one `UPDATE` each for the stock and the users' event counters, `COMMIT`:
-/// nine in all on MariaDB, however many drafts. Stock is
-/// allotted in arrival order (a later draft sees what earlier ones took), a second draft
-/// with a key claimed earlier in the batch replays it (or is refused), and each placed
-/// order takes its user's next event seq in arrival order. No key is read beforehand:
-/// a draft whose key an order already holds makes the orders insert hit the unique
-/// index, and the batch is attempted once more with a pre-read of the keys, which
-/// answers it as a replay or a reused key. Nothing is written before
-/// every draft is decided; if the second attempt's insert hits the unique key too (a
-/// concurrent twin committed a key after the pre-read) or the transaction fails for
-/// good, it is rolled
-/// back and the drafts go through the general path below instead.
+/// nine in all on MariaDB, however many drafts. Stock is allotted in arrival order (a
+/// later draft sees what earlier ones took), a second draft with a key claimed earlier
+/// in the batch replays it (or is refused), and each placed order takes its user's next
+/// event seq in arrival order. No key is read beforehand: a draft whose key an order
+/// already holds makes the orders insert hit the unique index, and the batch is
+/// attempted once more with a pre-read of the keys, which answers it as a replay or a
+/// reused key. Nothing is written before every draft is decided; if the second
+/// attempt's insert hits the unique key too (a concurrent twin committed a key after the
+/// pre-read) or the transaction fails for good, it is rolled back and the drafts go
+/// through the general path below instead.
 ///
 /// **The general path** (larger batches, and the fallback): one plain read per draft
 /// answers replays and unknown users without locks; then ONE transaction locks every
