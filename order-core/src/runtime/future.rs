@@ -1,6 +1,7 @@
 //! Executor-free future combinators: racing two futures, joining two, and bounding one by
-//! a timeout on the injected clock. They exist so the core needs no async runtime crate. They are the
-//! service's own plumbing, not part of the API: an embedder has its runtime's versions.
+//! a timeout on the injected clock. They exist so the core needs no async runtime crate.
+//! They are the service's own plumbing, not part of the API: an embedder has its
+//! runtime's versions.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -53,14 +54,13 @@ pub(crate) async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Out
         {
             b_out = Some(v);
         }
-        match (a_out.take(), b_out.take()) {
-            (Some(a), Some(b)) => Poll::Ready((a, b)),
-            (a, b) => {
-                a_out = a;
-                b_out = b;
-                Poll::Pending
-            }
+        if a_out.is_some()
+            && b_out.is_some()
+            && let (Some(a), Some(b)) = (a_out.take(), b_out.take())
+        {
+            return Poll::Ready((a, b));
         }
+        Poll::Pending
     })
     .await
 }

@@ -231,24 +231,6 @@ fn ids_by_key(rows: Vec<MySqlRow>) -> Result<HashMap<(u64, String), u64>, DbErro
     Ok(ids)
 }
 
-/// Whether the orders insert may end in `RETURNING` (MariaDB 10.5+): on until the server
-/// refuses the syntax once (MySQL), then off for good; shared by a repository's clones.
-#[derive(Debug)]
-pub(super) struct Returning(AtomicBool);
-
-impl Default for Returning {
-    fn default() -> Self {
-        Self(AtomicBool::new(true))
-    }
-}
-
-impl Returning {
-    /// Never tried: the ids are always read back.
-    pub(super) fn off() -> Self {
-        Self(AtomicBool::new(false))
-    }
-}
-
 /// What the orders insert of a batch came to.
 enum Inserted {
     /// Written, with the new ids by (user, key) (`RETURNING`).
@@ -260,12 +242,13 @@ enum Inserted {
 }
 
 /// The orders of `rows` (draft, total, instant) in one statement — ending in
-/// `RETURNING` while the server takes it. A syntax error leaves the transaction as it
-/// was (only the statement failed, at prepare), so the plain insert follows at once.
+/// `RETURNING` while `returning` holds (MariaDB 10.5+). The first syntax error (MySQL)
+/// clears it for good, shared by the repository's clones; it leaves the transaction as
+/// it was (only the statement failed, at prepare), so the plain insert follows at once.
 async fn insert_orders(
     conn: &mut MySqlConnection,
     rows: &[(&OrderDraft, Money, String)],
-    returning: &Returning,
+    returning: &AtomicBool,
 ) -> Result<Inserted, DbError> {
     let written = padded(rows.len(), 5);
     let sql = || {
@@ -304,14 +287,14 @@ async fn insert_orders(
             source: e,
         }),
     };
-    if returning.0.load(Ordering::Relaxed) {
+    if returning.load(Ordering::Relaxed) {
         let mut text = sql();
         text.push_str(INSERT_ORDERS_RETURNING);
         match bind(text).fetch_all(&mut *conn).await {
             Ok(rows) => return Ok(Inserted::Ids(ids_by_key(rows)?)),
             Err(e) if crate::error::server_code(&e) == Some(code::PARSE_ERROR) => {
                 tracing::info!("the server has no INSERT … RETURNING: reading new order ids back");
-                returning.0.store(false, Ordering::Relaxed);
+                returning.store(false, Ordering::Relaxed);
             }
             Err(e) => return failed(e),
         }
@@ -376,7 +359,7 @@ async fn batch_in_transaction(
     conn: &mut MySqlConnection,
     entries: &[Entry<'_>],
     existing: &HashMap<(UserId, IdempotencyKey), Order>,
-    returning: &Returning,
+    returning: &AtomicBool,
 ) -> Result<Finish, DbError> {
     let drafts: Vec<&OrderDraft> = entries.iter().map(|e| e.draft).collect();
     // Drafts answered by the pre-check need no rows.

@@ -23,7 +23,7 @@
 //!
 //! A worker's Start costs `BEGIN`, the compare-and-set, one read, two log statements and
 //! `COMMIT`, shared by every order of the batch; a Pay or Fail the same without the
-//! reads. A batch of one is the same path with one item.
+//! read. A batch of one is the same path with one item.
 //!
 //! **When batches form:** the group-commit policy of `group.rs`, one lane for every
 //! transition of the repository (Starts and completions share a batch: they share the

@@ -28,7 +28,7 @@ mod transition;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use order_core::domain::{OrderDraft, StatusChange};
@@ -147,9 +147,10 @@ pub struct MySqlOrderRepository {
     coalescer: Option<Arc<Coalescer>>,
     /// Transition batching; `None` when coalescing is off.
     batcher: Option<Arc<Batcher>>,
-    /// Whether the batch path's orders insert may use `RETURNING` (see
+    /// Whether the batch path's orders insert may end in `RETURNING`: on until the
+    /// server refuses the syntax once (see
     /// [`without_insert_returning`](Self::without_insert_returning)).
-    returning: Arc<batch::Returning>,
+    returning: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for MySqlOrderRepository {
@@ -188,7 +189,7 @@ impl MySqlOrderRepository {
             retries: Arc::new(AtomicU64::new(0)),
             coalescer: None,
             batcher: None,
-            returning: Arc::new(batch::Returning::default()),
+            returning: Arc::new(AtomicBool::new(true)),
         }
         .with_coalescing(CoalesceConfig::default())
     }
@@ -241,7 +242,7 @@ impl MySqlOrderRepository {
     /// the start — for tests of that path on MariaDB.
     #[must_use]
     pub fn without_insert_returning(mut self) -> Self {
-        self.returning = Arc::new(batch::Returning::off());
+        self.returning = Arc::new(AtomicBool::new(false));
         self
     }
 

@@ -320,11 +320,7 @@ async fn a_batch_that_races_a_twin_on_a_key_is_attempted_again_with_the_key_pre_
     _: MySqlPoolOptions,
     options: MySqlConnectOptions,
 ) {
-    let pool = pool(&options, 8).await;
-    let repo = patient(&pool);
-    let u = users(&repo, 3).await;
-    let p = repo.add_product("P", money("3.00"), 10).await.expect("p");
-    let q = repo.add_product("Q", money("1.00"), 10).await.expect("q");
+    let (pool, repo, u, p, q) = race_setup(&options, 3).await;
 
     let (mut y, queued) = batch_waiting_for_a_user(
         &repo,
@@ -368,6 +364,26 @@ async fn a_batch_that_races_a_twin_on_a_key_is_attempted_again_with_the_key_pre_
             .expect("count");
     assert_eq!(keys, 1);
     pool.close().await;
+}
+
+/// The race tests' store: a patient repository over 8 connections, `n` users, P (3.00,
+/// 10 units) which the batches take, and Q (1.00, 10 units) which only the twins take.
+async fn race_setup(
+    options: &MySqlConnectOptions,
+    n: usize,
+) -> (
+    MySqlPool,
+    Arc<MySqlOrderRepository>,
+    Vec<UserId>,
+    ProductId,
+    ProductId,
+) {
+    let pool = pool(options, 8).await;
+    let repo = patient(&pool);
+    let u = users(&repo, n).await;
+    let p = repo.add_product("P", money("3.00"), 10).await.expect("p");
+    let q = repo.add_product("Q", money("1.00"), 10).await.expect("q");
+    (pool, repo, u, p, q)
 }
 
 /// A batch that holds `product`'s row and waits for `user`'s: Y (returned) holds the
@@ -443,11 +459,7 @@ async fn a_batch_raced_on_both_attempts_falls_back_to_one_draft_at_a_time(
     _: MySqlPoolOptions,
     options: MySqlConnectOptions,
 ) {
-    let pool = pool(&options, 8).await;
-    let repo = patient(&pool);
-    let u = users(&repo, 4).await;
-    let p = repo.add_product("P", money("3.00"), 10).await.expect("p");
-    let q = repo.add_product("Q", money("1.00"), 10).await.expect("q");
+    let (pool, repo, u, p, q) = race_setup(&options, 4).await;
 
     let (mut y, queued) = batch_waiting_for_a_user(
         &repo,

@@ -234,14 +234,17 @@ async fn the_adapters_start_while_redis_is_down_and_work_once_it_is_up() {
 }
 
 /// `RedisQueue::wait_connected` answers for every connection the queue reads through:
-/// `Unavailable` within its timeout while nothing listens, `Ok` once the server is up
-/// (the shared pool and the dedicated blocking connections all connected), after which
-/// a `reserve` waits for nothing but jobs.
+/// `Unavailable` within its timeout while nothing listens; `Ok` once the server is up;
+/// for a queue built on an already connected pool, `Ok` only once the server counts
+/// its dedicated blocking connection too (a wait for the pool alone would return while
+/// that one still shakes hands); after which a `reserve` waits for nothing but jobs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_wait_connected_reports_a_down_server_then_a_ready_one() {
     let port = free_port();
     let mut config = test_config(format!("redis://127.0.0.1:{port}"), "wait-connected");
     config.reconnect_max_delay = Duration::from_millis(200);
+    let blocking = config.queue.blocking_connections;
+    let ours = config.pool_size + blocking;
     let connection = RedisConnection::connect(config)
         .await
         .expect("the pool must be built while Redis is down");
@@ -266,6 +269,28 @@ async fn queue_wait_connected_reports_a_down_server_then_a_ready_one() {
         .wait_connected(Duration::from_secs(10))
         .await
         .expect("every connection of the queue must be up once Redis is");
+    // A second queue built once the shared pool is up: its own blocking connection
+    // still shakes hands when it is made, so only a wait that covers it sees the
+    // server count it. (The counting client is one more.)
+    let late = RedisQueue::new(&connection).await.expect("a second queue");
+    late.wait_connected(Duration::from_secs(10))
+        .await
+        .expect("the second queue's connections must come up");
+    use fred::prelude::*;
+    let raw = super::raw_client(&server.url()).await;
+    let list =
+        fred::types::CustomCommand::new_static("CLIENT", fred::types::ClusterHash::Random, false);
+    let clients: String = raw
+        .custom(list, vec![Value::from("LIST")])
+        .await
+        .expect("CLIENT LIST");
+    assert_eq!(
+        clients.lines().count(),
+        ours + blocking + 1,
+        "the shared pool and both queues' blocking connections must all be up: {clients}"
+    );
+    raw.quit().await.expect("quit");
+    late.close().await;
     let looked = Instant::now();
     let empty = queue
         .reserve(Duration::ZERO)
