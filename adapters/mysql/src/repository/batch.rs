@@ -56,21 +56,20 @@ use order_core::domain::OrderDraft;
 use order_core::ports::{OrderEvent, PlaceOutcome, RepositoryError};
 use order_core::{IdempotencyKey, Money, Order, ProductId, Timestamp, UserId};
 use sqlx::mysql::MySqlRow;
-use sqlx::{AssertSqlSafe, Connection, MySqlConnection, Row};
+use sqlx::{AssertSqlSafe, FromRow, MySqlConnection, Row};
 
 use super::MySqlOrderRepository;
-use super::allocate::{Allocation, Verdict, allocate, replay};
-use super::events;
-use super::place::lock_product_rows;
-use super::rows::{Read, load_order, load_order_by_key, order_id};
+use super::allocate::{Allocation, LockedProduct, Verdict, allocate, replay};
+use super::rows::{ProductRow, Read, load_order, load_order_by_key, order_id};
+use super::script::{Script, ScriptTx};
 use super::sql::{
-    CASE_END_IN, CASE_WHEN, INSERT_EVENTS_HEAD, INSERT_EVENTS_ROW, INSERT_EVENTS_TAIL,
-    INSERT_LINES_HEAD, INSERT_LINES_ROW, INSERT_LINES_TAIL, INSERT_ORDERS_HEAD,
-    INSERT_ORDERS_RETURNING, INSERT_ORDERS_ROW, INSERT_ORDERS_TAIL, KEYS_HEAD, KEYS_OR, KEYS_PAIR,
-    KEYS_TAIL, KEYS_TAIL_LOCKED, LOCK_USERS_HEAD, LOCK_USERS_TAIL, SET_SEQS_HEAD, TAKE_STOCK_HEAD,
-    UNION_ALL, pad, padded, repeat_sql,
+    CASE_END_IN, IN_LIST_CHUNK, INSERT_CREATED_EVENTS_JOINED_HEAD, INSERT_LINES_JOINED_HEAD,
+    INSERT_ORDERS_RETURNING, INSERT_ORDERS_VALUES, JOINED_TAIL, KEYS_HEAD, KEYS_OR, KEYS_PAIR,
+    KEYS_TAIL, KEYS_TAIL_LOCKED, LOCK_PRODUCTS_HEAD, LOCK_PRODUCTS_TAIL, LOCK_USERS_HEAD,
+    LOCK_USERS_TAIL, ORDERS_KEY_INDEX, SET_SEQS_HEAD, TAKE_STOCK_HEAD, UNION_ALL, pad, padded,
+    repeat_sql,
 };
-use crate::error::{Context, DbError, code};
+use crate::error::{Context, DbError, code, server_code};
 use crate::time::to_sql;
 
 /// The most drafts one batch statement set takes. The widest statement, the lines
@@ -106,10 +105,13 @@ pub(super) enum Precheck {
     Read,
 }
 
-/// What the transaction decided to do at its end.
+/// What the transaction came to.
 enum Finish {
-    Commit(Vec<PlaceOutcome>),
+    /// Written and committed (by the writes' script).
+    Committed(Vec<PlaceOutcome>),
+    /// Nothing to write; the transaction is to be rolled back.
     Rollback(Vec<PlaceOutcome>),
+    /// A held key refused the orders insert; the transaction is to be rolled back.
     Raced,
 }
 
@@ -148,17 +150,14 @@ impl MySqlOrderRepository {
                 entries.len()
             )));
         }
-        let mut conn = self.acquire().await?;
+        let mut tx = ScriptTx::new(self.acquire().await?);
         let existing = match precheck {
             Precheck::Skip => HashMap::new(),
-            Precheck::Read => existing_orders(&mut conn, entries).await?,
+            Precheck::Read => existing_orders(tx.conn(), entries).await?,
         };
-        let mut tx = conn.begin().await.ctx("starting a transaction")?;
-        match batch_in_transaction(&mut tx, entries, &existing, &self.returning).await {
-            Ok(Finish::Commit(outcomes)) => {
-                tx.commit().await.ctx("committing a batch of orders")?;
-                Ok(BatchAttempt::Done(outcomes))
-            }
+        let finish = batch_in_transaction(&mut tx, entries, &existing, &self.returning).await;
+        match finish {
+            Ok(Finish::Committed(outcomes)) => Ok(BatchAttempt::Done(outcomes)),
             Ok(Finish::Rollback(outcomes)) => {
                 tx.rollback().await.ctx("rolling back")?;
                 Ok(BatchAttempt::Done(outcomes))
@@ -169,7 +168,8 @@ impl MySqlOrderRepository {
             }
             Err(e) => {
                 // Explicitly, and before any retry: after a lock-wait timeout only the
-                // statement was rolled back, and the locks must go now.
+                // statement was rolled back, and the locks must go now. Should the
+                // rollback fail too, the connection is closed (`ScriptTx`).
                 if let Err(rollback) = tx.rollback().await {
                     tracing::debug!(error = %rollback, "rollback after a failed batch");
                 }
@@ -231,80 +231,6 @@ fn ids_by_key(rows: Vec<MySqlRow>) -> Result<HashMap<(u64, String), u64>, DbErro
     Ok(ids)
 }
 
-/// What the orders insert of a batch came to.
-enum Inserted {
-    /// Written, with the new ids by (user, key) (`RETURNING`).
-    Ids(HashMap<(u64, String), u64>),
-    /// Written; the ids are to be read back.
-    Written,
-    /// Nothing written: a key is held (the unique index refused a row).
-    HeldKey,
-}
-
-/// The orders of `rows` (draft, total, instant) in one statement — ending in
-/// `RETURNING` while `returning` holds (MariaDB 10.5+). The first syntax error (MySQL)
-/// clears it for good, shared by the repository's clones; it leaves the transaction as
-/// it was (only the statement failed, at prepare), so the plain insert follows at once.
-async fn insert_orders(
-    conn: &mut MySqlConnection,
-    rows: &[(&OrderDraft, Money, String)],
-    returning: &AtomicBool,
-) -> Result<Inserted, DbError> {
-    let written = padded(rows.len(), 5);
-    let sql = || {
-        repeat_sql(
-            INSERT_ORDERS_HEAD,
-            INSERT_ORDERS_ROW,
-            UNION_ALL,
-            written,
-            INSERT_ORDERS_TAIL,
-        )
-    };
-    let bind = |sql: String| {
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (draft, total, at) in rows {
-            query = query
-                .bind(draft.user().get())
-                .bind(total.as_decimal())
-                .bind(draft.idempotency_key().as_str())
-                .bind(draft.fingerprint().raw())
-                .bind(at.as_str());
-        }
-        for _ in rows.len()..written {
-            query = query
-                .bind(None::<u64>)
-                .bind(None::<rust_decimal::Decimal>)
-                .bind(None::<&str>)
-                .bind(None::<u64>)
-                .bind(None::<&str>);
-        }
-        query
-    };
-    let failed = |e: sqlx::Error| match crate::error::server_code(&e) {
-        Some(code::DUPLICATE_KEY) => Ok(Inserted::HeldKey),
-        _ => Err(DbError::Sql {
-            context: "inserting a batch of orders",
-            source: e,
-        }),
-    };
-    if returning.load(Ordering::Relaxed) {
-        let mut text = sql();
-        text.push_str(INSERT_ORDERS_RETURNING);
-        match bind(text).fetch_all(&mut *conn).await {
-            Ok(rows) => return Ok(Inserted::Ids(ids_by_key(rows)?)),
-            Err(e) if crate::error::server_code(&e) == Some(code::PARSE_ERROR) => {
-                tracing::info!("the server has no INSERT … RETURNING: reading new order ids back");
-                returning.store(false, Ordering::Relaxed);
-            }
-            Err(e) => return failed(e),
-        }
-    }
-    match bind(sql()).execute(&mut *conn).await {
-        Ok(_) => Ok(Inserted::Written),
-        Err(e) => failed(e),
-    }
-}
-
 /// The pre-check, outside the transaction: the orders that already hold a draft's key,
 /// with their lines.
 async fn existing_orders(
@@ -324,26 +250,8 @@ async fn existing_orders(
     Ok(existing)
 }
 
-/// Locks the users' rows, ascending, and returns their event counters; unknown users
-/// are absent.
-pub(super) async fn lock_users(
-    conn: &mut MySqlConnection,
-    users: &BTreeSet<UserId>,
-) -> Result<BTreeMap<UserId, u64>, DbError> {
-    if users.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let users: Vec<UserId> = users.iter().copied().collect();
-    let rows = padded(users.len(), 1);
-    let sql = repeat_sql(LOCK_USERS_HEAD, "?", ", ", rows, LOCK_USERS_TAIL);
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for user in pad(&users, rows) {
-        query = query.bind(user.get());
-    }
-    let rows = query
-        .fetch_all(&mut *conn)
-        .await
-        .ctx("locking the users' rows")?;
+/// `user → event seq` from rows of `id, event_seq`.
+fn user_seqs(rows: Vec<MySqlRow>) -> Result<BTreeMap<UserId, u64>, DbError> {
     let mut locked = BTreeMap::new();
     for row in rows {
         let id: u64 = row.try_get("id").ctx("reading a user id")?;
@@ -354,9 +262,69 @@ pub(super) async fn lock_users(
     Ok(locked)
 }
 
+/// The rows a batch locks, read under the locks.
+struct Locked {
+    products: BTreeMap<ProductId, LockedProduct>,
+    users: BTreeMap<UserId, u64>,
+}
+
+/// The first script (one round trip): `BEGIN`, then the product rows and the users'
+/// rows locked, each ascending (products first, the order every writer follows),
+/// reading prices and stock, and event counters, under the locks.
+async fn begin_and_lock(
+    tx: &mut ScriptTx,
+    products: &BTreeSet<ProductId>,
+    users: &BTreeSet<UserId>,
+) -> Result<Locked, DbError> {
+    let mut script = Script::new();
+    script.sql("BEGIN").end();
+    let product_ids: Vec<u64> = products.iter().map(|p| p.get()).collect();
+    let mut product_sets = Vec::new();
+    for chunk in product_ids.chunks(IN_LIST_CHUNK) {
+        script
+            .sql(LOCK_PRODUCTS_HEAD)
+            .uints(chunk.iter().copied())
+            .sql(LOCK_PRODUCTS_TAIL);
+        product_sets.push(script.end());
+    }
+    let user_set = (!users.is_empty()).then(|| {
+        script
+            .sql(LOCK_USERS_HEAD)
+            .uints(users.iter().map(|u| u.get()))
+            .sql(LOCK_USERS_TAIL);
+        script.end()
+    });
+    let mut answers = tx
+        .begin(script)
+        .await
+        .ctx("locking the batch's product and user rows")?;
+    let mut locked = Locked {
+        products: BTreeMap::new(),
+        users: BTreeMap::new(),
+    };
+    for set in product_sets {
+        for row in answers.take(set) {
+            let product = ProductRow::from_row(&row)
+                .ctx("reading a product row")?
+                .into_product()?;
+            locked.products.insert(
+                product.id,
+                LockedProduct {
+                    price: product.price,
+                    stock: product.stock,
+                },
+            );
+        }
+    }
+    if let Some(set) = user_set {
+        locked.users = user_seqs(answers.take(set))?;
+    }
+    Ok(locked)
+}
+
 /// The transactional part of [`MySqlOrderRepository::place_batch_once`].
 async fn batch_in_transaction(
-    conn: &mut MySqlConnection,
+    tx: &mut ScriptTx,
     entries: &[Entry<'_>],
     existing: &HashMap<(UserId, IdempotencyKey), Order>,
     returning: &AtomicBool,
@@ -369,22 +337,38 @@ async fn batch_in_transaction(
         .filter(|d| !existing.contains_key(&(d.user(), d.idempotency_key().clone())))
         .collect();
     let product_ids: BTreeSet<ProductId> = open.iter().flat_map(|d| d.product_ids()).collect();
-    let products = lock_product_rows(conn, &product_ids).await?;
     let user_ids: BTreeSet<UserId> = open.iter().map(|d| d.user()).collect();
-    let users = lock_users(conn, &user_ids).await?;
+    let locked = begin_and_lock(tx, &product_ids, &user_ids).await?;
     let Allocation {
         verdicts,
         taken,
         seqs,
-    } = allocate(&drafts, existing, &products, &users);
+    } = allocate(&drafts, existing, &locked.products, &locked.users);
 
     let mut outcomes: Vec<Option<PlaceOutcome>> = vec![None; entries.len()];
-    let mut placing: Vec<(usize, Vec<Money>, u64)> = Vec::new();
+    let mut placing: Vec<Placing<'_>> = Vec::new();
     let mut repeats: Vec<(usize, usize)> = Vec::new();
     let mut refused: Vec<usize> = Vec::new();
     for (i, verdict) in verdicts.into_iter().enumerate() {
         match verdict {
-            Verdict::Place { prices, seq } => placing.push((i, prices, seq)),
+            Verdict::Place { prices, seq } => {
+                let draft = drafts[i];
+                let total = draft.total_at(&prices).map_err(|e| {
+                    DbError::data(format!(
+                        "order for user {} with key {}: {e}",
+                        draft.user(),
+                        draft.idempotency_key()
+                    ))
+                })?;
+                placing.push(Placing {
+                    index: i,
+                    draft,
+                    prices,
+                    total,
+                    seq,
+                    at: to_sql(entries[i].now),
+                });
+            }
             Verdict::Repeat { first, .. } => repeats.push((i, first)),
             Verdict::Done(outcome) => {
                 if matches!(
@@ -399,57 +383,61 @@ async fn batch_in_transaction(
             }
         }
     }
-    answer_held_keys_of_refused_drafts(conn, &drafts, &refused, &mut outcomes).await?;
+    answer_held_keys_of_refused_drafts(tx.conn(), &drafts, &refused, &mut outcomes).await?;
     if placing.is_empty() {
         return finish(outcomes).map(Finish::Rollback);
     }
 
-    // The orders, with their ids (returned by the insert, or read back by (user, key)).
-    let mut rows = Vec::with_capacity(placing.len());
-    for (i, prices, _) in &placing {
-        let draft = drafts[*i];
-        let total = draft.total_at(prices).map_err(|e| {
-            DbError::data(format!(
-                "order for user {} with key {}: {e}",
-                draft.user(),
-                draft.idempotency_key()
-            ))
-        })?;
-        rows.push((draft, total, to_sql(entries[*i].now)));
-    }
-    let ids = match insert_orders(conn, &rows, returning).await? {
-        Inserted::Ids(ids) => ids,
-        Inserted::Written => {
-            let keys = distinct_keys(placing.iter().map(|(i, _, _)| drafts[*i]));
-            order_ids_by_key(conn, &keys, Read::Plain).await?
+    let taken: Vec<(u64, u64)> = taken
+        .into_iter()
+        .map(|(p, units)| (p.get(), units))
+        .collect();
+    let seqs: Vec<(u64, u64)> = seqs.into_iter().map(|(u, seq)| (u.get(), seq)).collect();
+    // The second script: every write and the COMMIT, in one round trip; the new ids come
+    // back from the orders insert (`RETURNING`, MariaDB) or from a read before the
+    // COMMIT (MySQL). The first syntax error clears `returning` for good, shared by the
+    // repository's clones: that statement is the script's first, so nothing ran and the
+    // transaction is as it was; the script is sent again without it.
+    let ids = loop {
+        let with_returning = returning.load(Ordering::Relaxed);
+        let (script, ids_at) = writes(&placing, &taken, &seqs, with_returning);
+        match tx.commit(script).await {
+            Ok(mut answers) => break ids_by_key(answers.take(ids_at))?,
+            Err(e) if with_returning && server_code(&e) == Some(code::PARSE_ERROR) => {
+                tracing::info!("the server has no INSERT … RETURNING: reading new order ids back");
+                returning.store(false, Ordering::Relaxed);
+            }
+            Err(e) if holds_a_key(&e) => return Ok(Finish::Raced),
+            Err(e) => {
+                return Err(DbError::Sql {
+                    context: "writing a batch of orders",
+                    source: e,
+                });
+            }
         }
-        Inserted::HeldKey => return Ok(Finish::Raced),
     };
 
     let mut placed: BTreeMap<usize, Order> = BTreeMap::new();
-    let mut logged: Vec<OrderEvent> = Vec::with_capacity(placing.len());
-    for (i, prices, seq) in &placing {
-        let draft = drafts[*i];
+    for p in &placing {
         let raw = ids
             .get(&(
-                draft.user().get(),
-                draft.idempotency_key().as_str().to_owned(),
+                p.draft.user().get(),
+                p.draft.idempotency_key().as_str().to_owned(),
             ))
             .copied()
             .ok_or_else(|| {
                 DbError::data(format!(
                     "order of user {} with key {} not found after its insert",
-                    draft.user(),
-                    draft.idempotency_key()
+                    p.draft.user(),
+                    p.draft.idempotency_key()
                 ))
             })?;
         let id = order_id(raw)?;
-        let order = Order::place(id, draft, prices, entries[*i].now)
+        let order = Order::place(id, p.draft, &p.prices, entries[p.index].now)
             .map_err(|e| DbError::data(format!("order {id}: {e}")))?;
-        let event = OrderEvent::logged(&order, *seq);
-        outcomes[*i] = Some(PlaceOutcome::Placed(order.clone(), event.clone()));
-        logged.push(event);
-        placed.insert(*i, order);
+        let event = OrderEvent::logged(&order, p.seq);
+        outcomes[p.index] = Some(PlaceOutcome::Placed(order.clone(), event));
+        placed.insert(p.index, order);
     }
     for (i, first) in repeats {
         let order = placed.get(&first).cloned().ok_or_else(|| {
@@ -459,23 +447,155 @@ async fn batch_in_transaction(
         })?;
         outcomes[i] = Some(replay(order, drafts[i]));
     }
+    finish(outcomes).map(Finish::Committed)
+}
 
-    insert_lines(conn, placed.values()).await?;
-    let taken: Vec<(u64, u64)> = taken
-        .into_iter()
-        .map(|(p, units)| (p.get(), units))
-        .collect();
-    update_by_case(conn, TAKE_STOCK_HEAD, &taken, "taking a batch's stock").await?;
-    let seqs: Vec<(u64, u64)> = seqs.into_iter().map(|(u, seq)| (u.get(), seq)).collect();
-    update_by_case(
-        conn,
-        SET_SEQS_HEAD,
-        &seqs,
-        "advancing the users' event seqs",
-    )
-    .await?;
-    insert_events(conn, &logged).await?;
-    finish(outcomes).map(Finish::Commit)
+/// One draft the batch places.
+struct Placing<'a> {
+    /// Its place among the batch's entries.
+    index: usize,
+    draft: &'a OrderDraft,
+    /// Its lines' unit prices, read under the row locks.
+    prices: Vec<Money>,
+    total: Money,
+    /// Its `order.created` event's seq.
+    seq: u64,
+    /// Its instant, as the server stores it.
+    at: String,
+}
+
+/// Whether `e` is the orders' unique (user, key) index refusing a row: a key held
+/// before the batch, or by a concurrent twin.
+fn holds_a_key(e: &sqlx::Error) -> bool {
+    server_code(e) == Some(code::DUPLICATE_KEY)
+        && e.as_database_error()
+            .is_some_and(|db| db.message().contains(ORDERS_KEY_INDEX))
+}
+
+/// The second script of a batch: the orders (their new ids returned when `returning`),
+/// their lines, the stock taken, the users' event counters set, the `order.created`
+/// events, the ids read back (unless returned), `COMMIT`. Returns the script and the
+/// index of the statement whose rows are the new ids (`id, user_id, idempotency_key`).
+///
+/// Lines and events find their order's id with a join on the unique (user, key) index
+/// (`STRAIGHT_JOIN`: the batch's rows drive it), so no statement waits for another's
+/// answer.
+fn writes(
+    placing: &[Placing<'_>],
+    taken: &[(u64, u64)],
+    seqs: &[(u64, u64)],
+    returning: bool,
+) -> (Script, usize) {
+    let mut script = Script::new();
+    script.sql(INSERT_ORDERS_VALUES);
+    for (n, p) in placing.iter().enumerate() {
+        if n > 0 {
+            script.sql(", ");
+        }
+        script
+            .sql("(")
+            .uint(p.draft.user().get())
+            .sql(", 'PENDING', ")
+            .decimal(p.total.as_decimal())
+            .sql(", ")
+            .key(p.draft.idempotency_key())
+            .sql(", ")
+            .uint(p.draft.fingerprint().raw())
+            .sql(", 0, ")
+            .text(&p.at)
+            .sql(", ")
+            .text(&p.at)
+            .sql(")");
+    }
+    if returning {
+        script.sql(INSERT_ORDERS_RETURNING);
+    }
+    let inserted = script.end();
+
+    script.sql(INSERT_LINES_JOINED_HEAD);
+    let mut first = true;
+    for p in placing {
+        for ((product, quantity), price) in p.draft.items().iter().zip(&p.prices) {
+            if !first {
+                script.sql(UNION_ALL);
+            }
+            first = false;
+            script
+                .sql("SELECT ")
+                .uint(p.draft.user().get())
+                .sql(" AS u, ")
+                .key(p.draft.idempotency_key())
+                .sql(" AS k, ")
+                .uint(product.get())
+                .sql(" AS p, ")
+                .uint(quantity.get())
+                .sql(" AS q, ")
+                .decimal(price.as_decimal())
+                .sql(" AS x");
+        }
+    }
+    script.sql(JOINED_TAIL);
+    script.end();
+
+    case_update(&mut script, TAKE_STOCK_HEAD, taken);
+    case_update(&mut script, SET_SEQS_HEAD, seqs);
+
+    script.sql(INSERT_CREATED_EVENTS_JOINED_HEAD);
+    for (n, p) in placing.iter().enumerate() {
+        if n > 0 {
+            script.sql(UNION_ALL);
+        }
+        script
+            .sql("SELECT ")
+            .uint(p.draft.user().get())
+            .sql(" AS u, ")
+            .key(p.draft.idempotency_key())
+            .sql(" AS k, ")
+            .uint(p.seq)
+            .sql(" AS s, ")
+            .decimal(p.total.as_decimal())
+            .sql(" AS t, ")
+            .text(&p.at)
+            .sql(" AS a");
+    }
+    script.sql(JOINED_TAIL);
+    script.end();
+
+    let ids = if returning {
+        inserted
+    } else {
+        script.sql(KEYS_HEAD);
+        for (n, p) in placing.iter().enumerate() {
+            if n > 0 {
+                script.sql(KEYS_OR);
+            }
+            script
+                .sql("(user_id = ")
+                .uint(p.draft.user().get())
+                .sql(" AND idempotency_key = ")
+                .key(p.draft.idempotency_key())
+                .sql(")");
+        }
+        script.sql(KEYS_TAIL);
+        script.end()
+    };
+    script.sql("COMMIT");
+    script.end();
+    (script, ids)
+}
+
+/// `<head> CASE id WHEN … THEN … END WHERE id IN (…)` for `values` (id, value; ids
+/// ascending and unique, so InnoDB visits the rows in ascending order).
+fn case_update(script: &mut Script, head: &'static str, values: &[(u64, u64)]) {
+    script.sql(head);
+    for (id, value) in values {
+        script.sql(" WHEN ").uint(*id).sql(" THEN ").uint(*value);
+    }
+    script
+        .sql(CASE_END_IN)
+        .uints(values.iter().map(|(id, _)| *id))
+        .sql(")");
+    script.end();
 }
 
 /// A refused draft (short, an unknown product, a total too large) whose key an order
@@ -512,108 +632,6 @@ async fn answer_held_keys_of_refused_drafts(
             outcomes[i] = Some(replay(twin, draft));
         }
     }
-    Ok(())
-}
-
-/// Every line of `orders`: one statement.
-async fn insert_lines<'a>(
-    conn: &mut MySqlConnection,
-    orders: impl Iterator<Item = &'a Order> + Clone,
-) -> Result<(), DbError> {
-    let n: usize = orders.clone().map(|o| o.lines().len()).sum();
-    let written = padded(n, 4);
-    let sql = repeat_sql(
-        INSERT_LINES_HEAD,
-        INSERT_LINES_ROW,
-        UNION_ALL,
-        written,
-        INSERT_LINES_TAIL,
-    );
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for order in orders {
-        for line in order.lines() {
-            query = query
-                .bind(order.id().get())
-                .bind(line.product.get())
-                .bind(line.quantity.get())
-                .bind(line.unit_price.as_decimal());
-        }
-    }
-    for _ in n..written {
-        query = query
-            .bind(None::<u64>)
-            .bind(None::<u64>)
-            .bind(None::<u32>)
-            .bind(None::<rust_decimal::Decimal>);
-    }
-    query
-        .execute(&mut *conn)
-        .await
-        .ctx("inserting a batch of order lines")?;
-    Ok(())
-}
-
-/// `UPDATE … SET column = <head> CASE id WHEN ? THEN ? … END WHERE id IN (…)` for
-/// `values` (id, value; ids ascending and unique, so InnoDB visits and locks the rows in
-/// ascending order): one statement.
-pub(super) async fn update_by_case(
-    conn: &mut MySqlConnection,
-    head: &str,
-    values: &[(u64, u64)],
-    context: &'static str,
-) -> Result<(), DbError> {
-    let rows = padded(values.len(), 3);
-    let mut sql = repeat_sql(head, CASE_WHEN, "", rows, CASE_END_IN);
-    sql.push_str(&repeat_sql("", "?", ", ", rows, ")"));
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for (id, value) in pad(values, rows) {
-        query = query.bind(*id).bind(*value);
-    }
-    for (id, _) in pad(values, rows) {
-        query = query.bind(*id);
-    }
-    query.execute(&mut *conn).await.ctx(context)?;
-    Ok(())
-}
-
-/// Every placed order's `order.created` event: one statement.
-pub(super) async fn insert_events(
-    conn: &mut MySqlConnection,
-    logged: &[OrderEvent],
-) -> Result<(), DbError> {
-    let written = padded(logged.len(), 7);
-    let sql = repeat_sql(
-        INSERT_EVENTS_HEAD,
-        INSERT_EVENTS_ROW,
-        UNION_ALL,
-        written,
-        INSERT_EVENTS_TAIL,
-    );
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for event in logged {
-        query = query
-            .bind(event.user.get())
-            .bind(event.seq)
-            .bind(event.order.get())
-            .bind(event.kind.name())
-            .bind(event.total.as_decimal())
-            .bind(events::reason_of(event))
-            .bind(to_sql(event.at));
-    }
-    for _ in logged.len()..written {
-        query = query
-            .bind(None::<u64>)
-            .bind(None::<u64>)
-            .bind(None::<u64>)
-            .bind(None::<&str>)
-            .bind(None::<rust_decimal::Decimal>)
-            .bind(None::<&str>)
-            .bind(None::<String>);
-    }
-    query
-        .execute(&mut *conn)
-        .await
-        .ctx("appending a batch to the event log")?;
     Ok(())
 }
 

@@ -40,20 +40,20 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use order_core::domain::StatusChange;
+use order_core::domain::{Lease, StatusChange};
 use order_core::ports::{RepositoryError, TransitionOutcome};
 use order_core::{Order, OrderId, OrderStatus, Timestamp};
-use sqlx::{AssertSqlSafe, MySqlConnection};
 use tokio::sync::oneshot;
 
 use super::MySqlOrderRepository;
 use super::events;
 use super::group::{Lane, Runner, join};
-use super::rows::load_orders;
+use super::rows::orders_with_items;
+use super::script::{Script, ScriptTx};
 use super::sql::{
-    CASE_WHEN, COMPLETE_MANY_AT, COMPLETE_MANY_HEAD, COMPLETE_MANY_IN, COMPLETE_MANY_REASON,
-    COMPLETE_MANY_WHERE, REASON_WHEN, RETURN_STOCK_HEAD, RETURN_STOCK_TAIL, START_MANY_AT,
-    START_MANY_HEAD, START_MANY_UNTIL, START_MANY_WHERE, pad, padded, repeat_sql,
+    COMPLETE_MANY_AT, COMPLETE_MANY_HEAD, COMPLETE_MANY_IN, COMPLETE_MANY_REASON,
+    COMPLETE_MANY_WHERE, ORDERS_WITH_ITEMS_HEAD, ORDERS_WITH_ITEMS_TAIL, RETURN_STOCK_HEAD,
+    RETURN_STOCK_TAIL, START_MANY_AT, START_MANY_HEAD, START_MANY_UNTIL, START_MANY_WHERE,
 };
 use crate::error::{Context, DbError};
 use crate::time::to_sql;
@@ -274,18 +274,16 @@ impl MySqlOrderRepository {
     /// One attempt at a batch, as one transaction (see the module docs), rolled back on
     /// any error or a short completion.
     async fn transitions_once(&self, items: &[Item]) -> Result<Attempt, DbError> {
-        let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
+        let mut tx = ScriptTx::new(self.acquire().await?);
         let result = batch_in_transaction(&mut tx, items).await;
         match result {
-            Ok(Some(outcomes)) => {
-                tx.commit().await.ctx("committing a transition batch")?;
-                Ok(Attempt::Done(outcomes))
-            }
+            Ok(Some(outcomes)) => Ok(Attempt::Done(outcomes)),
             Ok(None) => {
                 tx.rollback().await.ctx("rolling back")?;
                 Ok(Attempt::Short)
             }
             Err(e) => {
+                // Should the rollback fail too, the connection is closed (`ScriptTx`).
                 if let Err(rollback) = tx.rollback().await {
                     tracing::debug!(error = %rollback, "rollback after a failed transition batch");
                 }
@@ -295,10 +293,10 @@ impl MySqlOrderRepository {
     }
 }
 
-/// The statements of one batch; `None` when a completion matched short (the caller
-/// rolls back).
+/// The two scripts of one batch (see the module docs); `None` when a completion matched
+/// short (the caller rolls back). Committed when it returns outcomes.
 async fn batch_in_transaction(
-    conn: &mut MySqlConnection,
+    tx: &mut ScriptTx,
     items: &[Item],
 ) -> Result<Option<Vec<TransitionOutcome>>, DbError> {
     let mut starts = Vec::new();
@@ -320,24 +318,31 @@ async fn batch_in_transaction(
     if !completions.iter().all(|i| completed.insert(i.id)) {
         return Ok(None);
     }
+
+    // The first script: BEGIN, the compare-and-sets, the started orders read back.
+    let mut script = Script::new();
+    script.sql("BEGIN").end();
     if !starts.is_empty() {
-        start_many(conn, &starts).await?;
+        start_many(&mut script, &starts);
     }
-    if !completions.is_empty() {
-        if complete_many(conn, &completions).await? != completions.len() as u64 {
-            return Ok(None);
-        }
-        let fails: Vec<&Item> = completions
-            .iter()
-            .copied()
-            .filter(|i| matches!(i.change, StatusChange::Fail { .. }))
-            .collect();
-        if !fails.is_empty() {
-            return_stock_of(conn, &fails).await?;
-        }
+    let completed_at = (!completions.is_empty()).then(|| complete_many(&mut script, &completions));
+    let read_at = (!starts.is_empty()).then(|| {
+        script
+            .sql(ORDERS_WITH_ITEMS_HEAD)
+            .uints(starts.iter().map(|i| i.id.get()))
+            .sql(ORDERS_WITH_ITEMS_TAIL);
+        script.end()
+    });
+    let mut answers = tx.begin(script).await.ctx("applying a transition batch")?;
+    if let Some(at) = completed_at
+        && answers.matched(at) != completions.len() as u64
+    {
+        return Ok(None);
     }
-    let start_ids: Vec<u64> = starts.iter().map(|i| i.id.get()).collect();
-    let started = load_orders(conn, &start_ids).await?;
+    let started = match read_at {
+        Some(at) => orders_with_items(answers.take(at))?,
+        None => Default::default(),
+    };
 
     // Each item's resulting order, and whether its change applied.
     let mut results: Vec<Option<(Order, bool)>> = Vec::with_capacity(items.len());
@@ -372,7 +377,29 @@ async fn batch_in_transaction(
         .iter()
         .filter_map(|r| r.as_ref().filter(|(_, ours)| *ours).map(|(o, _)| o))
         .collect();
-    let mut logged = events::log_changes(conn, &applied).await?.into_iter();
+
+    // The second script: the failed orders' stock put back, the log, COMMIT.
+    let mut script = Script::new();
+    let fails: Vec<u64> = completions
+        .iter()
+        .filter(|i| matches!(i.change, StatusChange::Fail { .. }))
+        .map(|i| i.id.get())
+        .collect();
+    if !fails.is_empty() {
+        script
+            .sql(RETURN_STOCK_HEAD)
+            .uints(fails)
+            .sql(RETURN_STOCK_TAIL);
+        script.end();
+    }
+    let logged = events::log_changes_in(&mut script, &applied);
+    script.sql("COMMIT").end();
+    let mut answers = tx
+        .commit(script)
+        .await
+        .ctx("logging and committing a transition batch")?;
+    let mut logged = logged.events(&mut answers)?.into_iter();
+
     let mut outcomes = Vec::with_capacity(items.len());
     for result in results {
         outcomes.push(match result {
@@ -390,92 +417,89 @@ async fn batch_in_transaction(
 }
 
 /// The Start compare-and-sets of `items` in one statement.
-async fn start_many(conn: &mut MySqlConnection, items: &[&Item]) -> Result<u64, DbError> {
-    let rows = padded(items.len(), 7);
-    let cases = |head: &str| repeat_sql(head, CASE_WHEN, "", rows, "");
-    let mut sql = cases(START_MANY_HEAD);
-    sql.push_str(&cases(START_MANY_UNTIL));
-    sql.push_str(&cases(START_MANY_AT));
-    sql.push_str(&repeat_sql(START_MANY_WHERE, "?", ", ", rows, ")"));
-    let lease = |item: &Item| match &item.change {
-        StatusChange::Start { lease } => Some(*lease),
-        _ => None,
-    };
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for item in pad(items, rows) {
-        query = query
-            .bind(item.id.get())
-            .bind(lease(item).map(|l| l.token.raw()));
+fn start_many(script: &mut Script, items: &[&Item]) -> usize {
+    let leases: Vec<(u64, Lease)> = items
+        .iter()
+        .filter_map(|item| match &item.change {
+            StatusChange::Start { lease } => Some((item.id.get(), *lease)),
+            _ => None,
+        })
+        .collect();
+    script.sql(START_MANY_HEAD);
+    for (id, lease) in &leases {
+        script
+            .sql(" WHEN ")
+            .uint(*id)
+            .sql(" THEN ")
+            .uint(lease.token.raw());
     }
-    for item in pad(items, rows) {
-        query = query
-            .bind(item.id.get())
-            .bind(lease(item).map(|l| to_sql(l.until)));
+    script.sql(START_MANY_UNTIL);
+    for (id, lease) in &leases {
+        script
+            .sql(" WHEN ")
+            .uint(*id)
+            .sql(" THEN ")
+            .text(&to_sql(lease.until));
     }
-    for item in pad(items, rows) {
-        query = query.bind(item.id.get()).bind(to_sql(item.now));
+    script.sql(START_MANY_AT);
+    for item in items {
+        script
+            .sql(" WHEN ")
+            .uint(item.id.get())
+            .sql(" THEN ")
+            .text(&to_sql(item.now));
     }
-    for item in pad(items, rows) {
-        query = query.bind(item.id.get());
-    }
-    Ok(query
-        .execute(&mut *conn)
-        .await
-        .ctx("starting orders")?
-        .rows_affected())
+    script
+        .sql(START_MANY_WHERE)
+        .uints(items.iter().map(|i| i.id.get()))
+        .sql(")");
+    script.end()
 }
 
-/// The Pay and Fail compare-and-sets of `items` in one statement; returns how many
-/// orders matched (`rows_affected` counts matched rows: sqlx connects with
-/// `CLIENT_FOUND_ROWS`).
-async fn complete_many(conn: &mut MySqlConnection, items: &[&Item]) -> Result<u64, DbError> {
-    let rows = padded(items.len(), 9);
-    let cases = |head: &str, when: &str| repeat_sql(head, when, "", rows, "");
-    let mut sql = cases(COMPLETE_MANY_HEAD, CASE_WHEN);
-    sql.push_str(&cases(COMPLETE_MANY_REASON, REASON_WHEN));
-    sql.push_str(&cases(COMPLETE_MANY_AT, CASE_WHEN));
-    sql.push_str(&cases(COMPLETE_MANY_WHERE, CASE_WHEN));
-    sql.push_str(&repeat_sql(COMPLETE_MANY_IN, "?", ", ", rows, ")"));
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for item in pad(items, rows) {
-        query = query.bind(item.id.get()).bind(item.change.to().as_str());
+/// The Pay and Fail compare-and-sets of `items` in one statement; its matched count is
+/// how many orders matched (sqlx connects with `CLIENT_FOUND_ROWS`).
+fn complete_many(script: &mut Script, items: &[&Item]) -> usize {
+    script.sql(COMPLETE_MANY_HEAD);
+    for item in items {
+        script
+            .sql(" WHEN ")
+            .uint(item.id.get())
+            .sql(" THEN ")
+            .text(item.change.to().as_str());
     }
-    for item in pad(items, rows) {
-        let reason = match &item.change {
-            StatusChange::Fail { reason, .. } => Some(reason.as_str()),
-            _ => None,
+    script.sql(COMPLETE_MANY_REASON);
+    for item in items {
+        script
+            .sql(" WHEN ")
+            .uint(item.id.get())
+            .sql(" THEN COALESCE(");
+        match &item.change {
+            StatusChange::Fail { reason, .. } => script.text(reason.as_str()),
+            _ => script.sql("NULL"),
         };
-        query = query.bind(item.id.get()).bind(reason);
+        script.sql(", failure_reason)");
     }
-    for item in pad(items, rows) {
-        query = query.bind(item.id.get()).bind(to_sql(item.now));
+    script.sql(COMPLETE_MANY_AT);
+    for item in items {
+        script
+            .sql(" WHEN ")
+            .uint(item.id.get())
+            .sql(" THEN ")
+            .text(&to_sql(item.now));
     }
-    for item in pad(items, rows) {
-        let token = match &item.change {
-            StatusChange::Pay { lease } | StatusChange::Fail { lease, .. } => Some(lease.raw()),
-            _ => None,
+    script.sql(COMPLETE_MANY_WHERE);
+    for item in items {
+        script.sql(" WHEN ").uint(item.id.get()).sql(" THEN ");
+        match &item.change {
+            StatusChange::Pay { lease } | StatusChange::Fail { lease, .. } => {
+                script.uint(lease.raw())
+            }
+            _ => script.sql("NULL"),
         };
-        query = query.bind(item.id.get()).bind(token);
     }
-    for item in pad(items, rows) {
-        query = query.bind(item.id.get());
-    }
-    Ok(query
-        .execute(&mut *conn)
-        .await
-        .ctx("completing orders")?
-        .rows_affected())
-}
-
-/// Puts back the stock of the failed orders `items`, from their stored lines: one
-/// statement.
-async fn return_stock_of(conn: &mut MySqlConnection, items: &[&Item]) -> Result<(), DbError> {
-    let rows = padded(items.len(), 1);
-    let sql = repeat_sql(RETURN_STOCK_HEAD, "?", ", ", rows, RETURN_STOCK_TAIL);
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for item in pad(items, rows) {
-        query = query.bind(item.id.get());
-    }
-    query.execute(&mut *conn).await.ctx("returning stock")?;
-    Ok(())
+    script
+        .sql(COMPLETE_MANY_IN)
+        .uints(items.iter().map(|i| i.id.get()))
+        .sql(")");
+    script.end()
 }

@@ -1,20 +1,21 @@
 //! The durable event log (migration 0007): appending an order's event inside the
 //! transaction that changed it, reading a user's log, pruning it by age.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use order_core::domain::FailureReason;
 use order_core::ports::{EventPage, OrderEvent, OrderEventKind};
 use order_core::{Money, Order, Timestamp, UserId};
 use rust_decimal::Decimal;
-use sqlx::MySqlConnection;
+use sqlx::{MySqlConnection, Row};
 
 use super::MySqlOrderRepository;
-use super::batch;
 use super::rows::order_id;
+use super::script::{Answers, Script};
 use super::sql::{
-    BUMP_EVENT_SEQ, BUMP_EVENT_SEQ_BY, EVENTS_AFTER, INSERT_EVENT, LAST_EVENT_SEQ, PRUNE_EVENTS,
-    SET_SEQS_HEAD,
+    ADD_TO_SEQS_HEAD, BUMP_EVENT_SEQ, CASE_END_IN, EVENTS_AFTER, INSERT_EVENT,
+    INSERT_EVENTS_BY_COUNTER_HEAD, INSERT_EVENTS_BY_COUNTER_TAIL, LAST_EVENT_SEQ, PRUNE_EVENTS,
+    UNION_ALL, USER_SEQS_HEAD,
 };
 use crate::error::{Context, DbError};
 use crate::time::{from_sql, to_sql};
@@ -124,60 +125,129 @@ pub(super) async fn log_change(
     append(conn, order, seq).await
 }
 
-/// The log writes of several status changes in one transaction: each order in `orders`
-/// gets its owner's next seq, in slice order, and its event is appended. One order is
-/// [`log_change`]; several of one user take their seqs with one bump; several users'
-/// rows are locked ascending, set to their last new seq in one statement, and the events
-/// appended in one insert. A user that vanished under its order is corrupt data.
-pub(super) async fn log_changes(
-    conn: &mut MySqlConnection,
-    orders: &[&Order],
-) -> Result<Vec<OrderEvent>, DbError> {
-    let (first, rest) = match orders {
-        [] => return Ok(Vec::new()),
-        [one] => return Ok(vec![log_change(conn, one).await?]),
-        [first, rest @ ..] => (first, rest),
-    };
-    let vanished = |order: &Order| {
-        DbError::data(format!(
-            "order {} belongs to user {}, who does not exist",
-            order.id(),
-            order.user()
-        ))
-    };
-    let mut next: BTreeMap<UserId, u64> = BTreeMap::new();
-    if rest.iter().all(|o| o.user() == first.user()) {
-        let k = orders.len() as u64;
-        let done = sqlx::query(BUMP_EVENT_SEQ_BY)
-            .bind(k)
-            .bind(first.user().get())
-            .execute(&mut *conn)
-            .await
-            .ctx("taking the user's next event seqs")?;
-        if done.rows_affected() != 1 {
-            return Err(vanished(first));
-        }
-        next.insert(first.user(), done.last_insert_id().saturating_sub(k));
-    } else {
-        let users: BTreeSet<UserId> = orders.iter().map(|o| o.user()).collect();
-        let locked = batch::lock_users(conn, &users).await?;
-        for order in orders {
-            let seq = locked.get(&order.user()).ok_or_else(|| vanished(order))?;
-            next.insert(order.user(), *seq);
-        }
-    }
-    let mut events = Vec::with_capacity(orders.len());
+/// The log writes of several status changes, written into a script (`script.rs`) that
+/// runs them in the changes' transaction: each order in `orders` gets its owner's next
+/// seq, in slice order. Three statements, whatever the number of orders and users:
+///
+/// 1. `UPDATE users SET event_seq = event_seq + CASE id …` — each user's counter moves
+///    past all of its new events (the users' rows are locked ascending until commit, so
+///    one user's seqs follow commit order);
+/// 2. `INSERT INTO order_events … SELECT` — each event's seq computed from its user's
+///    new counter (`event_seq - b`, `b` being how many of the user's events follow it);
+/// 3. `SELECT id, event_seq FROM users …` — the new counters, from which
+///    [`Logged::events`] computes the same seqs for the caller.
+///
+/// A user that vanished under its order is corrupt data: the insert joins the users
+/// with a `LEFT JOIN`, so such an event's seq is NULL, which the column (`NOT NULL`,
+/// and `CHECK (seq >= 1)` should the server turn the NULL into 0) refuses. The script
+/// stops there, before its `COMMIT`.
+pub(super) fn log_changes_in(script: &mut Script, orders: &[&Order]) -> Logged {
+    let mut per_user: BTreeMap<UserId, u64> = BTreeMap::new();
     for order in orders {
-        let seq = next.get_mut(&order.user()).ok_or_else(|| vanished(order))?;
-        *seq += 1;
-        events.push(OrderEvent::logged(order, *seq));
+        *per_user.entry(order.user()).or_default() += 1;
     }
-    if next.len() > 1 {
-        let last: Vec<(u64, u64)> = next.iter().map(|(u, s)| (u.get(), *s)).collect();
-        batch::update_by_case(conn, SET_SEQS_HEAD, &last, "setting the users' event seqs").await?;
+    // Each event's distance from its user's last new seq.
+    let mut left = per_user.clone();
+    let mut back = Vec::with_capacity(orders.len());
+    for order in orders {
+        let n = left.entry(order.user()).or_default();
+        *n = n.saturating_sub(1);
+        back.push(*n);
     }
-    batch::insert_events(conn, &events).await?;
-    Ok(events)
+    let events: Vec<OrderEvent> = orders.iter().map(|o| OrderEvent::logged(o, 0)).collect();
+    if events.is_empty() {
+        return Logged {
+            events,
+            back,
+            counters: None,
+        };
+    }
+
+    script.sql(ADD_TO_SEQS_HEAD);
+    for (user, k) in &per_user {
+        script.sql(" WHEN ").uint(user.get()).sql(" THEN ").uint(*k);
+    }
+    script
+        .sql(CASE_END_IN)
+        .uints(per_user.keys().map(|u| u.get()))
+        .sql(")");
+    script.end();
+
+    script.sql(INSERT_EVENTS_BY_COUNTER_HEAD);
+    for (n, (event, b)) in events.iter().zip(&back).enumerate() {
+        if n > 0 {
+            script.sql(UNION_ALL);
+        }
+        script
+            .sql("SELECT ")
+            .uint(event.user.get())
+            .sql(" AS u, ")
+            .uint(*b)
+            .sql(" AS b, ")
+            .uint(event.order.get())
+            .sql(" AS o, ")
+            .text(event.kind.name())
+            .sql(" AS k, ")
+            .decimal(event.total.as_decimal())
+            .sql(" AS t, ");
+        match reason_of(event) {
+            Some(reason) => script.text(reason),
+            None => script.sql("NULL"),
+        };
+        script.sql(" AS w, ").text(&to_sql(event.at)).sql(" AS a");
+    }
+    script.sql(INSERT_EVENTS_BY_COUNTER_TAIL);
+    script.end();
+
+    script
+        .sql(USER_SEQS_HEAD)
+        .uints(per_user.keys().map(|u| u.get()))
+        .sql(")");
+    let counters = script.end();
+    Logged {
+        events,
+        back,
+        counters: Some(counters),
+    }
+}
+
+/// The events [`log_changes_in`] wrote, waiting for their seqs.
+pub(super) struct Logged {
+    /// The events, seq 0 until [`Logged::events`].
+    events: Vec<OrderEvent>,
+    /// Per event, how many of its user's events follow it.
+    back: Vec<u64>,
+    /// The statement that reads the users' new counters (none without events).
+    counters: Option<usize>,
+}
+
+impl Logged {
+    /// The events with their seqs, from the script's answers.
+    pub(super) fn events(self, answers: &mut Answers) -> Result<Vec<OrderEvent>, DbError> {
+        let Some(counters) = self.counters else {
+            return Ok(self.events);
+        };
+        let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+        for row in answers.take(counters) {
+            let id: u64 = row.try_get("id").ctx("reading a user id")?;
+            let seq: u64 = row.try_get("event_seq").ctx("reading a user's event seq")?;
+            last.insert(id, seq);
+        }
+        let mut events = self.events;
+        for (event, b) in events.iter_mut().zip(self.back) {
+            let seq = last
+                .get(&event.user.get())
+                .and_then(|last| last.checked_sub(b))
+                .ok_or_else(|| {
+                    DbError::data(format!(
+                        "user {} of order {}: no event counter after the log write",
+                        event.user, event.order
+                    ))
+                })?;
+            event.seq = seq;
+        }
+        Ok(events)
+    }
 }
 
 impl MySqlOrderRepository {

@@ -23,6 +23,7 @@ mod events;
 mod group;
 mod place;
 mod rows;
+mod script;
 mod sql;
 mod transition;
 

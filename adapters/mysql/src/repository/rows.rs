@@ -15,13 +15,13 @@ use order_core::{
     IdempotencyKey, Money, Order, OrderId, OrderStatus, Product, ProductId, Quantity, UserId,
 };
 use rust_decimal::Decimal;
-use sqlx::{AssertSqlSafe, MySqlConnection};
+use sqlx::mysql::MySqlRow;
+use sqlx::{AssertSqlSafe, FromRow, MySqlConnection};
 
 use super::sql::{
     COUNT_BY_USER, COUNT_BY_USER_STATUS, ITEMS_OF_ORDER, ITEMS_OF_ORDER_LOCKED,
     ITEMS_OF_ORDERS_HEAD, ITEMS_OF_ORDERS_TAIL, LIST_BY_USER, LIST_BY_USER_STATUS, ORDER_BY_ID,
-    ORDER_BY_KEY, ORDER_BY_KEY_LOCKED, ORDERS_WITH_ITEMS_HEAD, ORDERS_WITH_ITEMS_TAIL, pad, padded,
-    repeat_sql,
+    ORDER_BY_KEY, ORDER_BY_KEY_LOCKED, pad, padded, repeat_sql,
 };
 use crate::error::{Context, DbError};
 use crate::time::from_sql;
@@ -215,27 +215,20 @@ pub(super) async fn load_order_by_key(
     row.into_order(items).map(Some)
 }
 
-/// The orders with these ids (each at most once; absent ids are left out), rows and
-/// lines in one read. Plain reads: inside a transaction, the transaction's own changes
-/// and its snapshot.
-pub(super) async fn load_orders(
-    conn: &mut MySqlConnection,
-    ids: &[u64],
-) -> Result<HashMap<u64, Order>, DbError> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let n = padded(ids.len(), 1);
-    let sql = repeat_sql(ORDERS_WITH_ITEMS_HEAD, "?", ", ", n, ORDERS_WITH_ITEMS_TAIL);
-    let mut query = sqlx::query_as::<_, OrderLineRow>(AssertSqlSafe(sql));
-    for id in pad(ids, n) {
-        query = query.bind(*id);
-    }
-    let rows = query
-        .fetch_all(&mut *conn)
-        .await
+/// The orders of rows read by `ORDERS_WITH_ITEMS_HEAD` … `ORDERS_WITH_ITEMS_TAIL` (in a
+/// script, `script.rs`), by id: each order once, with its lines. Inside a transaction
+/// the read sees the transaction's own changes and its snapshot.
+pub(super) fn orders_with_items(rows: Vec<MySqlRow>) -> Result<HashMap<u64, Order>, DbError> {
+    let rows = rows
+        .iter()
+        .map(OrderLineRow::from_row)
+        .collect::<Result<Vec<_>, _>>()
         .ctx("reading orders and their lines")?;
-    let mut orders = HashMap::with_capacity(ids.len());
+    orders_from_line_rows(rows)
+}
+
+fn orders_from_line_rows(rows: Vec<OrderLineRow>) -> Result<HashMap<u64, Order>, DbError> {
+    let mut orders = HashMap::with_capacity(rows.len());
     // Rows come ordered by order: each order's lines are consecutive.
     let mut current: Option<(OrderRow, Vec<ItemRow>)> = None;
     for row in rows {

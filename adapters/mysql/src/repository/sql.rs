@@ -175,10 +175,19 @@ pub(super) const EVENTS_AFTER: &str = concat!(
 pub(super) const LAST_EVENT_SEQ: &str = "SELECT event_seq FROM users WHERE id = ?";
 /// Oldest first over `order_events_at`, at most the limit per statement.
 pub(super) const PRUNE_EVENTS: &str = "DELETE FROM order_events WHERE at < ? ORDER BY at LIMIT ?";
-/// Bumps a user's event counter by `k` (the first placeholder) for `k` events of one
-/// transaction, handing the last new value back as [`BUMP_EVENT_SEQ`] does.
-pub(super) const BUMP_EVENT_SEQ_BY: &str =
-    "UPDATE users SET event_seq = LAST_INSERT_ID(event_seq + ?) WHERE id = ?";
+/// Moves each user's event counter past its new events: `ADD_TO_SEQS_HEAD` +
+/// ` WHEN user THEN k`… + `CASE_END_IN` + users + `)`.
+pub(super) const ADD_TO_SEQS_HEAD: &str = "UPDATE users SET event_seq = event_seq + CASE id";
+/// Events whose seqs come from their users' counters: `INSERT_EVENTS_BY_COUNTER_HEAD` +
+/// rows `SELECT user AS u, back AS b, order AS o, kind AS k, total AS t, reason AS w,
+/// instant AS a` joined by `UNION_ALL` + `INSERT_EVENTS_BY_COUNTER_TAIL`; see
+/// `events::log_changes_in`.
+pub(super) const INSERT_EVENTS_BY_COUNTER_HEAD: &str = "INSERT INTO order_events \
+     (user_id, seq, order_id, kind, total_amount, reason, at) \
+     SELECT r.u, u.event_seq - r.b, r.o, r.k, r.t, r.w, r.a FROM (";
+pub(super) const INSERT_EVENTS_BY_COUNTER_TAIL: &str = ") AS r LEFT JOIN users u ON u.id = r.u";
+/// The users' counters: `USER_SEQS_HEAD` + users + `)`.
+pub(super) const USER_SEQS_HEAD: &str = "SELECT id, event_seq FROM users WHERE id IN (";
 
 // -- batched transitions ------------------------------------------------------------------
 // The compare-and-sets of many orders in one statement each: the same WHERE clauses and
@@ -201,7 +210,6 @@ pub(super) const START_MANY_WHERE: &str = " END WHERE status = 'PENDING' AND id 
 pub(super) const COMPLETE_MANY_HEAD: &str = "UPDATE orders SET status = CASE id";
 pub(super) const COMPLETE_MANY_REASON: &str =
     " END, lease_token = NULL, lease_until = NULL, failure_reason = CASE id";
-pub(super) const REASON_WHEN: &str = " WHEN ? THEN COALESCE(?, failure_reason)";
 pub(super) const COMPLETE_MANY_AT: &str = " END, updated_at = CASE id";
 /// The WHERE clause is evaluated before the SET clause: it sees the lease token as it
 /// was.
@@ -247,32 +255,33 @@ pub(super) const KEYS_TAIL_LOCKED: &str = ") LOCK IN SHARE MODE";
 pub(super) const LOCK_USERS_HEAD: &str = "SELECT id, event_seq FROM users WHERE id IN (";
 pub(super) const LOCK_USERS_TAIL: &str = ") ORDER BY id FOR UPDATE";
 
-/// Many orders in one statement: `INSERT … SELECT` from a derived table of `n` rows of
-/// placeholders (user, total, key, fingerprint, instant), joined by `UNION_ALL`; rows
-/// whose user is NULL are padding and are not inserted (see [`padded`]).
-pub(super) const INSERT_ORDERS_HEAD: &str = "INSERT INTO orders (user_id, status, \
+/// Many orders in one statement, written into a script (`script.rs`): this, then one
+/// `(user, 'PENDING', total, key, fingerprint, 0, instant, instant)` per order.
+pub(super) const INSERT_ORDERS_VALUES: &str = "INSERT INTO orders (user_id, status, \
      total_amount, idempotency_key, request_fingerprint, attempts, created_at, updated_at) \
-     SELECT u, 'PENDING', t, k, f, 0, c, c FROM (";
-pub(super) const INSERT_ORDERS_ROW: &str = "SELECT ? AS u, ? AS t, ? AS k, ? AS f, ? AS c";
-pub(super) const INSERT_ORDERS_TAIL: &str = ") AS r WHERE r.u IS NOT NULL";
+     VALUES ";
 /// Appended to the orders insert on MariaDB (10.5+): the new rows' ids come back with
-/// the insert, keyed by (user, key) as [`KEYS_HEAD`] reads them — one round trip fewer.
+/// the insert, keyed by (user, key) as [`KEYS_HEAD`] reads them.
 pub(super) const INSERT_ORDERS_RETURNING: &str = " RETURNING id, user_id, idempotency_key";
+/// The name of the orders' unique (user, key) index, as a duplicate-key error names it.
+pub(super) const ORDERS_KEY_INDEX: &str = "orders_user_key_unique";
 
-/// Many order lines in one statement, padded the same way (order, product, quantity,
-/// unit price).
-pub(super) const INSERT_LINES_HEAD: &str = "INSERT INTO order_items (order_id, product_id, \
-     quantity, unit_price) SELECT o, p, q, x FROM (";
-pub(super) const INSERT_LINES_ROW: &str = "SELECT ? AS o, ? AS p, ? AS q, ? AS x";
-pub(super) const INSERT_LINES_TAIL: &str = ") AS r WHERE r.o IS NOT NULL";
-
-/// Many events in one statement, padded the same way (user, seq, order, kind, total,
-/// reason, at).
-pub(super) const INSERT_EVENTS_HEAD: &str = "INSERT INTO order_events \
-     (user_id, seq, order_id, kind, total_amount, reason, at) SELECT u, s, o, k, t, w, a FROM (";
-pub(super) const INSERT_EVENTS_ROW: &str =
-    "SELECT ? AS u, ? AS s, ? AS o, ? AS k, ? AS t, ? AS w, ? AS a";
-pub(super) const INSERT_EVENTS_TAIL: &str = ") AS r WHERE r.u IS NOT NULL";
+/// The lines of orders inserted earlier in the same script: this, then rows
+/// `SELECT user AS u, key AS k, product AS p, quantity AS q, unit price AS x` joined by
+/// `UNION_ALL`, then [`JOINED_TAIL`], which finds each line's order by its (user, key)
+/// on the unique index.
+pub(super) const INSERT_LINES_JOINED_HEAD: &str = "INSERT INTO order_items (order_id, \
+     product_id, quantity, unit_price) SELECT o.id, r.p, r.q, r.x FROM (";
+/// The `order.created` events of orders inserted earlier in the same script: this, then
+/// rows `SELECT user AS u, key AS k, seq AS s, total AS t, instant AS a` joined by
+/// `UNION_ALL`, then [`JOINED_TAIL`].
+pub(super) const INSERT_CREATED_EVENTS_JOINED_HEAD: &str = "INSERT INTO order_events \
+     (user_id, seq, order_id, kind, total_amount, reason, at) \
+     SELECT r.u, r.s, o.id, 'order.created', r.t, NULL, r.a FROM (";
+/// Ends the joined inserts: the derived table's rows drive the join (`STRAIGHT_JOIN`),
+/// each one finding its order with one lookup of the unique (user, key) index.
+pub(super) const JOINED_TAIL: &str = ") AS r STRAIGHT_JOIN orders o \
+     ON o.user_id = r.u AND o.idempotency_key = r.k";
 
 pub(super) const UNION_ALL: &str = " UNION ALL ";
 
@@ -282,7 +291,6 @@ pub(super) const SET_SEQS_HEAD: &str = "UPDATE users SET event_seq = CASE id";
 /// Take stock from many products: `TAKE_STOCK_HEAD` + `CASE_WHEN`… + `CASE_END_IN` +
 /// `?, …` + `)`.
 pub(super) const TAKE_STOCK_HEAD: &str = "UPDATE products SET stock = stock - CASE id";
-pub(super) const CASE_WHEN: &str = " WHEN ? THEN ?";
 pub(super) const CASE_END_IN: &str = " END WHERE id IN (";
 
 /// How many rows (or list items) a statement of `n` rows of `width` placeholders is
