@@ -43,13 +43,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use order_core::domain::{Lease, StatusChange};
 use order_core::ports::{RepositoryError, TransitionOutcome};
 use order_core::{Order, OrderId, OrderStatus, Timestamp};
+use sqlx::MySql;
+use sqlx::pool::PoolConnection;
 use tokio::sync::oneshot;
 
 use super::MySqlOrderRepository;
 use super::events;
 use super::group::{Lane, Runner, join};
 use super::rows::orders_with_items;
-use super::script::{Script, ScriptTx};
+use super::script::{Script, ScriptTx, Warm};
 use super::sql::{
     COMPLETE_MANY_AT, COMPLETE_MANY_HEAD, COMPLETE_MANY_IN, COMPLETE_MANY_REASON,
     COMPLETE_MANY_WHERE, ORDERS_WITH_ITEMS_HEAD, ORDERS_WITH_ITEMS_TAIL, RETURN_STOCK_HEAD,
@@ -152,13 +154,18 @@ struct TransitionRunner {
 
 impl Runner for TransitionRunner {
     type Item = Waiter;
+    type Carry = PoolConnection<MySql>;
 
     fn lane(&self) -> &Lane<Waiter> {
         &self.batcher.lane
     }
 
-    async fn run(&self, batch: Vec<Waiter>) {
-        self.repo.run_transitions(&self.batcher, batch).await;
+    async fn run(
+        &self,
+        batch: Vec<Waiter>,
+        carry: Option<PoolConnection<MySql>>,
+    ) -> Option<PoolConnection<MySql>> {
+        self.repo.run_transitions(&self.batcher, batch, carry).await
     }
 }
 
@@ -207,11 +214,14 @@ impl MySqlOrderRepository {
         &self,
         item: &Item,
     ) -> Result<TransitionOutcome, RepositoryError> {
+        let warm = Warm::default();
         let attempt = self
             .retrying("transition", || {
-                self.transitions_once(std::slice::from_ref(item))
+                self.transitions_once(std::slice::from_ref(item), &warm)
             })
             .await?;
+        // Back to the pool before the one-order path acquires one.
+        drop(warm);
         match attempt {
             Attempt::Done(mut outcomes) if outcomes.len() == 1 => outcomes.pop().ok_or_else(|| {
                 RepositoryError::Unexpected(anyhow::Error::msg("a batch of one lost its outcome"))
@@ -227,7 +237,13 @@ impl MySqlOrderRepository {
 
     /// Applies one batch of queued transitions and answers each caller, falling back to
     /// one at a time when the batch fails or a completion in it lost its lease.
-    async fn run_transitions(&self, batcher: &Batcher, waiters: Vec<Waiter>) {
+    async fn run_transitions(
+        &self,
+        batcher: &Batcher,
+        waiters: Vec<Waiter>,
+        carry: Option<PoolConnection<MySql>>,
+    ) -> Option<PoolConnection<MySql>> {
+        let warm = Warm::new(carry);
         let counters = &batcher.counters;
         let n = waiters.len() as u64;
         if n == 1 {
@@ -239,7 +255,9 @@ impl MySqlOrderRepository {
         let (items, replies): (Vec<Item>, Vec<_>) =
             waiters.into_iter().map(|w| (w.item, w.reply)).unzip();
         let attempt = self
-            .retrying("transition (batch)", || self.transitions_once(&items))
+            .retrying("transition (batch)", || {
+                self.transitions_once(&items, &warm)
+            })
             .await;
         match attempt {
             Ok(Attempt::Done(outcomes)) if outcomes.len() == items.len() => {
@@ -269,34 +287,40 @@ impl MySqlOrderRepository {
                 }
             }
         }
+        warm.into_inner()
     }
 
     /// One attempt at a batch, as one transaction (see the module docs), rolled back on
-    /// any error or a short completion.
-    async fn transitions_once(&self, items: &[Item]) -> Result<Attempt, DbError> {
-        let mut tx = ScriptTx::new(self.acquire().await?);
+    /// any error or a short completion; on `warm`'s connection if it holds one, which an
+    /// attempt that ends cleanly (committed or rolled back) leaves there.
+    async fn transitions_once(&self, items: &[Item], warm: &Warm) -> Result<Attempt, DbError> {
+        let mut conn = self.acquire_warm(warm).await?;
+        let mut tx = ScriptTx::new(&mut conn);
         let result = batch_in_transaction(&mut tx, items).await;
-        match result {
-            Ok(Some(outcomes)) => Ok(Attempt::Done(outcomes)),
+        let attempt = match result {
+            Ok(Some(outcomes)) => Attempt::Done(outcomes),
             Ok(None) => {
                 tx.rollback().await.ctx("rolling back")?;
-                Ok(Attempt::Short)
+                Attempt::Short
             }
             Err(e) => {
                 // Should the rollback fail too, the connection is closed (`ScriptTx`).
                 if let Err(rollback) = tx.rollback().await {
                     tracing::debug!(error = %rollback, "rollback after a failed transition batch");
                 }
-                Err(e)
+                return Err(e);
             }
-        }
+        };
+        drop(tx);
+        self.keep_warm(warm, conn);
+        Ok(attempt)
     }
 }
 
 /// The two scripts of one batch (see the module docs); `None` when a completion matched
 /// short (the caller rolls back). Committed when it returns outcomes.
 async fn batch_in_transaction(
-    tx: &mut ScriptTx,
+    tx: &mut ScriptTx<'_>,
     items: &[Item],
 ) -> Result<Option<Vec<TransitionOutcome>>, DbError> {
     let mut starts = Vec::new();

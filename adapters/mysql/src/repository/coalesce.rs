@@ -35,11 +35,14 @@ use std::time::Duration;
 use order_core::Timestamp;
 use order_core::domain::OrderDraft;
 use order_core::ports::{PlaceOutcome, RepositoryError};
+use sqlx::MySql;
+use sqlx::pool::PoolConnection;
 use tokio::sync::oneshot;
 
 use super::MySqlOrderRepository;
 use super::batch::{BatchAttempt, Entry, MAX_BATCH_DRAFTS};
 use super::group::{Lane, Runner, join};
+use super::script::Warm;
 
 /// How [`MySqlOrderRepository`] coalesces concurrent placements (see
 /// [`with_coalescing`](MySqlOrderRepository::with_coalescing)): a checked pair of limits.
@@ -224,13 +227,18 @@ struct PlaceRunner {
 
 impl Runner for PlaceRunner {
     type Item = Waiter;
+    type Carry = PoolConnection<MySql>;
 
     fn lane(&self) -> &Lane<Waiter> {
         &self.coalescer.lane
     }
 
-    async fn run(&self, batch: Vec<Waiter>) {
-        self.repo.run_batch(&self.coalescer, batch).await;
+    async fn run(
+        &self,
+        batch: Vec<Waiter>,
+        carry: Option<PoolConnection<MySql>>,
+    ) -> Option<PoolConnection<MySql>> {
+        self.repo.run_batch(&self.coalescer, batch, carry).await
     }
 }
 
@@ -280,9 +288,15 @@ impl MySqlOrderRepository {
     }
 
     /// Places one batch of queued drafts and answers each caller: a batch of one through
-    /// the one-draft path, more through the multi-row path, falling back to one draft at
-    /// a time when that fails or races.
-    async fn run_batch(&self, coalescer: &Coalescer, mut batch: Vec<Waiter>) {
+    /// the one-draft path, more through the multi-row path (on `carry`, the connection
+    /// the batch before it committed on, if any), falling back to one draft at a time
+    /// when that fails or races. Returns the connection for the next batch.
+    async fn run_batch(
+        &self,
+        coalescer: &Coalescer,
+        mut batch: Vec<Waiter>,
+        carry: Option<PoolConnection<MySql>>,
+    ) -> Option<PoolConnection<MySql>> {
         let counters = &coalescer.counters;
         if batch.len() == 1 {
             if let Some(w) = batch.pop() {
@@ -294,8 +308,9 @@ impl MySqlOrderRepository {
                 // A caller that stopped waiting no longer needs the answer.
                 let _ = w.reply.send(outcome);
             }
-            return;
+            return carry;
         }
+        let warm = Warm::new(carry);
         let n = batch.len() as u64;
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.drafts.fetch_add(n, Ordering::Relaxed);
@@ -308,7 +323,8 @@ impl MySqlOrderRepository {
                     now: w.now,
                 })
                 .collect();
-            self.place_batch("place (coalesced batch)", &entries).await
+            self.place_batch("place (coalesced batch)", &entries, &warm)
+                .await
         };
         match attempt {
             Ok(BatchAttempt::Done(outcomes)) if outcomes.len() == batch.len() => {
@@ -321,6 +337,9 @@ impl MySqlOrderRepository {
                     tracing::debug!(drafts = n, error = %order_core::app::ErrorChain(e), "a coalesced batch failed: placing its drafts one by one");
                 }
                 counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                // The drafts go through the pool; a connection kept for the next batch
+                // goes back to it first (a pool of one would wait for it otherwise).
+                drop(warm.take());
                 for w in batch {
                     let outcome = single(
                         self.place_direct(std::slice::from_ref(&w.draft), w.now)
@@ -330,5 +349,6 @@ impl MySqlOrderRepository {
                 }
             }
         }
+        warm.into_inner()
     }
 }

@@ -15,6 +15,11 @@
 //! A *sequential* lane ([`Lane::sequential`]) keeps only the first rule: one batch at a
 //! time, at most `max_batch` items each.
 //!
+//! **Carry.** A batch that ends while another is queued hands that batch what it leaves
+//! ([`Runner::Carry`]: for the MySQL batchers, the connection it has just committed on,
+//! which spares the next batch the pool's acquire and ping); with nothing queued the
+//! carry is dropped.
+//!
 //! **Runtime.** Queued batches run on tasks spawned on the current tokio runtime; the
 //! lane is a `std::sync::Mutex`, held only to move items in and out of the queue, never
 //! across an `.await`. A running batch holds a [`Slot`]; however it ends — done,
@@ -51,10 +56,19 @@ pub(super) struct Lane<T> {
 pub(super) trait Runner: Clone + Send + Sync + 'static {
     /// One queued item (it carries its own reply channel).
     type Item: Send + 'static;
+    /// What a batch that ends hands to the batch that follows it at once (see
+    /// [`Slot`]): for the MySQL batchers, the connection it has just committed on.
+    type Carry: Send + 'static;
     /// The lane this runner's batches come from.
     fn lane(&self) -> &Lane<Self::Item>;
-    /// Runs one batch of at least one item, answering every item.
-    fn run(&self, batch: Vec<Self::Item>) -> impl Future<Output = ()> + Send;
+    /// Runs one batch of at least one item, answering every item, with what the batch
+    /// before it left (`None` when this batch did not follow one at once); returns what
+    /// it leaves to the next.
+    fn run(
+        &self,
+        batch: Vec<Self::Item>,
+        carry: Option<Self::Carry>,
+    ) -> impl Future<Output = Option<Self::Carry>> + Send;
 }
 
 impl<T> Lane<T> {
@@ -157,6 +171,7 @@ pub(super) fn join<R: Runner>(runner: &R, queued: impl FnOnce() -> R::Item) -> O
     };
     let slot = || Slot {
         runner: runner.clone(),
+        carry: None,
     };
     match start {
         Start::Lead => return Some(slot()),
@@ -171,8 +186,11 @@ pub(super) fn join<R: Runner>(runner: &R, queued: impl FnOnce() -> R::Item) -> O
                 runtime.spawn(async move {
                     tokio::time::sleep(wait).await;
                     if let Some(batch) = runner.lane().take_if_still_waiting(generation) {
-                        let slot = Slot { runner };
-                        slot.runner.run(batch).await;
+                        let mut slot = Slot {
+                            runner,
+                            carry: None,
+                        };
+                        slot.carry = slot.runner.run(batch, None).await;
                     }
                 });
             }
@@ -182,9 +200,11 @@ pub(super) fn join<R: Runner>(runner: &R, queued: impl FnOnce() -> R::Item) -> O
 }
 
 /// One running batch's hold on the lane; dropping it hands the lane to the next queued
-/// batch (see the module docs).
+/// batch (see the module docs), together with what the batch left (its `carry`); with
+/// no batch queued, the carry is dropped.
 pub(super) struct Slot<R: Runner> {
     runner: R,
+    carry: Option<R::Carry>,
 }
 
 impl<R: Runner> Drop for Slot<R> {
@@ -193,6 +213,7 @@ impl<R: Runner> Drop for Slot<R> {
             spawn_batch(
                 Slot {
                     runner: self.runner.clone(),
+                    carry: self.carry.take(),
                 },
                 next,
             );
@@ -202,11 +223,12 @@ impl<R: Runner> Drop for Slot<R> {
 
 /// Runs `batch` under `slot` on a task of its own. Outside a runtime (it is gone), the
 /// batch is dropped: its callers' reply channels close and they get an error.
-fn spawn_batch<R: Runner>(slot: Slot<R>, batch: Vec<R::Item>) {
+fn spawn_batch<R: Runner>(mut slot: Slot<R>, batch: Vec<R::Item>) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             runtime.spawn(async move {
-                slot.runner.run(batch).await;
+                let carry = slot.carry.take();
+                slot.carry = slot.runner.run(batch, carry).await;
                 drop(slot);
             });
         }

@@ -347,6 +347,28 @@ impl MySqlOrderRepository {
     async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::MySql>, DbError> {
         self.pool.acquire().await.ctx("acquiring a connection")
     }
+
+    /// Leaves `conn`, which has just ended a transaction cleanly, in `warm` for the
+    /// next batch — unless every connection the pool may open is out and none idles,
+    /// when a caller may be waiting for one: it then goes back to the pool, so a lane
+    /// that stays busy never keeps a connection from the rest of the process.
+    fn keep_warm(&self, warm: &script::Warm, conn: sqlx::pool::PoolConnection<sqlx::MySql>) {
+        let max = self.pool.options().get_max_connections();
+        if self.pool.size() < max || self.pool.num_idle() > 0 {
+            warm.put(conn);
+        }
+    }
+
+    /// The connection `warm` holds, else one from the pool.
+    async fn acquire_warm(
+        &self,
+        warm: &script::Warm,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::MySql>, DbError> {
+        match warm.take() {
+            Some(conn) => Ok(conn),
+            None => self.acquire().await,
+        }
+    }
 }
 
 #[async_trait]
@@ -383,7 +405,10 @@ impl OrderRepository for MySqlOrderRepository {
             (_, _) if drafts.len() <= MAX_BATCH_DRAFTS => {
                 let entries: Vec<Entry<'_>> =
                     drafts.iter().map(|draft| Entry { draft, now }).collect();
-                match self.place_batch("place (batch)", &entries).await {
+                match self
+                    .place_batch("place (batch)", &entries, &script::Warm::default())
+                    .await
+                {
                     Ok(BatchAttempt::Done(outcomes)) => Ok(outcomes),
                     // A concurrent twin took a key after the second attempt's pre-read:
                     // the general path answers each draft, the twin's as a replay.

@@ -21,6 +21,7 @@
 //! connection is closed rather than returned to the pool, and the server rolls back.
 
 use std::fmt::Write as _;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use futures_util::TryStreamExt;
 use rust_decimal::Decimal;
@@ -160,54 +161,95 @@ impl Script {
 }
 
 /// A pooled connection that may hold a transaction opened by a script (see the module
-/// docs): dropped while the transaction is open, the connection is closed instead of
-/// going back to the pool, so the server rolls the transaction back.
-pub(super) struct ScriptTx {
-    conn: PoolConnection<MySql>,
+/// docs): dropped while the transaction is open, the connection is marked to be closed
+/// instead of going back to the pool, so the server rolls the transaction back.
+pub(super) struct ScriptTx<'c> {
+    conn: &'c mut PoolConnection<MySql>,
     open: bool,
 }
 
-impl ScriptTx {
+impl<'c> ScriptTx<'c> {
     /// `conn`, with no transaction open.
-    pub(super) fn new(conn: PoolConnection<MySql>) -> Self {
+    pub(super) fn new(conn: &'c mut PoolConnection<MySql>) -> Self {
         Self { conn, open: false }
     }
 
     /// The connection, for statements run inside the transaction.
     pub(super) fn conn(&mut self) -> &mut MySqlConnection {
-        &mut self.conn
+        self.conn
     }
 
     /// Runs a script that opens the transaction (it starts with `BEGIN`); from here on
     /// the transaction counts as open, whatever the script's outcome.
     pub(super) async fn begin(&mut self, script: Script) -> Result<Answers, sqlx::Error> {
         self.open = true;
-        script.run(&mut self.conn).await
+        script.run(self.conn).await
     }
 
     /// Runs a script that ends the transaction with `COMMIT`. On an error the
     /// transaction still counts as open (the `COMMIT` may not have run): roll back.
     pub(super) async fn commit(&mut self, script: Script) -> Result<Answers, sqlx::Error> {
-        let answers = script.run(&mut self.conn).await?;
+        let answers = script.run(self.conn).await?;
         self.open = false;
         Ok(answers)
     }
 
     /// Rolls the transaction back (a no-op for the server if it has already ended).
+    /// Runs `script` inside the transaction [`begin`](Self::begin) opened, which stays
+    /// open.
+    pub(super) async fn run(&mut self, script: Script) -> Result<Answers, sqlx::Error> {
+        script.run(self.conn).await
+    }
+
     pub(super) async fn rollback(&mut self) -> Result<(), sqlx::Error> {
         let mut script = Script::new();
         script.sql("ROLLBACK").end();
-        script.run(&mut self.conn).await?;
+        script.run(self.conn).await?;
         self.open = false;
         Ok(())
     }
 }
 
-impl Drop for ScriptTx {
+impl Drop for ScriptTx<'_> {
     fn drop(&mut self) {
         if self.open {
             self.conn.close_on_drop();
         }
+    }
+}
+
+/// The connection a batch may run on without a trip through the pool: the one the
+/// batch before it has just committed on (its `Carry` in `group.rs`), so known to be
+/// alive microseconds ago — which spares the pool's ping on acquire. Shared by the
+/// attempts of one batch; a failed attempt does not put its connection back.
+#[derive(Debug, Default)]
+pub(super) struct Warm(Mutex<Option<PoolConnection<MySql>>>);
+
+impl Warm {
+    /// Holding `conn`, if any.
+    pub(super) fn new(conn: Option<PoolConnection<MySql>>) -> Self {
+        Self(Mutex::new(conn))
+    }
+
+    /// The connection held, if any (it is no longer held).
+    pub(super) fn take(&self) -> Option<PoolConnection<MySql>> {
+        self.lock().take()
+    }
+
+    /// Holds `conn`, after a committed (or cleanly rolled back) attempt; a connection
+    /// held already goes back to the pool.
+    pub(super) fn put(&self, conn: PoolConnection<MySql>) {
+        *self.lock() = Some(conn);
+    }
+
+    /// What is held at the end of the batch, for the next one.
+    pub(super) fn into_inner(self) -> Option<PoolConnection<MySql>> {
+        self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The slot; only moves happen under the lock, so a poisoned one is used as it is.
+    fn lock(&self) -> MutexGuard<'_, Option<PoolConnection<MySql>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -266,6 +266,14 @@ pub(super) const INSERT_ORDERS_RETURNING: &str = " RETURNING id, user_id, idempo
 /// The name of the orders' unique (user, key) index, as a duplicate-key error names it.
 pub(super) const ORDERS_KEY_INDEX: &str = "orders_user_key_unique";
 
+/// Many lines whose orders' ids are known, written into a script: this, then one
+/// `(order id, product, quantity, unit price)` per line.
+pub(super) const INSERT_LINES_VALUES: &str =
+    "INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES ";
+/// Many `order.created` events whose orders' ids are known, written into a script: this,
+/// then one `(user, seq, order id, 'order.created', total, NULL, instant)` per event.
+pub(super) const INSERT_CREATED_EVENTS_VALUES: &str = "INSERT INTO order_events \
+     (user_id, seq, order_id, kind, total_amount, reason, at) VALUES ";
 /// The lines of orders inserted earlier in the same script: this, then rows
 /// `SELECT user AS u, key AS k, product AS p, quantity AS q, unit price AS x` joined by
 /// `UNION_ALL`, then [`JOINED_TAIL`], which finds each line's order by its (user, key)

@@ -694,6 +694,73 @@ async fn a_batch_given_up_inside_its_transaction_leaves_no_lock_behind(
     pool.close().await;
 }
 
+/// A batch hands the connection it has just committed on to the batch that follows it
+/// at once (no trip through the pool, no ping) — but never the pool's only connection
+/// while every other one is out: with a pool of one and 32 callers keeping the lane
+/// busy, another caller of the pool still gets the connection, every time, well within
+/// the acquire timeout.
+#[sqlx::test(migrator = "order_mysql::MIGRATOR")]
+async fn a_busy_lane_never_keeps_the_pools_only_connection_from_other_callers(
+    _: MySqlPoolOptions,
+    options: MySqlConnectOptions,
+) {
+    let pool = MySqlPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(options.clone())
+        .await
+        .expect("a pool of one");
+    let repo = Arc::new(MySqlOrderRepository::new(pool.clone()));
+    let u = users(&repo, 32).await;
+    let p = repo
+        .add_product("P", money("1.00"), 1_000_000)
+        .await
+        .expect("p");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = JoinSet::new();
+    for (c, user) in u.iter().copied().enumerate() {
+        let (repo, stop) = (repo.clone(), stop.clone());
+        callers.spawn(async move {
+            let mut n = 0_u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("busy-{c}-{n}");
+                repo.place(&[draft(user, &key, &[(p, 1)])], at(n))
+                    .await
+                    .expect("place");
+                n += 1;
+            }
+            n
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let batches_before = repo.coalescing_stats().batches;
+    for i in 0..20 {
+        let one: i64 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("read {i}: the lane kept the only connection: {e}"));
+        assert_eq!(one, 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let batches = repo.coalescing_stats().batches - batches_before;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut placed = 0;
+    while let Some(n) = callers.join_next().await {
+        placed += n.expect("caller");
+    }
+    assert!(
+        batches >= 10,
+        "the lane was not busy while the reads ran ({batches} batches)"
+    );
+    let stock: u32 = sqlx::query_scalar("SELECT stock FROM products WHERE id = ?")
+        .bind(p.get())
+        .fetch_one(&pool)
+        .await
+        .expect("stock");
+    assert_eq!(u64::from(1_000_000 - stock), placed);
+    pool.close().await;
+}
+
 /// Drafts queued behind a running placement are still placed after the last handle on
 /// the repository is dropped: the running placement hands its lane to them.
 #[sqlx::test(migrator = "order_mysql::MIGRATOR")]
