@@ -46,7 +46,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 pub use accounts::MySqlAccountStore;
 pub use audit::AuditError;
 pub use error::{MySqlRestockError, SetupError};
-pub use ledger::MySqlPaymentLedger;
+pub use ledger::{LedgerBatchingStats, MySqlPaymentLedger};
 pub use repository::{
     CoalesceConfig, CoalesceConfigError, CoalescingStats, MySqlOrderRepository, QueryPlan,
 };

@@ -45,7 +45,7 @@ struct State<T> {
 }
 
 /// One batcher's queue and its flush limits.
-pub(super) struct Lane<T> {
+pub(crate) struct Lane<T> {
     max_batch: usize,
     /// `None`: a sequential lane (see [`Lane::sequential`]).
     max_wait: Option<Duration>,
@@ -53,7 +53,7 @@ pub(super) struct Lane<T> {
 }
 
 /// Runs batches taken from a [`Lane`]: what a batcher plugs into the policy.
-pub(super) trait Runner: Clone + Send + Sync + 'static {
+pub(crate) trait Runner: Clone + Send + Sync + 'static {
     /// One queued item (it carries its own reply channel).
     type Item: Send + 'static;
     /// What a batch that ends hands to the batch that follows it at once (see
@@ -73,7 +73,7 @@ pub(super) trait Runner: Clone + Send + Sync + 'static {
 
 impl<T> Lane<T> {
     /// A lane that flushes at `max_batch` items or after `max_wait`.
-    pub(super) fn new(max_batch: usize, max_wait: Duration) -> Self {
+    pub(crate) fn new(max_batch: usize, max_wait: Duration) -> Self {
         Self::with(max_batch, Some(max_wait))
     }
 
@@ -81,7 +81,7 @@ impl<T> Lane<T> {
     /// running batch ends, at most `max_batch` items at a time (the rest wait for the
     /// next), and no timer starts one early. For work whose batches would only wait for
     /// each other's row locks if they ran at once.
-    pub(super) fn sequential(max_batch: usize) -> Self {
+    pub(crate) fn sequential(max_batch: usize) -> Self {
         Self::with(max_batch, None)
     }
 
@@ -148,7 +148,7 @@ enum Start<T> {
 /// `queued` is never called. Otherwise the item `queued` builds is queued (`None` is
 /// returned: the item's own reply channel answers it), and whatever the arrival sets
 /// going (a `max_wait` timer, a full batch) is spawned.
-pub(super) fn join<R: Runner>(runner: &R, queued: impl FnOnce() -> R::Item) -> Option<Slot<R>> {
+pub(crate) fn join<R: Runner>(runner: &R, queued: impl FnOnce() -> R::Item) -> Option<Slot<R>> {
     let start = {
         let lane = runner.lane();
         let mut state = lane.lock();
@@ -202,7 +202,7 @@ pub(super) fn join<R: Runner>(runner: &R, queued: impl FnOnce() -> R::Item) -> O
 /// One running batch's hold on the lane; dropping it hands the lane to the next queued
 /// batch (see the module docs), together with what the batch left (its `carry`); with
 /// no batch queued, the carry is dropped.
-pub(super) struct Slot<R: Runner> {
+pub(crate) struct Slot<R: Runner> {
     runner: R,
     carry: Option<R::Carry>,
 }

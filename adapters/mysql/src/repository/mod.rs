@@ -20,10 +20,10 @@ mod batch;
 mod batched;
 mod coalesce;
 mod events;
-mod group;
+pub(crate) mod group;
 mod place;
 mod rows;
-mod script;
+pub(crate) mod script;
 mod sql;
 mod transition;
 

@@ -33,7 +33,7 @@ use order_core::IdempotencyKey;
 
 /// Statements and values, written into one text (see the module docs).
 #[derive(Debug, Default)]
-pub(super) struct Script {
+pub(crate) struct Script {
     sql: String,
     statements: usize,
 }
@@ -41,11 +41,11 @@ pub(super) struct Script {
 /// What each statement of a script answered, by statement index: its rows (none for a
 /// statement without a result set) and the rows it matched.
 #[derive(Debug)]
-pub(super) struct Answers(Vec<(Vec<MySqlRow>, u64)>);
+pub(crate) struct Answers(Vec<(Vec<MySqlRow>, u64)>);
 
 impl Answers {
     /// Takes the rows of statement `index` (the value [`Script::end`] returned for it).
-    pub(super) fn take(&mut self, index: usize) -> Vec<MySqlRow> {
+    pub(crate) fn take(&mut self, index: usize) -> Vec<MySqlRow> {
         self.0
             .get_mut(index)
             .map(|(rows, _)| std::mem::take(rows))
@@ -54,39 +54,39 @@ impl Answers {
 
     /// The rows statement `index` matched (an `UPDATE`'s matched rows: sqlx connects
     /// with `CLIENT_FOUND_ROWS`).
-    pub(super) fn matched(&self, index: usize) -> u64 {
+    pub(crate) fn matched(&self, index: usize) -> u64 {
         self.0.get(index).map_or(0, |(_, n)| *n)
     }
 }
 
 impl Script {
     /// An empty script.
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Static SQL.
-    pub(super) fn sql(&mut self, text: &'static str) -> &mut Self {
+    pub(crate) fn sql(&mut self, text: &'static str) -> &mut Self {
         self.sql.push_str(text);
         self
     }
 
     /// An unsigned integer.
-    pub(super) fn uint(&mut self, value: impl Into<u64>) -> &mut Self {
+    pub(crate) fn uint(&mut self, value: impl Into<u64>) -> &mut Self {
         // Writing into a String cannot fail.
         let _ = write!(self.sql, "{}", value.into());
         self
     }
 
     /// A decimal, exactly (never in exponent form).
-    pub(super) fn decimal(&mut self, value: Decimal) -> &mut Self {
+    pub(crate) fn decimal(&mut self, value: Decimal) -> &mut Self {
         let _ = write!(self.sql, "{value}");
         self
     }
 
     /// An idempotency key, in the `orders.idempotency_key` column's character set and
     /// collation, so that comparing it with the column uses the column's index.
-    pub(super) fn key(&mut self, key: &IdempotencyKey) -> &mut Self {
+    pub(crate) fn key(&mut self, key: &IdempotencyKey) -> &mut Self {
         self.sql.push_str("_ascii ");
         self.hex(key.as_str().as_bytes());
         self.sql.push_str(" COLLATE ascii_bin");
@@ -94,14 +94,14 @@ impl Script {
     }
 
     /// Any text (UTF-8).
-    pub(super) fn text(&mut self, text: &str) -> &mut Self {
+    pub(crate) fn text(&mut self, text: &str) -> &mut Self {
         self.sql.push_str("_utf8mb4 ");
         self.hex(text.as_bytes());
         self
     }
 
     /// `value, value, …`.
-    pub(super) fn uints(&mut self, values: impl IntoIterator<Item = u64>) -> &mut Self {
+    pub(crate) fn uints(&mut self, values: impl IntoIterator<Item = u64>) -> &mut Self {
         for (i, value) in values.into_iter().enumerate() {
             if i > 0 {
                 self.sql.push_str(", ");
@@ -112,7 +112,7 @@ impl Script {
     }
 
     /// Ends the current statement; returns its index, for [`Answers::take`].
-    pub(super) fn end(&mut self) -> usize {
+    pub(crate) fn end(&mut self) -> usize {
         self.sql.push_str(";\n");
         self.statements += 1;
         self.statements - 1
@@ -120,7 +120,7 @@ impl Script {
 
     /// The script's text (for tests and logs).
     #[cfg(test)]
-    pub(super) fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.sql
     }
 
@@ -137,7 +137,7 @@ impl Script {
 
     /// Runs every statement, in order, in one round trip. The first failing statement's
     /// error is returned; the statements after it did not run.
-    pub(super) async fn run(self, conn: &mut MySqlConnection) -> Result<Answers, sqlx::Error> {
+    pub(crate) async fn run(self, conn: &mut MySqlConnection) -> Result<Answers, sqlx::Error> {
         let expected = self.statements;
         let mut sets = Vec::with_capacity(expected);
         let mut rows = Vec::new();
@@ -163,32 +163,32 @@ impl Script {
 /// A pooled connection that may hold a transaction opened by a script (see the module
 /// docs): dropped while the transaction is open, the connection is marked to be closed
 /// instead of going back to the pool, so the server rolls the transaction back.
-pub(super) struct ScriptTx<'c> {
+pub(crate) struct ScriptTx<'c> {
     conn: &'c mut PoolConnection<MySql>,
     open: bool,
 }
 
 impl<'c> ScriptTx<'c> {
     /// `conn`, with no transaction open.
-    pub(super) fn new(conn: &'c mut PoolConnection<MySql>) -> Self {
+    pub(crate) fn new(conn: &'c mut PoolConnection<MySql>) -> Self {
         Self { conn, open: false }
     }
 
     /// The connection, for statements run inside the transaction.
-    pub(super) fn conn(&mut self) -> &mut MySqlConnection {
+    pub(crate) fn conn(&mut self) -> &mut MySqlConnection {
         self.conn
     }
 
     /// Runs a script that opens the transaction (it starts with `BEGIN`); from here on
     /// the transaction counts as open, whatever the script's outcome.
-    pub(super) async fn begin(&mut self, script: Script) -> Result<Answers, sqlx::Error> {
+    pub(crate) async fn begin(&mut self, script: Script) -> Result<Answers, sqlx::Error> {
         self.open = true;
         script.run(self.conn).await
     }
 
     /// Runs a script that ends the transaction with `COMMIT`. On an error the
     /// transaction still counts as open (the `COMMIT` may not have run): roll back.
-    pub(super) async fn commit(&mut self, script: Script) -> Result<Answers, sqlx::Error> {
+    pub(crate) async fn commit(&mut self, script: Script) -> Result<Answers, sqlx::Error> {
         let answers = script.run(self.conn).await?;
         self.open = false;
         Ok(answers)
@@ -197,11 +197,11 @@ impl<'c> ScriptTx<'c> {
     /// Rolls the transaction back (a no-op for the server if it has already ended).
     /// Runs `script` inside the transaction [`begin`](Self::begin) opened, which stays
     /// open.
-    pub(super) async fn run(&mut self, script: Script) -> Result<Answers, sqlx::Error> {
+    pub(crate) async fn run(&mut self, script: Script) -> Result<Answers, sqlx::Error> {
         script.run(self.conn).await
     }
 
-    pub(super) async fn rollback(&mut self) -> Result<(), sqlx::Error> {
+    pub(crate) async fn rollback(&mut self) -> Result<(), sqlx::Error> {
         let mut script = Script::new();
         script.sql("ROLLBACK").end();
         script.run(self.conn).await?;
@@ -223,27 +223,27 @@ impl Drop for ScriptTx<'_> {
 /// alive microseconds ago — which spares the pool's ping on acquire. Shared by the
 /// attempts of one batch; a failed attempt does not put its connection back.
 #[derive(Debug, Default)]
-pub(super) struct Warm(Mutex<Option<PoolConnection<MySql>>>);
+pub(crate) struct Warm(Mutex<Option<PoolConnection<MySql>>>);
 
 impl Warm {
     /// Holding `conn`, if any.
-    pub(super) fn new(conn: Option<PoolConnection<MySql>>) -> Self {
+    pub(crate) fn new(conn: Option<PoolConnection<MySql>>) -> Self {
         Self(Mutex::new(conn))
     }
 
     /// The connection held, if any (it is no longer held).
-    pub(super) fn take(&self) -> Option<PoolConnection<MySql>> {
+    pub(crate) fn take(&self) -> Option<PoolConnection<MySql>> {
         self.lock().take()
     }
 
     /// Holds `conn`, after a committed (or cleanly rolled back) attempt; a connection
     /// held already goes back to the pool.
-    pub(super) fn put(&self, conn: PoolConnection<MySql>) {
+    pub(crate) fn put(&self, conn: PoolConnection<MySql>) {
         *self.lock() = Some(conn);
     }
 
     /// What is held at the end of the batch, for the next one.
-    pub(super) fn into_inner(self) -> Option<PoolConnection<MySql>> {
+    pub(crate) fn into_inner(self) -> Option<PoolConnection<MySql>> {
         self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
     }
 
