@@ -11,8 +11,8 @@ use super::errors::{ErrorChain, ProcessOrderError};
 use super::service::OrderService;
 use super::stats::ServiceStats;
 use crate::domain::{FailureReason, Lease, LeaseToken, Order, OrderId, OrderStatus, StatusChange};
-use crate::ports::{Delivery, Job, NackOutcome, PaymentOutcome, TransitionOutcome};
-use crate::runtime::{Either, race, with_timeout};
+use crate::ports::{Delivery, Job, NackOutcome, OrderEvent, PaymentOutcome, TransitionOutcome};
+use crate::runtime::{Either, join, race, with_timeout};
 
 /// Reason stored on orders failed because the provider never gave an answer.
 const PROVIDER_UNAVAILABLE: &str = "Payment provider unavailable.";
@@ -125,14 +125,11 @@ impl OrderService {
         if taking_over {
             ServiceStats::bump(&self.stats.lease_takeovers);
         }
-        // A take-over changes only the lease: its `order.processing` was logged by Start.
-        if let Some(event) = started {
-            self.publish(event).await;
-        }
-
         // From here the order is ours. Every way out but a completion gives the lease
         // back, so the retry can take over at once instead of finding our live lease.
-        let result = self.complete(&order, lease.token).await;
+        // (A take-over changes only the lease: its `order.processing` was logged by
+        // Start, so `started` is `None` then.)
+        let result = self.complete(&order, lease.token, started).await;
         if result.is_err() {
             self.release_lease(id, lease.token).await;
         }
@@ -196,14 +193,24 @@ impl OrderService {
         }
     }
 
-    /// Charges the order this worker holds under `lease` and moves it to Paid or Failed.
+    /// Publishes `started` (the Start's `order.processing`, if any) while it charges the
+    /// order this worker holds under `lease`, then moves the order to Paid or Failed.
+    /// The publish runs beside the charge, so it adds nothing to the job's time, and it
+    /// has finished before the completion's event goes out.
     async fn complete(
         &self,
         order: &Order,
         lease: LeaseToken,
+        started: Option<OrderEvent>,
     ) -> Result<ProcessOutcome, ProcessOrderError> {
         let id = order.id();
-        let completion = match self.charge(order).await {
+        let announce = async {
+            if let Some(event) = started {
+                self.publish(event).await;
+            }
+        };
+        let (charged, ()) = join(self.charge(order), announce).await;
+        let completion = match charged {
             Some(PaymentOutcome::Approved) => StatusChange::Pay { lease },
             Some(PaymentOutcome::Declined(reason)) => StatusChange::Fail { lease, reason },
             None => {

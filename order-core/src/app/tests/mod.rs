@@ -45,6 +45,24 @@ impl Mocks {
     }
 
     fn service_with(self, config: ServiceConfig) -> OrderService {
+        let payments: Arc<dyn PaymentGateway> = Arc::new(self.pay);
+        let events: Arc<dyn EventPublisher> = Arc::new(self.events);
+        Self {
+            pay: MockPaymentGateway::new(),
+            events: MockEventPublisher::new(),
+            ..self
+        }
+        .service_on(config, payments, events)
+    }
+
+    /// The service over these mocks, but with `payments` and `events` in place of the
+    /// payment and publisher mocks (for ports a test writes by hand).
+    fn service_on(
+        self,
+        config: ServiceConfig,
+        payments: Arc<dyn PaymentGateway>,
+        events: Arc<dyn EventPublisher>,
+    ) -> OrderService {
         let mut queue = self.queue;
         queue.expect_timings().return_const(QueueTimings {
             visibility_timeout: Duration::from_secs(30),
@@ -57,8 +75,8 @@ impl Mocks {
         let ports = Ports {
             repository: Arc::new(self.repo),
             lock: Arc::new(self.lock),
-            payments: Arc::new(self.pay),
-            events: Arc::new(self.events),
+            payments,
+            events,
             queue: Arc::new(queue),
             clock: Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000))),
             rng: Arc::new(SeededRandom::new(1)),

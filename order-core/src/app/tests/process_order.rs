@@ -362,3 +362,68 @@ fn first_delivery(order: &Order) -> Delivery {
         attempt: 1,
     }
 }
+
+/// A provider whose charge lets a [`GatedPublisher`] go on, and approves.
+struct SignallingGateway {
+    charged: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl PaymentGateway for SignallingGateway {
+    async fn charge(&self, _: OrderId, _: Money) -> Result<PaymentOutcome, PaymentError> {
+        self.charged.notify_one();
+        Ok(PaymentOutcome::Approved)
+    }
+    async fn void(&self, _: OrderId) -> Result<PaymentOutcome, PaymentError> {
+        Ok(PaymentOutcome::Approved)
+    }
+}
+
+/// A publisher that records what it published, and whose `order.processing` publish
+/// finishes only once a charge has started.
+struct GatedPublisher {
+    charged: Arc<tokio::sync::Notify>,
+    published: std::sync::Mutex<Vec<&'static str>>,
+}
+
+#[async_trait::async_trait]
+impl EventPublisher for GatedPublisher {
+    async fn publish(&self, event: OrderEvent) -> Result<(), PublishError> {
+        if event.kind == OrderEventKind::Processing {
+            self.charged.notified().await;
+        }
+        self.published.lock().unwrap().push(event.kind.name());
+        Ok(())
+    }
+}
+
+/// The Start's `order.processing` is published while the charge runs (a publish that
+/// waits for the charge to start would hang if they ran one after the other), and it is
+/// out before the completion's `order.paid`.
+#[tokio::test]
+async fn the_processing_event_is_published_beside_the_charge_and_before_the_completions() {
+    let mut m = Mocks::new();
+    let (order, token) = started_order(&mut m);
+    expect_completion(&mut m, &order, token, |c| {
+        matches!(c, StatusChange::Pay { .. })
+    });
+    let charged = Arc::new(tokio::sync::Notify::new());
+    let events = Arc::new(GatedPublisher {
+        charged: charged.clone(),
+        published: std::sync::Mutex::new(Vec::new()),
+    });
+    let service = m.service_on(
+        ServiceConfig::default(),
+        Arc::new(SignallingGateway { charged }),
+        events.clone(),
+    );
+    let out = tokio::time::timeout(Duration::from_secs(5), service.process_order(order.id()))
+        .await
+        .expect("the processing publish waited for a charge that never started")
+        .unwrap();
+    assert!(matches!(out, ProcessOutcome::Completed(_)), "{out:?}");
+    assert_eq!(
+        *events.published.lock().unwrap(),
+        vec!["order.processing", "order.paid"]
+    );
+}
