@@ -68,9 +68,10 @@ const STATEMENT_CACHE: usize = 256;
 /// (`mysql://user:password@host:port/database`).
 ///
 /// Connections run with `time_zone = '+00:00'`: instants are stored as UTC `DATETIME(3)`
-/// and must read back exactly as written; each keeps up to 256 prepared statements (a
-/// pool of your own should too: the repository's batch paths use about 100 texts). The pool is opened eagerly, so an unreachable
-/// server is reported here rather than at the first query.
+/// and must read back exactly as written; each keeps up to 256 prepared statements, so
+/// that none of the adapters' statement texts is ever evicted (a pool of your own should
+/// keep as many). The pool is opened eagerly, so an unreachable server is reported here
+/// rather than at the first query.
 ///
 /// # Errors
 /// [`SetupError::InvalidUrl`] when `url` does not parse; [`SetupError::Connect`] when
@@ -80,12 +81,13 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<MySqlPool, Setup
         .map_err(|e| SetupError::InvalidUrl(e.into()))?
         // sqlx's default already, stated here because the stored instants depend on it.
         .timezone(Some(String::from("+00:00")))
-        // The batch paths write each multi-row statement in a few padded sizes; with
-        // the one-row statements, a process serving both placements and transitions
-        // uses about 100 texts, sqlx's default cache size — and an eviction stalls the
-        // next command (see `padded` in the repository's SQL). 256 per connection stays
-        // far below the server's `max_prepared_stmt_count` (16 382 by default) for the
-        // pool sizes the binaries use, since a connection prepares only what it runs.
+        // Each one-row statement is prepared once per connection, and the multi-row
+        // reads in a few padded sizes (see `padded` in the repository's SQL); the batch
+        // paths' multi-statement scripts prepare nothing. An eviction stalls the next
+        // command, so the cache holds more than all of these texts; 256 per connection
+        // stays far below the server's `max_prepared_stmt_count` (16 382 by default)
+        // for the pool sizes the binaries use, since a connection prepares only what it
+        // runs.
         .statement_cache_capacity(STATEMENT_CACHE);
     MySqlPoolOptions::new()
         .max_connections(max_connections.max(1))
