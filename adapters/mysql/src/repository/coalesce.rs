@@ -299,6 +299,9 @@ impl MySqlOrderRepository {
     ) -> Option<PoolConnection<MySql>> {
         let counters = &coalescer.counters;
         if batch.len() == 1 {
+            // The one-draft path takes its connection from the pool: a carried one goes
+            // back there first rather than sit idle beside it.
+            drop(carry);
             if let Some(w) = batch.pop() {
                 counters.solo.fetch_add(1, Ordering::Relaxed);
                 let outcome = single(
@@ -308,7 +311,7 @@ impl MySqlOrderRepository {
                 // A caller that stopped waiting no longer needs the answer.
                 let _ = w.reply.send(outcome);
             }
-            return carry;
+            return None;
         }
         let warm = Warm::new(carry);
         let n = batch.len() as u64;
