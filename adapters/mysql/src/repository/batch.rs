@@ -446,20 +446,7 @@ async fn batch_in_transaction(
 
     let mut placed: BTreeMap<usize, Order> = BTreeMap::new();
     for p in &placing {
-        let raw = ids
-            .get(&(
-                p.draft.user().get(),
-                p.draft.idempotency_key().as_str().to_owned(),
-            ))
-            .copied()
-            .ok_or_else(|| {
-                DbError::data(format!(
-                    "order of user {} with key {} not found after its insert",
-                    p.draft.user(),
-                    p.draft.idempotency_key()
-                ))
-            })?;
-        let id = order_id(raw)?;
+        let id = order_id(new_id(&ids, p)?)?;
         let order = Order::place(id, p.draft, &p.prices, entries[p.index].now)
             .map_err(|e| DbError::data(format!("order {id}: {e}")))?;
         let event = OrderEvent::logged(&order, p.seq);
@@ -475,6 +462,22 @@ async fn batch_in_transaction(
         outcomes[i] = Some(replay(order, drafts[i]));
     }
     finish(outcomes).map(Finish::Committed)
+}
+
+/// The id the orders insert gave `p`'s order, from `ids` (by user and key).
+fn new_id(ids: &HashMap<(u64, String), u64>, p: &Placing<'_>) -> Result<u64, DbError> {
+    ids.get(&(
+        p.draft.user().get(),
+        p.draft.idempotency_key().as_str().to_owned(),
+    ))
+    .copied()
+    .ok_or_else(|| {
+        DbError::data(format!(
+            "order of user {} with key {} not among the new orders' ids",
+            p.draft.user(),
+            p.draft.idempotency_key()
+        ))
+    })
 }
 
 /// One draft the batch places.
@@ -545,23 +548,10 @@ fn writes_by_id(
     taken: &[(u64, u64)],
     seqs: &[(u64, u64)],
 ) -> Result<Script, DbError> {
-    let mut order_ids = Vec::with_capacity(placing.len());
-    for p in placing {
-        let id = ids
-            .get(&(
-                p.draft.user().get(),
-                p.draft.idempotency_key().as_str().to_owned(),
-            ))
-            .copied()
-            .ok_or_else(|| {
-                DbError::data(format!(
-                    "order of user {} with key {} not returned by its insert",
-                    p.draft.user(),
-                    p.draft.idempotency_key()
-                ))
-            })?;
-        order_ids.push(id);
-    }
+    let order_ids = placing
+        .iter()
+        .map(|p| new_id(ids, p))
+        .collect::<Result<Vec<u64>, _>>()?;
     let mut script = Script::new();
     script.sql(INSERT_LINES_VALUES);
     let mut first = true;
