@@ -173,29 +173,29 @@ pub(super) fn log_changes_in(script: &mut Script, orders: &[&Order]) -> Logged {
         .sql(")");
     script.end();
 
-    script.sql(INSERT_EVENTS_BY_COUNTER_HEAD);
-    for (n, (event, b)) in events.iter().zip(&back).enumerate() {
-        if n > 0 {
-            script.sql(UNION_ALL);
-        }
-        script
-            .sql("SELECT ")
-            .uint(event.user.get())
-            .sql(" AS u, ")
-            .uint(*b)
-            .sql(" AS b, ")
-            .uint(event.order.get())
-            .sql(" AS o, ")
-            .text(event.kind.name())
-            .sql(" AS k, ")
-            .decimal(event.total.as_decimal())
-            .sql(" AS t, ");
-        match reason_of(event) {
-            Some(reason) => script.text(reason),
-            None => script.sql("NULL"),
-        };
-        script.sql(" AS w, ").text(&to_sql(event.at)).sql(" AS a");
-    }
+    script.sql(INSERT_EVENTS_BY_COUNTER_HEAD).list(
+        events.iter().zip(&back),
+        UNION_ALL,
+        |script, (event, b)| {
+            script
+                .sql("SELECT ")
+                .uint(event.user.get())
+                .sql(" AS u, ")
+                .uint(*b)
+                .sql(" AS b, ")
+                .uint(event.order.get())
+                .sql(" AS o, ")
+                .text(event.kind.name())
+                .sql(" AS k, ")
+                .decimal(event.total.as_decimal())
+                .sql(" AS t, ");
+            match reason_of(event) {
+                Some(reason) => script.text(reason),
+                None => script.sql("NULL"),
+            };
+            script.sql(" AS w, ").text(&to_sql(event.at)).sql(" AS a");
+        },
+    );
     script.sql(INSERT_EVENTS_BY_COUNTER_TAIL);
     script.end();
 

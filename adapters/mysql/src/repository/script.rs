@@ -102,11 +102,23 @@ impl Script {
 
     /// `value, value, …`.
     pub(crate) fn uints(&mut self, values: impl IntoIterator<Item = u64>) -> &mut Self {
-        for (i, value) in values.into_iter().enumerate() {
+        self.list(values, ", ", |script, value| {
+            script.uint(value);
+        })
+    }
+
+    /// `write` for each of `items`, with `sep` between them (nothing for no items).
+    pub(crate) fn list<T>(
+        &mut self,
+        items: impl IntoIterator<Item = T>,
+        sep: &'static str,
+        mut write: impl FnMut(&mut Self, T),
+    ) -> &mut Self {
+        for (i, item) in items.into_iter().enumerate() {
             if i > 0 {
-                self.sql.push_str(", ");
+                self.sql(sep);
             }
-            self.uint(value);
+            write(self, item);
         }
         self
     }
