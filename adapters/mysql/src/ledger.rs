@@ -237,47 +237,50 @@ impl MySqlPaymentLedger {
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         // The first call per key is inserted; a later one with the same key gets it.
         let mut first: HashMap<OrderId, usize> = HashMap::with_capacity(batch.len());
+        let mut repeated: HashMap<OrderId, Option<LedgerEntry>> = HashMap::new();
         for (i, w) in batch.iter().enumerate() {
-            first.entry(w.entry.key).or_insert(i);
+            if *first.entry(w.entry.key).or_insert(i) != i {
+                repeated.insert(w.entry.key, None);
+            }
         }
+        let inserting = batch
+            .iter()
+            .enumerate()
+            .filter(|(i, w)| first.get(&w.entry.key) == Some(i))
+            .map(|(_, w)| &w.entry);
         let mut script = Script::new();
-        script.sql(INSERT_VALUES);
-        let mut n = 0;
-        for (i, w) in batch.iter().enumerate() {
-            if first.get(&w.entry.key) != Some(&i) {
-                continue;
-            }
-            if n > 0 {
-                script.sql(", ");
-            }
-            n += 1;
-            let e = &w.entry;
-            script
-                .sql("(")
-                .uint(e.key.get())
-                .sql(", ")
-                .decimal(e.amount.as_decimal());
-            match &e.outcome {
-                PaymentOutcome::Approved => script.sql(", 'APPROVED', NULL)"),
-                PaymentOutcome::Declined(reason) => {
-                    script.sql(", 'DECLINED', ").text(reason.as_str()).sql(")")
-                }
-            };
-        }
-        script.end();
+        script
+            .sql(INSERT_VALUES)
+            .list(inserting, ", ", |script, e| {
+                script
+                    .sql("(")
+                    .uint(e.key.get())
+                    .sql(", ")
+                    .decimal(e.amount.as_decimal());
+                match &e.outcome {
+                    PaymentOutcome::Approved => script.sql(", 'APPROVED', NULL)"),
+                    PaymentOutcome::Declined(reason) => {
+                        script.sql(", 'DECLINED', ").text(reason.as_str()).sql(")")
+                    }
+                };
+            })
+            .end();
         let inserted = match self.pool.acquire().await {
             Ok(mut conn) => script.run(&mut conn).await.ctx("recording payments"),
             Err(e) => Err(e).ctx("acquiring a connection"),
         };
         match inserted {
             Ok(_) => {
-                let entries: Vec<LedgerEntry> = batch.iter().map(|w| w.entry.clone()).collect();
-                for (i, w) in batch.into_iter().enumerate() {
-                    let at = first.get(&w.entry.key).copied().unwrap_or(i);
-                    let outcome = if at == i {
-                        Recorded::New(w.entry)
-                    } else {
-                        Recorded::Existing(entries[at].clone())
+                for w in batch {
+                    // Only a key the batch holds more than once keeps a copy of its
+                    // first entry, for the calls after it.
+                    let outcome = match repeated.get_mut(&w.entry.key) {
+                        None => Recorded::New(w.entry),
+                        Some(winner @ None) => {
+                            *winner = Some(w.entry.clone());
+                            Recorded::New(w.entry)
+                        }
+                        Some(Some(winner)) => Recorded::Existing(winner.clone()),
                     };
                     let _ = w.reply.send(Ok(outcome));
                 }
@@ -286,9 +289,18 @@ impl MySqlPaymentLedger {
                 tracing::debug!(entries = batch.len(), error = %order_core::app::ErrorChain(&e),
                     "a batched payments insert failed: recording its entries one by one");
                 batcher.fallbacks.fetch_add(1, Ordering::Relaxed);
+                // Each on a task of its own, side by side over the pool (as the
+                // repository's transition batches fall back): a batch of 256 whose
+                // connection was killed must not wait 256 round trips for its last entry.
+                // Without a runtime the entries are dropped: their callers get an error.
                 for w in batch {
-                    let outcome = self.insert_first(w.entry).await;
-                    let _ = w.reply.send(outcome.map_err(DbError::into_ledger));
+                    let ledger = self.clone();
+                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                        runtime.spawn(async move {
+                            let outcome = ledger.insert_first(w.entry).await;
+                            let _ = w.reply.send(outcome.map_err(DbError::into_ledger));
+                        });
+                    }
                 }
             }
         }
