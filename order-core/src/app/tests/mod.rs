@@ -45,14 +45,14 @@ impl Mocks {
     }
 
     fn service_with(self, config: ServiceConfig) -> OrderService {
-        let payments: Arc<dyn PaymentGateway> = Arc::new(self.pay);
-        let events: Arc<dyn EventPublisher> = Arc::new(self.events);
-        Self {
-            pay: MockPaymentGateway::new(),
-            events: MockEventPublisher::new(),
-            ..self
-        }
-        .service_on(config, payments, events)
+        let Self {
+            repo,
+            lock,
+            pay,
+            events,
+            queue,
+        } = self;
+        service_of(repo, lock, queue, config, Arc::new(pay), Arc::new(events))
     }
 
     /// The service over these mocks, but with `payments` and `events` in place of the
@@ -63,26 +63,37 @@ impl Mocks {
         payments: Arc<dyn PaymentGateway>,
         events: Arc<dyn EventPublisher>,
     ) -> OrderService {
-        let mut queue = self.queue;
-        queue.expect_timings().return_const(QueueTimings {
-            visibility_timeout: Duration::from_secs(30),
-            max_attempts: 8,
-            retry_backoff: Backoff::fixed_schedule(
-                Duration::from_secs(1),
-                Duration::from_secs(600),
-            ),
-        });
-        let ports = Ports {
-            repository: Arc::new(self.repo),
-            lock: Arc::new(self.lock),
-            payments,
-            events,
-            queue: Arc::new(queue),
-            clock: Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000))),
-            rng: Arc::new(SeededRandom::new(1)),
-        };
-        OrderService::new(ports, config).unwrap()
+        let Self {
+            repo, lock, queue, ..
+        } = self;
+        service_of(repo, lock, queue, config, payments, events)
     }
+}
+
+/// The service over these ports, with a manual clock and a seeded random source.
+fn service_of(
+    repo: MockOrderRepository,
+    lock: MockDistributedLock,
+    mut queue: MockJobQueue,
+    config: ServiceConfig,
+    payments: Arc<dyn PaymentGateway>,
+    events: Arc<dyn EventPublisher>,
+) -> OrderService {
+    queue.expect_timings().return_const(QueueTimings {
+        visibility_timeout: Duration::from_secs(30),
+        max_attempts: 8,
+        retry_backoff: Backoff::fixed_schedule(Duration::from_secs(1), Duration::from_secs(600)),
+    });
+    let ports = Ports {
+        repository: Arc::new(repo),
+        lock: Arc::new(lock),
+        payments,
+        events,
+        queue: Arc::new(queue),
+        clock: Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000))),
+        rng: Arc::new(SeededRandom::new(1)),
+    };
+    OrderService::new(ports, config).unwrap()
 }
 
 fn user() -> UserId {
