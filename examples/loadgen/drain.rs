@@ -507,8 +507,9 @@ async fn place(
     Ok(ids.into_iter().map(|(id,)| id).collect())
 }
 
-/// The raw drain: `tasks` tasks take the next order id and run CAS start, (the reference
-/// payment's 50–200 ms sleep,) ledger insert, CAS pay — three autocommitted statements.
+/// The raw drain: `tasks` tasks take the next order id and run CAS start, ledger insert
+/// (during the reference payment's 50–200 ms sleep, as the simulated provider writes its
+/// ledger), CAS pay — three autocommitted statements.
 /// Returns the seconds until the last one is PAID, per-order latencies and the first
 /// error.
 async fn raw_drain(
@@ -586,13 +587,18 @@ async fn raw_process(
     if started.rows_affected() != 1 {
         return Err("not PENDING".into());
     }
-    if let Some(delay) = delay {
-        tokio::time::sleep(delay).await;
-    }
-    sqlx::query("INSERT INTO payments (order_id, amount, outcome) VALUES (?, 9.99, 'APPROVED')")
-        .bind(id)
-        .execute(pool)
-        .await?;
+    // As in the simulated provider, the ledger insert runs during the payment's delay.
+    let record = sqlx::query(
+        "INSERT INTO payments (order_id, amount, outcome) VALUES (?, 9.99, 'APPROVED')",
+    )
+    .bind(id)
+    .execute(pool);
+    let wait = async {
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+    };
+    tokio::join!(record, wait).0?;
     let paid = sqlx::query(
         "UPDATE orders SET status = 'PAID', lease_token = NULL, lease_until = NULL, \
          updated_at = UTC_TIMESTAMP(3) WHERE id = ? AND status = 'PROCESSING' AND lease_token = ?",

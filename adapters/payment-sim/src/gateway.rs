@@ -1,4 +1,5 @@
-//! The simulated provider: a delay, then approve or decline, recorded in the ledger.
+//! The simulated provider: approve or decline after a delay, recorded in the ledger
+//! while the call waits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -72,9 +73,10 @@ pub struct KeyReport {
     pub voids: u32,
 }
 
-/// A simulated payment provider: sleeps a uniform delay on the injected clock, approves
-/// with the configured probability, and records the first outcome per key in its
-/// [`PaymentLedger`]. A repeated charge for a key returns the recorded outcome without
+/// A simulated payment provider: approves with the configured probability, records the
+/// first outcome per key in its [`PaymentLedger`], and answers after a uniform delay on
+/// the injected clock — the ledger write runs during the delay, so a call takes its
+/// drawn delay, or the ledger write's time if that is longer. A repeated charge for a key returns the recorded outcome without
 /// a new charge, whichever process made the first one (when the ledger is shared); it
 /// is answered after a delay like any call, and costs the ledger one write attempt (no
 /// read before it).
@@ -189,8 +191,8 @@ impl PaymentGateway for SimulatedGateway {
         let delay = self.delay();
         let transient = self.rng.next_unit_f64() < self.config.transient_error_rate;
         let approved = self.rng.next_unit_f64() < self.config.approval_rate;
-        self.clock.sleep(delay).await;
         if transient {
+            self.clock.sleep(delay).await;
             self.note(key, |r| r.transient_errors += 1);
             return Err(PaymentError::transient_msg("simulated provider timeout"));
         }
@@ -204,7 +206,11 @@ impl PaymentGateway for SimulatedGateway {
             amount,
             outcome,
         };
-        let (outcome, new) = self.settle(entry).await?;
+        // The delay is the provider's whole answer time, its own bookkeeping included:
+        // the ledger write runs while the call waits, and the answer comes when both
+        // are done (after the delay, unless the ledger is slower than it).
+        let (settled, ()) = tokio::join!(self.settle(entry), self.clock.sleep(delay));
+        let (outcome, new) = settled?;
         self.note(key, |r| {
             if new {
                 r.new_charges += 1;
@@ -367,6 +373,70 @@ mod tests {
             .and_then(|s| s.downcast_ref::<std::io::Error>())
             .unwrap();
         assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    /// A ledger that signals `written` each time a record is asked of it.
+    struct SignallingLedger {
+        inner: MemoryLedger,
+        written: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait]
+    impl PaymentLedger for SignallingLedger {
+        async fn get(&self, key: OrderId) -> Result<Option<LedgerEntry>, LedgerError> {
+            self.inner.get(key).await
+        }
+        async fn record_first(&self, entry: LedgerEntry) -> Result<Recorded, LedgerError> {
+            self.written.notify_one();
+            self.inner.record_first(entry).await
+        }
+        async fn entries(&self) -> Result<Vec<LedgerEntry>, LedgerError> {
+            self.inner.entries().await
+        }
+    }
+
+    /// A clock whose sleeps end only once the ledger has been asked for a record.
+    struct LedgerPacedClock {
+        written: Arc<tokio::sync::Notify>,
+    }
+
+    impl Clock for LedgerPacedClock {
+        fn now(&self) -> order_core::domain::Timestamp {
+            Timestamp::from_millis(0)
+        }
+        fn sleep(&self, _: Duration) -> order_core::ports::Sleep<'_> {
+            Box::pin(self.written.notified())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ledger_is_written_while_the_delay_runs() {
+        // The delay cannot end before the ledger write has started: a gateway that
+        // wrote only after its delay would never answer.
+        let written = Arc::new(tokio::sync::Notify::new());
+        let ledger = Arc::new(SignallingLedger {
+            inner: MemoryLedger::new(),
+            written: written.clone(),
+        });
+        let clock = Arc::new(LedgerPacedClock { written });
+        let g = SimulatedGateway::new(
+            SimConfig {
+                approval_rate: 1.0,
+                ..SimConfig::default()
+            },
+            ledger,
+            clock,
+        )
+        .unwrap();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            g.charge(oid(1), Money::from_cents(100).unwrap()),
+        )
+        .await
+        .expect("the delay waited for a ledger write that only follows it");
+        assert_eq!(answer.unwrap(), PaymentOutcome::Approved);
+        assert_eq!(g.ledger().entries().await.unwrap().len(), 1);
+        assert_eq!(g.report(oid(1)).new_charges, 1);
     }
 
     #[tokio::test]
