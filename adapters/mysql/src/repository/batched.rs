@@ -9,7 +9,12 @@
 //! - for Fail, one `UPDATE products … JOIN` putting back the stored lines' quantities;
 //! - for Start, one read of the started orders with their lines (the caller does not
 //!   hold them yet); a Start matched when its row now carries the item's own lease
-//!   token, else it lost (`LostRace` with the row as read) or the order does not exist;
+//!   token, else it lost (`LostRace` with the row as read) or the order does not exist —
+//!   unless more rows carry their items' tokens than the compare-and-set matched: an
+//!   earlier attempt of the same item committed although its connection failed, and its
+//!   Start is logged already. A batch of one then reports a lost race (as the one-order
+//!   path does, whose matched count is per order); a larger batch is rolled back and
+//!   goes one by one;
 //! - for Pay / Fail, no read at all: the statement's WHERE clause (status and the
 //!   caller's lease token) is the whole precondition of `Order::apply`, and nothing but
 //!   the token's holder changes an order while its token stands, so a match means the
@@ -346,9 +351,7 @@ async fn batch_in_transaction(
     // The first script: BEGIN, the compare-and-sets, the started orders read back.
     let mut script = Script::new();
     script.sql("BEGIN").end();
-    if !starts.is_empty() {
-        start_many(&mut script, &starts);
-    }
+    let started_at = (!starts.is_empty()).then(|| start_many(&mut script, &starts));
     let completed_at = (!completions.is_empty()).then(|| complete_many(&mut script, &completions));
     let read_at = (!starts.is_empty()).then(|| {
         script
@@ -363,6 +366,7 @@ async fn batch_in_transaction(
     {
         return Ok(None);
     }
+    let matched_starts = started_at.map_or(0, |at| answers.matched(at));
     let started = match read_at {
         Some(at) => orders_with_items(answers.take(at))?,
         None => Default::default(),
@@ -394,6 +398,29 @@ async fn batch_in_transaction(
                 )));
             }
         });
+    }
+    // A Start whose order already carries its token although this compare-and-set did
+    // not match it was applied by an earlier attempt of the same item, whose commit went
+    // through while its connection failed (a killed connection, a retried batch): its
+    // event is logged already, and logging it again would record the Start twice. The
+    // compare-and-set's matched count tells whether any such item is in the batch,
+    // not which: a batch of one knows (its Start lost here, reporting the order as it
+    // is, as the one-order path does); a larger batch is rolled back and goes one by one.
+    let ours = items
+        .iter()
+        .zip(&results)
+        .filter(|(item, result)| {
+            matches!(item.change, StatusChange::Start { .. })
+                && result.as_ref().is_some_and(|(_, ours)| *ours)
+        })
+        .count() as u64;
+    if ours > matched_starts {
+        if items.len() > 1 {
+            return Ok(None);
+        }
+        for (_, ours) in results.iter_mut().flatten() {
+            *ours = false;
+        }
     }
     // Two Starts of one order: the first in the batch took it (`CASE` picks the first
     // match), and the row read carries that one's token — the others see a lost race.

@@ -316,3 +316,87 @@ async fn a_batch_with_a_fenced_completion_falls_back_and_each_gets_its_own_outco
     assert_eq!(stats.transition_fallbacks, 1, "{stats:?}");
     pool.close().await;
 }
+
+/// How many `order.processing` events each of `orders` has in the log.
+async fn processing_events(pool: &MySqlPool, orders: &[Order]) -> Vec<i64> {
+    let mut counts = Vec::with_capacity(orders.len());
+    for o in orders {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM order_events WHERE order_id = ? AND kind = 'order.processing'",
+        )
+        .bind(o.id().get())
+        .fetch_one(pool)
+        .await
+        .expect("count events");
+        counts.push(n);
+    }
+    counts
+}
+
+/// A Start sent again after its first attempt committed — what a batch retried after
+/// its connection broke during `COMMIT` sends — finds its order under its own token
+/// but must not log the Start a second time: alone, it reports the order as it is
+/// (the one-order path's answer); in a batch, the batch is rolled back and its items go
+/// one by one, the fresh Starts still applied with their events.
+#[sqlx::test(migrator = "order_mysql::MIGRATOR")]
+async fn a_start_already_applied_by_an_earlier_attempt_is_not_logged_again(
+    _: MySqlPoolOptions,
+    options: MySqlConnectOptions,
+) {
+    let (pool, repo) = one_connection(&options).await;
+    let orders = pending(&repo, 5, "again").await;
+    let start = |i: usize| StatusChange::Start {
+        lease: Lease {
+            token: LeaseToken::from_raw(500 + i as u64),
+            until: at(60_000),
+        },
+    };
+    // The first attempts of orders 0, 1 and 2 commit.
+    let mut first = Vec::new();
+    for (i, o) in orders.iter().enumerate().take(3) {
+        first.push(started(
+            &repo
+                .transition(o.id(), start(i), at(5_000))
+                .await
+                .expect("start"),
+        ));
+    }
+
+    // Order 0 again, alone.
+    assert_eq!(
+        repo.transition(orders[0].id(), start(0), at(5_000))
+            .await
+            .expect("start again"),
+        TransitionOutcome::LostRace(first[0].clone()),
+        "a Start applied before is not applied (nor logged) again"
+    );
+
+    // Orders 1 and 2 again, in one batch with the fresh Starts of orders 3 and 4 (order 3
+    // leads, blocked, so the other three queue and go as one batch).
+    let changes = [3, 1, 2, 4]
+        .into_iter()
+        .map(|i| (orders[i].clone(), start(i), false))
+        .collect();
+    let (_, outcomes) = blocked_then_batched(&repo, &pool, &options, changes).await;
+    assert_eq!(outcomes[1], TransitionOutcome::LostRace(first[1].clone()));
+    assert_eq!(outcomes[2], TransitionOutcome::LostRace(first[2].clone()));
+    for i in [0, 3] {
+        let order = started(&outcomes[i]);
+        assert_eq!(
+            Some(&order),
+            repo.get(order.id()).await.expect("get").as_ref()
+        );
+    }
+    let stats = repo.coalescing_stats();
+    assert_eq!(
+        (stats.transition_batches, stats.transition_fallbacks),
+        (1, 1),
+        "the batch of three was rolled back and went one by one: {stats:?}"
+    );
+    assert_eq!(
+        processing_events(&pool, &orders).await,
+        vec![1; 5],
+        "each order's Start is logged once"
+    );
+    pool.close().await;
+}
