@@ -12,8 +12,8 @@
 //!   token, else it lost (`LostRace` with the row as read) or the order does not exist —
 //!   unless more rows carry their items' tokens than the compare-and-set matched: an
 //!   earlier attempt of the same item committed although its connection failed, and its
-//!   Start is logged already. A batch of one then reports a lost race (as the one-order
-//!   path does, whose matched count is per order); a larger batch is rolled back and
+//!   Start is logged already. A batch of one then reports it applied with the event that
+//!   attempt logged (read back, not written again); a larger batch is rolled back and
 //!   goes one by one;
 //! - for Pay / Fail, no read at all: the statement's WHERE clause (status and the
 //!   caller's lease token) is the whole precondition of `Order::apply`, and nothing but
@@ -172,6 +172,18 @@ impl Runner for TransitionRunner {
     ) -> Option<PoolConnection<MySql>> {
         self.repo.run_transitions(&self.batcher, batch, carry).await
     }
+}
+
+/// What became of one item's change in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Applied by this batch, and logged in it.
+    Applied,
+    /// Applied, with its event, by an earlier attempt of the same item that committed
+    /// although its caller saw an error: nothing to write again.
+    AppliedBefore,
+    /// Not applied: the order is not in the change's status, or not under its lease.
+    Lost,
 }
 
 /// What one attempt at a batch did.
@@ -372,14 +384,14 @@ async fn batch_in_transaction(
         None => Default::default(),
     };
 
-    // Each item's resulting order, and whether its change applied.
-    let mut results: Vec<Option<(Order, bool)>> = Vec::with_capacity(items.len());
+    // Each item's resulting order, and what became of its change.
+    let mut results: Vec<Option<(Order, Fate)>> = Vec::with_capacity(items.len());
     for item in items {
         results.push(match (&item.change, &item.current) {
             (StatusChange::Start { lease }, _) => started.get(&item.id.get()).map(|row| {
                 let ours = row.status() == OrderStatus::Processing
                     && row.lease().map(|l| l.token) == Some(lease.token);
-                (row.clone(), ours)
+                (row.clone(), if ours { Fate::Applied } else { Fate::Lost })
             }),
             (change, Some(current)) => {
                 let mut order = current.clone();
@@ -389,7 +401,7 @@ async fn batch_in_transaction(
                         item.id
                     ))
                 })?;
-                Some((order, true))
+                Some((order, Fate::Applied))
             }
             (change, None) => {
                 return Err(DbError::data(format!(
@@ -403,30 +415,35 @@ async fn batch_in_transaction(
     // not match it was applied by an earlier attempt of the same item, whose commit went
     // through while its connection failed (a killed connection, a retried batch): its
     // event is logged already, and logging it again would record the Start twice. The
-    // compare-and-set's matched count tells whether any such item is in the batch,
-    // not which: a batch of one knows (its Start lost here, reporting the order as it
-    // is, as the one-order path does); a larger batch is rolled back and goes one by one.
+    // compare-and-set's matched count tells whether any such item is in the batch, not
+    // which: a batch of one knows (its Start applied before; its logged event is read
+    // back below); a larger batch is rolled back and goes one by one.
     let ours = items
         .iter()
         .zip(&results)
         .filter(|(item, result)| {
             matches!(item.change, StatusChange::Start { .. })
-                && result.as_ref().is_some_and(|(_, ours)| *ours)
+                && matches!(result, Some((_, Fate::Applied)))
         })
         .count() as u64;
     if ours > matched_starts {
         if items.len() > 1 {
             return Ok(None);
         }
-        for (_, ours) in results.iter_mut().flatten() {
-            *ours = false;
+        for (_, fate) in results.iter_mut().flatten() {
+            if *fate == Fate::Applied {
+                *fate = Fate::AppliedBefore;
+            }
         }
     }
     // Two Starts of one order: the first in the batch took it (`CASE` picks the first
     // match), and the row read carries that one's token — the others see a lost race.
     let applied: Vec<&Order> = results
         .iter()
-        .filter_map(|r| r.as_ref().filter(|(_, ours)| *ours).map(|(o, _)| o))
+        .filter_map(|r| match r {
+            Some((order, Fate::Applied)) => Some(order),
+            _ => None,
+        })
         .collect();
 
     // The second script: the failed orders' stock put back, the log, COMMIT.
@@ -444,24 +461,42 @@ async fn batch_in_transaction(
         script.end();
     }
     let logged = events::log_changes_in(&mut script, &applied);
+    // The events the earlier attempts logged, one read each (at most one: see above).
+    let logged_before: Vec<usize> = results
+        .iter()
+        .filter_map(|r| match r {
+            Some((order, Fate::AppliedBefore)) => {
+                Some(events::start_event_in(&mut script, order.id()))
+            }
+            _ => None,
+        })
+        .collect();
     script.sql("COMMIT").end();
     let mut answers = tx
         .commit(script)
         .await
         .ctx("logging and committing a transition batch")?;
     let mut logged = logged.events(&mut answers)?.into_iter();
+    let mut logged_before = logged_before.into_iter();
 
     let mut outcomes = Vec::with_capacity(items.len());
     for result in results {
         outcomes.push(match result {
             None => TransitionOutcome::NotFound,
-            Some((order, true)) => {
+            Some((order, Fate::Applied)) => {
                 let event = logged
                     .next()
                     .ok_or_else(|| DbError::data("an applied transition was left unlogged"))?;
                 TransitionOutcome::Applied(order, Some(event))
             }
-            Some((order, false)) => TransitionOutcome::LostRace(order),
+            Some((order, Fate::AppliedBefore)) => {
+                let at = logged_before
+                    .next()
+                    .ok_or_else(|| DbError::data("a Start applied before was not read back"))?;
+                let event = events::start_event(order.id(), answers.take(at))?;
+                TransitionOutcome::Applied(order, Some(event))
+            }
+            Some((order, Fate::Lost)) => TransitionOutcome::LostRace(order),
         });
     }
     Ok(Some(outcomes))

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use order_core::domain::FailureReason;
 use order_core::ports::{EventPage, OrderEvent, OrderEventKind};
-use order_core::{Money, Order, Timestamp, UserId};
+use order_core::{Money, Order, OrderId, Timestamp, UserId};
 use rust_decimal::Decimal;
-use sqlx::{MySqlConnection, Row};
+use sqlx::mysql::MySqlRow;
+use sqlx::{FromRow, MySqlConnection, Row};
 
 use super::MySqlOrderRepository;
 use super::rows::order_id;
@@ -15,7 +16,7 @@ use super::script::{Answers, Script};
 use super::sql::{
     ADD_TO_SEQS_HEAD, BUMP_EVENT_SEQ, CASE_END_IN, EVENTS_AFTER, INSERT_EVENT,
     INSERT_EVENTS_BY_COUNTER_HEAD, INSERT_EVENTS_BY_COUNTER_TAIL, LAST_EVENT_SEQ, PRUNE_EVENTS,
-    UNION_ALL, USER_SEQS_HEAD,
+    START_EVENT_OF, UNION_ALL, USER_SEQS_HEAD,
 };
 use crate::error::{Context, DbError};
 use crate::time::{from_sql, to_sql};
@@ -106,6 +107,29 @@ pub(super) fn reason_of(event: &OrderEvent) -> Option<&str> {
         | OrderEventKind::Processing
         | OrderEventKind::Paid
         | OrderEventKind::Cancelled => None,
+    }
+}
+
+/// Reads, in `script`, the `order.processing` event logged for `order` (by the Start
+/// that put it under its lease); returns the statement's index, for [`start_event`].
+pub(super) fn start_event_in(script: &mut Script, order: OrderId) -> usize {
+    script.sql(START_EVENT_OF).uint(order.get());
+    script.end()
+}
+
+/// The event [`start_event_in`] read for `order`: exactly one must exist.
+pub(super) fn start_event(order: OrderId, rows: Vec<MySqlRow>) -> Result<OrderEvent, DbError> {
+    let mut rows = rows.into_iter();
+    match (rows.next(), rows.next()) {
+        (Some(row), None) => EventRow::from_row(&row)
+            .ctx("reading a logged Start")?
+            .into_event(),
+        (None, _) => Err(DbError::data(format!(
+            "order {order} is under a Start's lease but no Start is logged for it"
+        ))),
+        (Some(_), Some(_)) => Err(DbError::data(format!(
+            "order {order} has more than one Start logged"
+        ))),
     }
 }
 

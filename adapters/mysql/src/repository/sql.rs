@@ -172,6 +172,13 @@ pub(super) const EVENTS_AFTER: &str = concat!(
     ms!("at"),
     " AS at_ms FROM order_events WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?"
 );
+/// `START_EVENT_OF` + order id: the order's `order.processing` event (over
+/// `order_events_order`).
+pub(super) const START_EVENT_OF: &str = concat!(
+    "SELECT user_id, seq, order_id, kind, total_amount, reason, ",
+    ms!("at"),
+    " AS at_ms FROM order_events WHERE kind = 'order.processing' AND order_id = "
+);
 pub(super) const LAST_EVENT_SEQ: &str = "SELECT event_seq FROM users WHERE id = ?";
 /// Oldest first over `order_events_at`, at most the limit per statement.
 pub(super) const PRUNE_EVENTS: &str = "DELETE FROM order_events WHERE at < ? ORDER BY at LIMIT ?";

@@ -335,9 +335,9 @@ async fn processing_events(pool: &MySqlPool, orders: &[Order]) -> Vec<i64> {
 
 /// A Start sent again after its first attempt committed — what a batch retried after
 /// its connection broke during `COMMIT` sends — finds its order under its own token
-/// but must not log the Start a second time: alone, it reports the order as it is
-/// (the one-order path's answer); in a batch, the batch is rolled back and its items go
-/// one by one, the fresh Starts still applied with their events.
+/// and must not log the Start a second time: alone, it is applied with the event its
+/// first attempt logged; in a batch, the batch is rolled back and its items go one by
+/// one, the fresh Starts applied with events of their own.
 #[sqlx::test(migrator = "order_mysql::MIGRATOR")]
 async fn a_start_already_applied_by_an_earlier_attempt_is_not_logged_again(
     _: MySqlPoolOptions,
@@ -354,12 +354,12 @@ async fn a_start_already_applied_by_an_earlier_attempt_is_not_logged_again(
     // The first attempts of orders 0, 1 and 2 commit.
     let mut first = Vec::new();
     for (i, o) in orders.iter().enumerate().take(3) {
-        first.push(started(
-            &repo
-                .transition(o.id(), start(i), at(5_000))
-                .await
-                .expect("start"),
-        ));
+        let outcome = repo
+            .transition(o.id(), start(i), at(5_000))
+            .await
+            .expect("start");
+        started(&outcome);
+        first.push(outcome);
     }
 
     // Order 0 again, alone.
@@ -367,8 +367,8 @@ async fn a_start_already_applied_by_an_earlier_attempt_is_not_logged_again(
         repo.transition(orders[0].id(), start(0), at(5_000))
             .await
             .expect("start again"),
-        TransitionOutcome::LostRace(first[0].clone()),
-        "a Start applied before is not applied (nor logged) again"
+        first[0],
+        "a Start applied before answers with its order and the event logged then"
     );
 
     // Orders 1 and 2 again, in one batch with the fresh Starts of orders 3 and 4 (order 3
@@ -378,8 +378,8 @@ async fn a_start_already_applied_by_an_earlier_attempt_is_not_logged_again(
         .map(|i| (orders[i].clone(), start(i), false))
         .collect();
     let (_, outcomes) = blocked_then_batched(&repo, &pool, &options, changes).await;
-    assert_eq!(outcomes[1], TransitionOutcome::LostRace(first[1].clone()));
-    assert_eq!(outcomes[2], TransitionOutcome::LostRace(first[2].clone()));
+    assert_eq!(outcomes[1], first[1]);
+    assert_eq!(outcomes[2], first[2]);
     for i in [0, 3] {
         let order = started(&outcomes[i]);
         assert_eq!(
