@@ -461,23 +461,19 @@ async fn batch_in_transaction(
         script.end();
     }
     let logged = events::log_changes_in(&mut script, &applied);
-    // The events the earlier attempts logged, one read each (at most one: see above).
-    let logged_before: Vec<usize> = results
-        .iter()
-        .filter_map(|r| match r {
-            Some((order, Fate::AppliedBefore)) => {
-                Some(events::start_event_in(&mut script, order.id()))
-            }
-            _ => None,
-        })
-        .collect();
+    // The event an earlier attempt logged (only ever in a batch of one: see above).
+    let mut logged_before = match results.as_slice() {
+        [Some((order, Fate::AppliedBefore))] => {
+            Some(events::start_event_in(&mut script, order.id()))
+        }
+        _ => None,
+    };
     script.sql("COMMIT").end();
     let mut answers = tx
         .commit(script)
         .await
         .ctx("logging and committing a transition batch")?;
     let mut logged = logged.events(&mut answers)?.into_iter();
-    let mut logged_before = logged_before.into_iter();
 
     let mut outcomes = Vec::with_capacity(items.len());
     for result in results {
@@ -491,7 +487,7 @@ async fn batch_in_transaction(
             }
             Some((order, Fate::AppliedBefore)) => {
                 let at = logged_before
-                    .next()
+                    .take()
                     .ok_or_else(|| DbError::data("a Start applied before was not read back"))?;
                 let event = events::start_event(order.id(), answers.take(at))?;
                 TransitionOutcome::Applied(order, Some(event))

@@ -167,17 +167,25 @@ pub(super) const UNBUMP_EVENT_SEQ: &str =
     "UPDATE users SET event_seq = event_seq - 1 WHERE id = ? AND event_seq > 0";
 pub(super) const INSERT_EVENT: &str = "INSERT INTO order_events \
      (user_id, seq, order_id, kind, total_amount, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)";
+/// `SELECT` of an `order_events` row as `events::EventRow` reads it, up to `FROM`.
+macro_rules! event_select {
+    () => {
+        concat!(
+            "SELECT user_id, seq, order_id, kind, total_amount, reason, ",
+            ms!("at"),
+            " AS at_ms FROM order_events"
+        )
+    };
+}
 pub(super) const EVENTS_AFTER: &str = concat!(
-    "SELECT user_id, seq, order_id, kind, total_amount, reason, ",
-    ms!("at"),
-    " AS at_ms FROM order_events WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+    event_select!(),
+    " WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?"
 );
 /// `START_EVENT_OF` + order id: the order's `order.processing` event (over
 /// `order_events_order`).
 pub(super) const START_EVENT_OF: &str = concat!(
-    "SELECT user_id, seq, order_id, kind, total_amount, reason, ",
-    ms!("at"),
-    " AS at_ms FROM order_events WHERE kind = 'order.processing' AND order_id = "
+    event_select!(),
+    " WHERE kind = 'order.processing' AND order_id = "
 );
 pub(super) const LAST_EVENT_SEQ: &str = "SELECT event_seq FROM users WHERE id = ?";
 /// Oldest first over `order_events_at`, at most the limit per statement.
