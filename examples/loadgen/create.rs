@@ -221,6 +221,7 @@ pub(crate) async fn measure(
         statements_per_order: statements.as_ref().map(|s| s.statements()),
         statements_breakdown: statements.as_ref().map(|s| s.breakdown()),
         ideal_fraction: None,
+        steady_fraction: None,
         invariants_ok: invariants.ok,
         invariants: invariants.summary,
         note: note.trim_end_matches("; ").to_owned(),

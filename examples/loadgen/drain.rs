@@ -180,14 +180,14 @@ async fn measure(
     let connections = args.worker_db_connections;
 
     let before = Counters::read(admin).await.ok();
-    let (seconds, mut latencies, own, note) = match kind {
+    let (seconds, mut latencies, timeline, own, note) = match kind {
         Kind::Raw { reference } => {
             let pool = order_engine::mysql::connect(&run.worker_url, connections).await?;
-            let (seconds, latencies, failures) =
+            let (seconds, latencies, timeline, failures) =
                 raw_drain(&pool, Arc::new(ids), usize::from(in_flight), reference).await;
             pool.close().await;
             let note = failures.map_or(String::new(), |e| format!("first error: {e}"));
-            (seconds, latencies, 1, note)
+            (seconds, latencies, timeline, 1, note)
         }
         Kind::Process { reference, .. } => {
             let mut envs = vec![
@@ -215,9 +215,10 @@ async fn measure(
                 );
             }
             let started = Instant::now();
-            let started_wall = std::time::SystemTime::now()
+            let started_wall_us = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+            let started_wall = started_wall_us / 1000;
             let timeout = Duration::from_secs(120.max(n / 50));
             let mut polls = 0u64;
             let mut note = String::new();
@@ -291,6 +292,7 @@ async fn measure(
                 worker.stop().await;
             }
             let latencies = event_latencies(admin, first, last).await?;
+            let timeline = event_timeline(admin, first, last, started_wall_us).await?;
             let own = polls + 2;
             return finish(
                 admin,
@@ -303,6 +305,7 @@ async fn measure(
                 n,
                 seconds,
                 latencies,
+                timeline,
                 before,
                 after_drain,
                 own,
@@ -317,7 +320,7 @@ async fn measure(
     latencies.sort_unstable();
     finish(
         admin, cell, in_flight, processes, runner, payment, reference, n, seconds, latencies,
-        before, after, own, note, first, last,
+        timeline, before, after, own, note, first, last,
     )
     .await
 }
@@ -334,6 +337,7 @@ async fn finish(
     n: u64,
     seconds: f64,
     mut latencies: Vec<u32>,
+    timeline: Timeline,
     before: Option<Counters>,
     after: Option<Counters>,
     own: u64,
@@ -390,6 +394,7 @@ async fn finish(
     let throughput = (paid + failed) as f64 / seconds;
     // Each process holds `in_flight` jobs.
     let ideal = f64::from(in_flight) * f64::from(processes) / MEAN_DELAY;
+    let steady = timeline.steady_rate().filter(|_| reference);
     Ok(Cell {
         scenario: "worker",
         path: if runner == "raw" {
@@ -413,13 +418,20 @@ async fn finish(
         statements_per_order: statements.as_ref().map(|s| s.statements()),
         statements_breakdown: statements.as_ref().map(|s| s.breakdown()),
         ideal_fraction: reference.then_some(throughput / ideal),
+        steady_fraction: steady.map(|rate| rate / ideal),
         invariants_ok: invariants.ok,
         invariants: invariants.summary,
         note: if reference {
             let mut s = format!(
-                "ideal {ideal:.0}/s (in flight / 125 ms): {:.0} %",
+                "ideal {ideal:.0}/s (in flight / 125 ms): {:.0} % of it over the whole drain",
                 100.0 * throughput / ideal
             );
+            if let Some(rate) = steady {
+                s.push_str(&format!(
+                    ", {:.0} % while every slot was busy ({rate:.0}/s)",
+                    100.0 * rate / ideal
+                ));
+            }
             if !note.is_empty() {
                 s.push_str("; ");
                 s.push_str(&note);
@@ -510,14 +522,14 @@ async fn place(
 /// The raw drain: `tasks` tasks take the next order id and run CAS start, ledger insert
 /// (during the reference payment's 50–200 ms sleep, as the simulated provider writes its
 /// ledger), CAS pay — three autocommitted statements.
-/// Returns the seconds until the last one is PAID, per-order latencies and the first
-/// error.
+/// Returns the seconds until the last one is PAID, per-order latencies, the timeline and
+/// the first error.
 async fn raw_drain(
     pool: &MySqlPool,
     ids: Arc<Vec<u64>>,
     tasks: usize,
     reference: bool,
-) -> (f64, Vec<u32>, Option<String>) {
+) -> (f64, Vec<u32>, Timeline, Option<String>) {
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -528,6 +540,7 @@ async fn raw_drain(
         handles.push(tokio::spawn(async move {
             let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ ((task as u64 + 1) << 20);
             let mut latencies = Vec::new();
+            let mut timeline = Timeline::default();
             let mut first_error = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -541,22 +554,28 @@ async fn raw_drain(
                 let t = Instant::now();
                 let delay = reference.then(|| Duration::from_millis(50 + rng % 151));
                 match raw_process(&pool, id, token, delay).await {
-                    Ok(()) => latencies.push(micros(t.elapsed())),
+                    Ok(start_done) => {
+                        latencies.push(micros(t.elapsed()));
+                        timeline.started(micros_since(started, start_done));
+                        timeline.done.push(micros_since(started, Instant::now()));
+                    }
                     Err(e) => {
                         failures.fetch_add(1, Ordering::Relaxed);
                         first_error.get_or_insert_with(|| format!("raw drain, order {id}: {e}"));
                     }
                 }
             }
-            (latencies, first_error)
+            (latencies, timeline, first_error)
         }));
     }
     let mut latencies = Vec::new();
+    let mut timeline = Timeline::default();
     let mut first_error = None;
     for handle in handles {
         match handle.await {
-            Ok((l, e)) => {
+            Ok((l, t, e)) => {
                 latencies.extend(l);
+                timeline.merge(t);
                 if first_error.is_none() {
                     first_error = e;
                 }
@@ -566,15 +585,21 @@ async fn raw_drain(
             }
         }
     }
-    (started.elapsed().as_secs_f64(), latencies, first_error)
+    (
+        started.elapsed().as_secs_f64(),
+        latencies,
+        timeline,
+        first_error,
+    )
 }
 
+/// One order through the raw drain; returns when its start committed.
 async fn raw_process(
     pool: &MySqlPool,
     id: u64,
     token: u64,
     delay: Option<Duration>,
-) -> Result<(), AnyError> {
+) -> Result<Instant, AnyError> {
     let started = sqlx::query(
         "UPDATE orders SET status = 'PROCESSING', lease_token = ?, \
          lease_until = UTC_TIMESTAMP(3) + INTERVAL 30 SECOND, attempts = attempts + 1, \
@@ -587,6 +612,7 @@ async fn raw_process(
     if started.rows_affected() != 1 {
         return Err("not PENDING".into());
     }
+    let start_done = Instant::now();
     // As in the simulated provider, the ledger insert runs during the payment's delay.
     let record = sqlx::query(
         "INSERT INTO payments (order_id, amount, outcome) VALUES (?, 9.99, 'APPROVED')",
@@ -610,7 +636,7 @@ async fn raw_process(
     if paid.rows_affected() != 1 {
         return Err("lost the PAID compare-and-set".into());
     }
-    Ok(())
+    Ok(start_done)
 }
 
 /// Per order of `first..=last`: from its `order.processing` event to its final
@@ -631,4 +657,141 @@ async fn event_latencies(pool: &MySqlPool, first: u64, last: u64) -> Result<Vec<
         .filter_map(|(us,)| us)
         .map(|us| u32::try_from(us.max(0)).unwrap_or(u32::MAX))
         .collect())
+}
+
+/// When a drain's orders were started and finished, in µs from the drain's start: what
+/// its steady rate is read from.
+#[derive(Debug, Default)]
+struct Timeline {
+    /// The last start: the queue ran dry then (every order had been taken), and from
+    /// then on fewer and fewer orders are in flight.
+    dry: i64,
+    /// Each order's finish.
+    done: Vec<i64>,
+}
+
+impl Timeline {
+    fn started(&mut self, at: i64) {
+        self.dry = self.dry.max(at);
+    }
+
+    fn merge(&mut self, other: Timeline) {
+        self.dry = self.dry.max(other.dry);
+        self.done.extend(other.done);
+    }
+
+    /// Orders per second finished while every slot was busy: after the ramp (from the
+    /// finish of the first tenth of the orders) until the queue ran dry. The whole
+    /// drain's rate also counts its last wave, in which slots fall idle one by one —
+    /// even a worker with no overhead at all loses `E[age] ≈ 70 ms` of every slot there
+    /// (the mean time left of a payment in progress), ~3 % of a 5-second drain — while
+    /// the ideal (in flight / 125 ms) is the rate with every slot busy. `None` when the
+    /// window is empty.
+    fn steady_rate(mut self) -> Option<f64> {
+        self.done.sort_unstable();
+        let from = self.done.len() / 10;
+        let t1 = *self.done.get(from)?;
+        let until = self.done.partition_point(|&t| t <= self.dry);
+        if until <= from + 1 || self.dry <= t1 {
+            return None;
+        }
+        Some((until - from - 1) as f64 / ((self.dry - t1) as f64 / 1e6))
+    }
+}
+
+/// µs from `origin` to `at`.
+fn micros_since(origin: Instant, at: Instant) -> i64 {
+    i64::try_from(at.saturating_duration_since(origin).as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The timeline of the orders `first..=last` drained by worker processes, from their
+/// events (stamped by the workers' clock, the same machine's as `origin_us`, µs since
+/// the epoch): starts from `order.processing`, finishes from `order.paid` /
+/// `order.failed`.
+async fn event_timeline(
+    pool: &MySqlPool,
+    first: u64,
+    last: u64,
+    origin_us: i64,
+) -> Result<Timeline, AnyError> {
+    let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
+        "SELECT CAST(kind = 'order.processing' AS SIGNED), \
+                CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', at) AS SIGNED) \
+         FROM order_events WHERE order_id BETWEEN ? AND ? \
+         AND kind IN ('order.processing', 'order.paid', 'order.failed')",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_all(pool)
+    .await?;
+    let mut timeline = Timeline::default();
+    for (start, at) in rows {
+        let Some(at) = at else { continue };
+        if start == 1 {
+            timeline.started(at - origin_us);
+        } else {
+            timeline.done.push(at - origin_us);
+        }
+    }
+    Ok(timeline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A drain with no overhead at all: `slots` slots, each taking the next of `n` jobs
+    /// the moment its last one ends, every job a uniform 50–200 ms (the reference
+    /// payment). Returns the whole drain's rate and its timeline.
+    fn drain_without_overhead(n: usize, slots: usize) -> (f64, Timeline) {
+        let mut free = std::collections::BinaryHeap::new();
+        for _ in 0..slots {
+            free.push(std::cmp::Reverse(0i64));
+        }
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut timeline = Timeline::default();
+        let mut end = 0;
+        for _ in 0..n {
+            let Some(std::cmp::Reverse(start)) = free.pop() else {
+                unreachable!("a slot is always free again")
+            };
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let done = start + 50_000 + (rng % 150_001) as i64;
+            timeline.started(start);
+            timeline.done.push(done);
+            end = end.max(done);
+            free.push(std::cmp::Reverse(done));
+        }
+        (n as f64 / (end as f64 / 1e6), timeline)
+    }
+
+    #[test]
+    fn a_drain_without_overhead_is_steady_at_the_ideal_but_loses_its_last_wave() {
+        let ideal = 256.0 / MEAN_DELAY;
+        let (whole, timeline) = drain_without_overhead(10_000, 256);
+        let steady = timeline.steady_rate().map(|rate| rate / ideal);
+        // The last wave: every slot falls idle for the time left of the payments
+        // around it; ~3 % of a 5-second drain.
+        assert!(
+            (0.95..0.985).contains(&(whole / ideal)),
+            "whole drain at {:.3} of the ideal",
+            whole / ideal
+        );
+        assert!(
+            steady.is_some_and(|s| (0.99..1.01).contains(&s)),
+            "steady rate at {steady:?} of the ideal"
+        );
+    }
+
+    #[test]
+    fn an_empty_or_instant_drain_has_no_steady_rate() {
+        assert_eq!(Timeline::default().steady_rate(), None);
+        let one = Timeline {
+            dry: 0,
+            done: vec![5],
+        };
+        assert_eq!(one.steady_rate(), None);
+    }
 }

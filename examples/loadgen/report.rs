@@ -38,6 +38,9 @@ pub(crate) struct Cell {
     pub statements_breakdown: Option<String>,
     /// worker: throughput / (in flight / 0.125 s) for the reference payment.
     pub ideal_fraction: Option<f64>,
+    /// worker: the rate while every slot was busy (after the ramp, before the queue ran
+    /// dry) / (in flight / 0.125 s), for the reference payment.
+    pub steady_fraction: Option<f64>,
     pub invariants_ok: bool,
     pub invariants: String,
     /// Anything else worth a line (first error, coalescing stats, lock conflicts).
@@ -65,6 +68,7 @@ impl Cell {
             "statements_per_order": self.statements_per_order.map(|s| round(s, 2)),
             "statements_breakdown": self.statements_breakdown,
             "ideal_fraction": self.ideal_fraction.map(|r| round(r, 3)),
+            "steady_fraction": self.steady_fraction.map(|r| round(r, 3)),
             "invariants_ok": self.invariants_ok,
             "invariants": self.invariants,
             "note": self.note,

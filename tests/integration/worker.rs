@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use order_core::app::{CreateOrderRequest, ServiceConfig, WorkerOutcome};
 use order_core::domain::{Money, OrderStatus};
-use order_core::ports::{Clock, JobQueue};
+use order_core::ports::{
+    Clock, Delivery, Job, JobQueue, NackOutcome, QueueError, QueueStats, QueueTimings,
+};
 use order_engine::{Engine, Workers};
 use order_memory::{QueueConfig, SystemClock};
 use order_payment_sim::SimConfig;
@@ -186,4 +188,122 @@ async fn stopping_workers_has_a_deadline_and_aborts_a_stuck_job_which_is_redeliv
     // Its delivery was neither acked nor nacked: it is still the queue's, in flight, and
     // comes back after the visibility timeout.
     assert_eq!(adapters.queue.stats().await.unwrap().in_flight, 1);
+}
+
+/// The memory queue, except that an ack holds until the queue has handed out
+/// `deliveries_before_ack` deliveries in all.
+struct AckAfterDeliveries {
+    inner: order_memory::MemoryQueue,
+    handed_out: tokio::sync::watch::Sender<usize>,
+    deliveries_before_ack: usize,
+}
+
+#[async_trait::async_trait]
+impl JobQueue for AckAfterDeliveries {
+    async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
+        self.inner.enqueue(job).await
+    }
+    async fn reserve(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
+        let delivery = self.inner.reserve(wait).await?;
+        if delivery.is_some() {
+            self.handed_out.send_modify(|n| *n += 1);
+        }
+        Ok(delivery)
+    }
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        let mut handed_out = self.handed_out.subscribe();
+        let enough = self.deliveries_before_ack;
+        let _ = handed_out.wait_for(|n| *n >= enough).await;
+        self.inner.ack(delivery).await
+    }
+    async fn nack(&self, delivery: &Delivery, error: &str) -> Result<NackOutcome, QueueError> {
+        self.inner.nack(delivery, error).await
+    }
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<NackOutcome, QueueError> {
+        self.inner.dead_letter(delivery, reason).await
+    }
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<NackOutcome, QueueError> {
+        self.inner.defer(delivery, delay).await
+    }
+    fn timings(&self) -> QueueTimings {
+        self.inner.timings()
+    }
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.inner.stats().await
+    }
+}
+
+/// One worker loop settles a finished job (publish, then ack) beside the reserve and the
+/// processing of the next: here the first job's ack holds until the second job has been
+/// handed out, which would never happen if the loop acked before it reserved again. It
+/// still settles every job, the last one before it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_settles_a_finished_job_beside_the_next_and_settles_the_last_before_stopping() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let queue = Arc::new(AckAfterDeliveries {
+        inner: order_memory::MemoryQueue::new(clock.clone(), QueueConfig::default()).unwrap(),
+        handed_out: tokio::sync::watch::Sender::new(0),
+        deliveries_before_ack: 2,
+    });
+    let engine = Engine::builder()
+        .clock(clock)
+        .memory()
+        .queue(queue.clone())
+        .simulated_payments(SimConfig {
+            min_delay: Duration::ZERO,
+            max_delay: Duration::from_millis(2),
+            ..SimConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let memory = engine.memory().unwrap();
+    let user = memory.repository.add_user();
+    let product = memory
+        .repository
+        .add_product("p", Money::parse("5.00").unwrap(), 10);
+    for key in ["a", "b"] {
+        engine
+            .service()
+            .create_order(CreateOrderRequest::new(user, [(product, 1)], key))
+            .await
+            .unwrap();
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = engine.service().clone();
+    let worker = tokio::spawn(async move {
+        service
+            .run_worker(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let stats = queue.stats().await.unwrap();
+            if (stats.waiting, stats.in_flight) == (0, 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the first job's ack held until the next job was reserved: the loop acked first");
+    assert!(
+        memory
+            .repository
+            .orders()
+            .iter()
+            .all(|o| o.status().is_terminal())
+    );
+    let _ = stop.send(());
+    let handled = tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the worker stops once shut down")
+        .unwrap();
+    assert_eq!(handled, 2);
 }

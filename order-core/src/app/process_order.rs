@@ -80,6 +80,33 @@ impl OrderService {
     /// [`ProcessOrderError`] when the store failed; the job should be retried.
     #[tracing::instrument(skip_all, fields(order = %id))]
     pub async fn process_order(&self, id: OrderId) -> Result<ProcessOutcome, ProcessOrderError> {
+        let processed = self.process(id).await;
+        if let Some(event) = processed.event {
+            self.publish(event).await;
+        }
+        processed.result
+    }
+
+    /// [`process_order`](Self::process_order) without its last step: the completion's
+    /// event is handed back unpublished (the worker publishes it when it settles the
+    /// delivery).
+    async fn process(&self, id: OrderId) -> Processed {
+        match self.process_unpublished(id).await {
+            Ok((outcome, event)) => Processed {
+                result: Ok(outcome),
+                event,
+            },
+            Err(e) => Processed {
+                result: Err(e),
+                event: None,
+            },
+        }
+    }
+
+    async fn process_unpublished(
+        &self,
+        id: OrderId,
+    ) -> Result<(ProcessOutcome, Option<OrderEvent>), ProcessOrderError> {
         let repo = &self.ports.repository;
         let now = self.ports.clock.now();
         let lease = Lease {
@@ -97,7 +124,7 @@ impl OrderService {
                 Some(order) => Some(order),
                 None => {
                     warn!(order = %id, "job for a missing order");
-                    return Ok(ProcessOutcome::Missing);
+                    return Ok((ProcessOutcome::Missing, None));
                 }
             }
         };
@@ -106,7 +133,7 @@ impl OrderService {
                 None => StatusChange::Start { lease },
                 Some(order) => match self.next_change(order, lease, now)? {
                     Ok(change) => change,
-                    Err(outcome) => return Ok(outcome),
+                    Err(outcome) => return Ok((outcome, None)),
                 },
             };
             let taking_over = matches!(change, StatusChange::TakeOver { .. });
@@ -114,10 +141,10 @@ impl OrderService {
                 TransitionOutcome::Applied(o, event) => break (o, event, taking_over),
                 // The blind Start lost: decide again from the order as it is.
                 TransitionOutcome::LostRace(current) if seen.is_none() => seen = Some(current),
-                TransitionOutcome::LostRace(current) => return Ok(self.lost_to(&current)),
+                TransitionOutcome::LostRace(current) => return Ok((self.lost_to(&current), None)),
                 TransitionOutcome::NotFound => {
                     warn!(order = %id, "job for a missing order");
-                    return Ok(ProcessOutcome::Missing);
+                    return Ok((ProcessOutcome::Missing, None));
                 }
             }
         };
@@ -194,15 +221,16 @@ impl OrderService {
     }
 
     /// Publishes `started` (the Start's `order.processing`, if any) while it charges the
-    /// order this worker holds under `lease`, then moves the order to Paid or Failed.
-    /// The publish runs beside the charge, so it adds nothing to the job's time, and it
-    /// has finished before the completion's event goes out.
+    /// order this worker holds under `lease`, then moves the order to Paid or Failed,
+    /// returning the completion's event unpublished. The publish runs beside the charge,
+    /// so it adds nothing to the job's time, and it has finished before the completion's
+    /// event can go out.
     async fn complete(
         &self,
         order: &Order,
         lease: LeaseToken,
         started: Option<OrderEvent>,
-    ) -> Result<ProcessOutcome, ProcessOrderError> {
+    ) -> Result<(ProcessOutcome, Option<OrderEvent>), ProcessOrderError> {
         let id = order.id();
         let announce = async {
             if let Some(event) = started {
@@ -235,17 +263,14 @@ impl OrderService {
                 } else {
                     ServiceStats::bump(&self.stats.failed);
                 }
-                if let Some(event) = event {
-                    self.publish(event).await;
-                }
-                Ok(ProcessOutcome::Completed(done))
+                Ok((ProcessOutcome::Completed(done), event))
             }
             TransitionOutcome::LostRace(current) => {
                 ServiceStats::bump(&self.stats.fenced_writes);
                 debug!(order = %id, "lease was taken over; this worker writes nothing");
-                Ok(self.lost_to(&current))
+                Ok((self.lost_to(&current), None))
             }
-            TransitionOutcome::NotFound => Ok(ProcessOutcome::Missing),
+            TransitionOutcome::NotFound => Ok((ProcessOutcome::Missing, None)),
         }
     }
 
@@ -317,8 +342,20 @@ impl OrderService {
     /// redelivered after the visibility timeout anyway.
     pub async fn handle_delivery(&self, delivery: &Delivery) -> WorkerOutcome {
         let Job::ProcessOrder(id) = delivery.job;
+        let processed = self.process(id).await;
+        self.settle(delivery, processed).await
+    }
+
+    /// The second half of [`handle_delivery`](Self::handle_delivery): publishes the
+    /// completion's event, if any, then settles `delivery` with the queue according to
+    /// `processed`.
+    async fn settle(&self, delivery: &Delivery, processed: Processed) -> WorkerOutcome {
+        let Job::ProcessOrder(id) = delivery.job;
         let queue = &self.ports.queue;
-        match self.process_order(id).await {
+        if let Some(event) = processed.event {
+            self.publish(event).await;
+        }
+        match processed.result {
             Ok(
                 ProcessOutcome::LeaseHeld { retry_after }
                 | ProcessOutcome::TooYoung { retry_after },
@@ -371,38 +408,86 @@ impl OrderService {
         }
     }
 
-    /// Runs one worker: reserves jobs and handles them one at a time until `shutdown`
+    /// Runs one worker: reserves jobs and processes them one at a time until `shutdown`
     /// completes. Shutdown is checked between jobs, never during one, so in-flight work
-    /// finishes and is acknowledged. Run several concurrently for parallelism.
+    /// finishes and is settled with the queue. Run several concurrently for parallelism.
     ///
-    /// Returns how many deliveries it handled.
+    /// A job is processed until its order is terminal (or the job must be deferred or
+    /// retried); what is left of it — publishing the completion's event, then the ack
+    /// (or the defer, nack or dead letter) — runs beside the reserve and the start of the
+    /// next job instead of before them, in this same task. So one worker never has more
+    /// than one order in processing, and never more than one job waiting to be settled.
+    /// Shutdown waits for the last job's settlement.
+    ///
+    /// Returns how many deliveries it handled (processed and settled).
     pub async fn run_worker(&self, shutdown: impl Future<Output = ()>) -> u64 {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut handled = 0u64;
+        let mut unsettled: Option<Box<(Delivery, Processed)>> = None;
         loop {
-            let next = race(
-                shutdown.as_mut(),
-                self.ports.queue.reserve(self.config.worker_poll),
-            );
-            match next.await {
-                Either::Left(()) => return handled,
-                Either::Right(Ok(Some(delivery))) => {
-                    self.handle_delivery(&delivery).await;
-                    handled += 1;
+            let previous = unsettled.take();
+            let settle = async {
+                if let Some(job) = previous {
+                    let (delivery, processed) = *job;
+                    self.settle(&delivery, processed).await;
+                    true
+                } else {
+                    false
                 }
-                Either::Right(Ok(None)) => {}
-                Either::Right(Err(e)) => {
-                    warn!(error = %ErrorChain(&e), "queue unavailable; backing off");
-                    if let Either::Left(()) = race(
-                        shutdown.as_mut(),
-                        self.ports.clock.sleep(self.config.worker_poll),
-                    )
-                    .await
-                    {
-                        return handled;
+            };
+            let next = async {
+                match race(
+                    shutdown.as_mut(),
+                    self.ports.queue.reserve(self.config.worker_poll),
+                )
+                .await
+                {
+                    Either::Left(()) => Next::Stop,
+                    Either::Right(Ok(Some(delivery))) => {
+                        let Job::ProcessOrder(id) = delivery.job;
+                        let processed = self.process(id).await;
+                        Next::Processed(Box::new((delivery, processed)))
+                    }
+                    Either::Right(Ok(None)) => Next::Idle,
+                    Either::Right(Err(e)) => {
+                        warn!(error = %ErrorChain(&e), "queue unavailable; backing off");
+                        match race(
+                            shutdown.as_mut(),
+                            self.ports.clock.sleep(self.config.worker_poll),
+                        )
+                        .await
+                        {
+                            Either::Left(()) => Next::Stop,
+                            Either::Right(()) => Next::Idle,
+                        }
                     }
                 }
+            };
+            let (settled, next) = join(settle, next).await;
+            handled += u64::from(settled);
+            match next {
+                Next::Stop => return handled,
+                Next::Processed(job) => unsettled = Some(job),
+                Next::Idle => {}
             }
         }
     }
+}
+
+/// A job processed but not yet settled with the queue: what
+/// [`process_order`](OrderService::process_order) answered, and the completion's event,
+/// not yet published.
+struct Processed {
+    result: Result<ProcessOutcome, ProcessOrderError>,
+    event: Option<OrderEvent>,
+}
+
+/// What one turn of [`OrderService::run_worker`]'s loop ended with.
+enum Next {
+    /// Shutdown completed.
+    Stop,
+    /// A delivery was reserved and processed; it is settled in the next turn.
+    Processed(Box<(Delivery, Processed)>),
+    /// Nothing was reserved (the wait ran out, or the queue failed).
+    Idle,
 }
