@@ -13,7 +13,10 @@
 //!   batch stuck behind another process's lock does not hold later items back longer).
 //!
 //! A *sequential* lane ([`Lane::sequential`]) keeps only the first rule: one batch at a
-//! time, at most `max_batch` items each.
+//! time, at most `max_batch` items each. A *paced* lane ([`Lane::paced`]) keeps only the
+//! last two: nobody leads, and a running batch's end takes nothing — every item waits
+//! for its queue's `max_wait` (or for `max_batch` items), so batches go about once per
+//! `max_wait`, plus one per `max_batch` items.
 //!
 //! **Carry.** A batch that ends while another is queued hands that batch what it leaves
 //! ([`Runner::Carry`]: for the MySQL batchers, the connection it has just committed on,
@@ -49,6 +52,8 @@ pub(crate) struct Lane<T> {
     max_batch: usize,
     /// `None`: a sequential lane (see [`Lane::sequential`]).
     max_wait: Option<Duration>,
+    /// A paced lane (see [`Lane::paced`]).
+    paced: bool,
     state: Mutex<State<T>>,
 }
 
@@ -77,6 +82,18 @@ impl<T> Lane<T> {
         Self::with(max_batch, Some(max_wait))
     }
 
+    /// A lane whose items always queue, and whose queue goes when its first item has
+    /// waited `max_wait` or when it holds `max_batch` items — never earlier because the
+    /// lane is idle or a batch ended. For work that is cheap to delay but costs the
+    /// server per batch (a commit each): it trades up to `max_wait` per item for fewer,
+    /// larger batches.
+    pub(crate) fn paced(max_batch: usize, max_wait: Duration) -> Self {
+        Self {
+            paced: true,
+            ..Self::with(max_batch, Some(max_wait))
+        }
+    }
+
     /// A lane that never runs two batches at once: the queue is taken only when the
     /// running batch ends, at most `max_batch` items at a time (the rest wait for the
     /// next), and no timer starts one early. For work whose batches would only wait for
@@ -89,6 +106,7 @@ impl<T> Lane<T> {
         Self {
             max_batch,
             max_wait,
+            paced: false,
             state: Mutex::new(State {
                 running: 0,
                 queue: Vec::new(),
@@ -107,7 +125,7 @@ impl<T> Lane<T> {
     /// running), or the lane has one batch fewer running.
     fn next_batch(&self) -> Option<Vec<T>> {
         let mut state = self.lock();
-        if state.queue.is_empty() {
+        if state.queue.is_empty() || self.paced {
             state.running = state.running.saturating_sub(1);
             return None;
         }
@@ -152,7 +170,7 @@ pub(crate) fn join<R: Runner>(runner: &R, queued: impl FnOnce() -> R::Item) -> O
     let start = {
         let lane = runner.lane();
         let mut state = lane.lock();
-        if state.running == 0 && state.queue.is_empty() {
+        if state.running == 0 && state.queue.is_empty() && !lane.paced {
             state.running = 1;
             Start::Lead
         } else {

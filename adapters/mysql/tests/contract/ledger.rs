@@ -207,3 +207,35 @@ async fn batched_records_keep_the_first_writer_exactly(pool: MySqlPool) {
     assert!(stored.contains(&a) && stored.contains(&c) && stored.contains(&d));
     assert!(stored.contains(&held));
 }
+
+/// The batching lane is paced: calls made together go as one insert even when nothing
+/// was running before them (none of them is recorded alone first), and a lone call is
+/// still recorded, alone, once its wait is over.
+#[sqlx::test(migrator = "order_mysql::MIGRATOR")]
+async fn calls_made_together_go_as_one_batch_with_none_recorded_alone_first(pool: MySqlPool) {
+    let ledger = MySqlPaymentLedger::new(pool);
+    let calls: Vec<_> = (1..=8)
+        .map(|key| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move { ledger.record_first(entry(key, 3)).await })
+        })
+        .collect();
+    for (key, call) in (1..=8).zip(calls) {
+        assert_eq!(
+            call.await.expect("task").expect("record_first"),
+            Recorded::New(entry(key, 3))
+        );
+    }
+    let stats = ledger.batching_stats();
+    assert_eq!(
+        (stats.batches, stats.entries, stats.solo, stats.fallbacks),
+        (1, 8, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        ledger.record_first(entry(9, 3)).await.expect("lone call"),
+        Recorded::New(entry(9, 3))
+    );
+    assert_eq!(ledger.batching_stats().solo, 1);
+    assert_eq!(ledger.entries().await.expect("entries").len(), 9);
+}
