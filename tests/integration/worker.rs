@@ -307,3 +307,173 @@ async fn a_worker_settles_a_finished_job_beside_the_next_and_settles_the_last_be
         .unwrap();
     assert_eq!(handled, 2);
 }
+
+/// The memory queue, counting the deliveries it handed out while an order of the
+/// repository was Processing.
+struct Observed {
+    inner: order_memory::MemoryQueue,
+    repository: std::sync::OnceLock<Arc<order_memory::MemoryOrderRepository>>,
+    reserved_while_processing: std::sync::atomic::AtomicU64,
+}
+
+impl Observed {
+    fn processing(&self) -> usize {
+        self.repository.get().map_or(0, |r| {
+            r.orders()
+                .iter()
+                .filter(|o| o.status() == OrderStatus::Processing)
+                .count()
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl JobQueue for Observed {
+    async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
+        self.inner.enqueue(job).await
+    }
+    async fn reserve(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
+        let delivery = self.inner.reserve(wait).await?;
+        if delivery.is_some() && self.processing() > 0 {
+            self.reserved_while_processing
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(delivery)
+    }
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        self.inner.ack(delivery).await
+    }
+    async fn nack(&self, delivery: &Delivery, error: &str) -> Result<NackOutcome, QueueError> {
+        self.inner.nack(delivery, error).await
+    }
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<NackOutcome, QueueError> {
+        self.inner.dead_letter(delivery, reason).await
+    }
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<NackOutcome, QueueError> {
+        self.inner.defer(delivery, delay).await
+    }
+    fn timings(&self) -> QueueTimings {
+        self.inner.timings()
+    }
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.inner.stats().await
+    }
+}
+
+/// A provider that approves after 2 ms, checking at every charge that the order it
+/// charges is the only one Processing, and that no other charge runs.
+struct OneAtATime {
+    queue: Arc<Observed>,
+    charging: std::sync::atomic::AtomicU32,
+    violations: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl order_core::ports::PaymentGateway for OneAtATime {
+    async fn charge(
+        &self,
+        order: order_core::domain::OrderId,
+        _: Money,
+    ) -> Result<order_core::ports::PaymentOutcome, order_core::ports::PaymentError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let others = self.charging.fetch_add(1, SeqCst);
+        let processing = self.queue.processing();
+        if others != 0 || processing != 1 {
+            self.violations.lock().unwrap().push(format!(
+                "order {order}: {others} other charges running, {processing} orders Processing"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.charging.fetch_sub(1, SeqCst);
+        Ok(order_core::ports::PaymentOutcome::Approved)
+    }
+    async fn void(
+        &self,
+        _: order_core::domain::OrderId,
+    ) -> Result<order_core::ports::PaymentOutcome, order_core::ports::PaymentError> {
+        Ok(order_core::ports::PaymentOutcome::Approved)
+    }
+}
+
+/// One worker loop takes its next job while the order it has charged is still
+/// Processing — its completion and the next Start then go to the store together —
+/// and yet charges one order at a time, each the only order Processing when its charge
+/// begins. (A loop that takes its next job only after the completion never reserves
+/// while an order is Processing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_starts_its_next_job_beside_a_completion_and_charges_one_order_at_a_time() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let queue = Arc::new(Observed {
+        inner: order_memory::MemoryQueue::new(clock.clone(), QueueConfig::default()).unwrap(),
+        repository: std::sync::OnceLock::new(),
+        reserved_while_processing: std::sync::atomic::AtomicU64::new(0),
+    });
+    let payments = Arc::new(OneAtATime {
+        queue: queue.clone(),
+        charging: std::sync::atomic::AtomicU32::new(0),
+        violations: std::sync::Mutex::new(Vec::new()),
+    });
+    let engine = Engine::builder()
+        .clock(clock)
+        .memory()
+        .queue(queue.clone())
+        .payments(payments.clone())
+        .build()
+        .await
+        .unwrap();
+    let memory = engine.memory().unwrap();
+    let _ = queue.repository.set(memory.repository.clone());
+    let user = memory.repository.add_user();
+    let product = memory
+        .repository
+        .add_product("p", Money::parse("5.00").unwrap(), 10);
+    for key in ["a", "b", "c", "d"] {
+        engine
+            .service()
+            .create_order(CreateOrderRequest::new(user, [(product, 1)], key))
+            .await
+            .unwrap();
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = engine.service().clone();
+    let worker = tokio::spawn(async move {
+        service
+            .run_worker(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while queue.stats().await.unwrap().in_flight + queue.stats().await.unwrap().waiting > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("all four jobs settled");
+    let _ = stop.send(());
+    let handled = tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the worker stops once shut down")
+        .unwrap();
+    assert_eq!(handled, 4);
+    assert!(
+        memory
+            .repository
+            .orders()
+            .iter()
+            .all(|o| o.status() == OrderStatus::Paid)
+    );
+    assert_eq!(*payments.violations.lock().unwrap(), Vec::<String>::new());
+    // The first job is taken with nothing Processing; each of the next three while the
+    // order before it was.
+    assert_eq!(
+        queue
+            .reserved_while_processing
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+}

@@ -5,14 +5,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::errors::{ErrorChain, ProcessOrderError};
 use super::service::OrderService;
 use super::stats::ServiceStats;
 use crate::domain::{FailureReason, Lease, LeaseToken, Order, OrderId, OrderStatus, StatusChange};
 use crate::ports::{Delivery, Job, NackOutcome, OrderEvent, PaymentOutcome, TransitionOutcome};
-use crate::runtime::{Either, join, race, with_timeout};
+use crate::runtime::{Either, Fused, join, race, with_timeout};
 
 /// Reason stored on orders failed because the provider never gave an answer.
 const PROVIDER_UNAVAILABLE: &str = "Payment provider unavailable.";
@@ -91,22 +91,35 @@ impl OrderService {
     /// event is handed back unpublished (the worker publishes it when it settles the
     /// delivery).
     async fn process(&self, id: OrderId) -> Processed {
-        match self.process_unpublished(id).await {
-            Ok((outcome, event)) => Processed {
-                result: Ok(outcome),
-                event,
-            },
-            Err(e) => Processed {
-                result: Err(e),
-                event: None,
-            },
+        match self.begin(id).await {
+            Begun::Ended(processed) => processed,
+            Begun::Started(started) => {
+                let charged = self.charge_started(&started).await;
+                self.finish(started, charged).await
+            }
         }
     }
 
-    async fn process_unpublished(
+    /// The first part of processing: the order taken under a fresh lease (Start, or a
+    /// take-over of an expired lease), or the outcome that ends the job without a charge.
+    async fn begin(&self, id: OrderId) -> Begun {
+        match self.start(id).await {
+            Ok(Ok(started)) => Begun::Started(started),
+            Ok(Err(outcome)) => Begun::Ended(Processed {
+                result: Ok(outcome),
+                event: None,
+            }),
+            Err(e) => Begun::Ended(Processed {
+                result: Err(e),
+                event: None,
+            }),
+        }
+    }
+
+    async fn start(
         &self,
         id: OrderId,
-    ) -> Result<(ProcessOutcome, Option<OrderEvent>), ProcessOrderError> {
+    ) -> Result<Result<Started, ProcessOutcome>, ProcessOrderError> {
         let repo = &self.ports.repository;
         let now = self.ports.clock.now();
         let lease = Lease {
@@ -124,7 +137,7 @@ impl OrderService {
                 Some(order) => Some(order),
                 None => {
                     warn!(order = %id, "job for a missing order");
-                    return Ok((ProcessOutcome::Missing, None));
+                    return Ok(Err(ProcessOutcome::Missing));
                 }
             }
         };
@@ -133,7 +146,7 @@ impl OrderService {
                 None => StatusChange::Start { lease },
                 Some(order) => match self.next_change(order, lease, now)? {
                     Ok(change) => change,
-                    Err(outcome) => return Ok((outcome, None)),
+                    Err(outcome) => return Ok(Err(outcome)),
                 },
             };
             let taking_over = matches!(change, StatusChange::TakeOver { .. });
@@ -141,10 +154,10 @@ impl OrderService {
                 TransitionOutcome::Applied(o, event) => break (o, event, taking_over),
                 // The blind Start lost: decide again from the order as it is.
                 TransitionOutcome::LostRace(current) if seen.is_none() => seen = Some(current),
-                TransitionOutcome::LostRace(current) => return Ok((self.lost_to(&current), None)),
+                TransitionOutcome::LostRace(current) => return Ok(Err(self.lost_to(&current))),
                 TransitionOutcome::NotFound => {
                     warn!(order = %id, "job for a missing order");
-                    return Ok((ProcessOutcome::Missing, None));
+                    return Ok(Err(ProcessOutcome::Missing));
                 }
             }
         };
@@ -152,15 +165,45 @@ impl OrderService {
         if taking_over {
             ServiceStats::bump(&self.stats.lease_takeovers);
         }
-        // From here the order is ours. Every way out but a completion gives the lease
-        // back, so the retry can take over at once instead of finding our live lease.
-        // (A take-over changes only the lease: its `order.processing` was logged by
-        // Start, so `started` is `None` then.)
-        let result = self.complete(&order, lease.token, started).await;
-        if result.is_err() {
-            self.release_lease(id, lease.token).await;
+        // From here the order is ours. (A take-over changes only the lease: its
+        // `order.processing` was logged by Start, so `started` is `None` then.)
+        Ok(Ok(Started {
+            order,
+            lease: lease.token,
+            event: started,
+        }))
+    }
+
+    /// Charges a started order, publishing its Start's `order.processing` (if any)
+    /// beside the charge: it adds nothing to the job's time, and it has finished before
+    /// the completion's event can go out.
+    async fn charge_started(&self, started: &Started) -> Option<PaymentOutcome> {
+        let announce = async {
+            if let Some(event) = started.event.clone() {
+                self.publish(event).await;
+            }
+        };
+        join(self.charge(&started.order), announce).await.0
+    }
+
+    /// The last part of processing: the charged order moved to Paid or Failed, its
+    /// event handed back unpublished. Every way out but a completion gives the lease
+    /// back, so the retry can take over at once instead of finding our live lease.
+    async fn finish(&self, started: Started, charged: Option<PaymentOutcome>) -> Processed {
+        let id = started.order.id();
+        match self.complete(&started.order, started.lease, charged).await {
+            Ok((outcome, event)) => Processed {
+                result: Ok(outcome),
+                event,
+            },
+            Err(e) => {
+                self.release_lease(id, started.lease).await;
+                Processed {
+                    result: Err(e),
+                    event: None,
+                }
+            }
         }
-        result
     }
 
     /// What to do with `order` as it was last seen: the change to apply under the fresh
@@ -220,24 +263,15 @@ impl OrderService {
         }
     }
 
-    /// Publishes `started` (the Start's `order.processing`, if any) while it charges the
-    /// order this worker holds under `lease`, then moves the order to Paid or Failed,
-    /// returning the completion's event unpublished. The publish runs beside the charge,
-    /// so it adds nothing to the job's time, and it has finished before the completion's
-    /// event can go out.
+    /// Moves the order this worker holds under `lease` to Paid or Failed according to
+    /// `charged`, returning the completion's event unpublished.
     async fn complete(
         &self,
         order: &Order,
         lease: LeaseToken,
-        started: Option<OrderEvent>,
+        charged: Option<PaymentOutcome>,
     ) -> Result<(ProcessOutcome, Option<OrderEvent>), ProcessOrderError> {
         let id = order.id();
-        let announce = async {
-            if let Some(event) = started {
-                self.publish(event).await;
-            }
-        };
-        let (charged, ()) = join(self.charge(order), announce).await;
         let completion = match charged {
             Some(PaymentOutcome::Approved) => StatusChange::Pay { lease },
             Some(PaymentOutcome::Declined(reason)) => StatusChange::Fail { lease, reason },
@@ -342,8 +376,9 @@ impl OrderService {
     /// redelivered after the visibility timeout anyway.
     pub async fn handle_delivery(&self, delivery: &Delivery) -> WorkerOutcome {
         let Job::ProcessOrder(id) = delivery.job;
-        let processed = self.process(id).await;
-        self.settle(delivery, processed).await
+        let span = job_span(id);
+        let processed = self.process(id).instrument(span.clone()).await;
+        self.settle(delivery, processed).instrument(span).await
     }
 
     /// The second half of [`handle_delivery`](Self::handle_delivery): publishes the
@@ -412,66 +447,160 @@ impl OrderService {
     /// completes. Shutdown is checked between jobs, never during one, so in-flight work
     /// finishes and is settled with the queue. Run several concurrently for parallelism.
     ///
-    /// A job is processed until its order is terminal (or the job must be deferred or
-    /// retried); what is left of it — publishing the completion's event, then the ack
-    /// (or the defer, nack or dead letter) — runs beside the reserve and the start of the
-    /// next job instead of before them, in this same task. So one worker never has more
-    /// than one order in processing, and never more than one job waiting to be settled.
-    /// Shutdown waits for the last job's settlement.
+    /// One worker has at most one order whose charge runs, and at most one order it has
+    /// started and not yet completed — except when a transition batch of the store
+    /// falls back to one order at a time, which may commit the next Start a few
+    /// milliseconds before the completion it was sent with. The steps of two jobs
+    /// overlap where that holds:
+    /// - once a job's charge has answered, the next job is taken from the queue if one is
+    ///   ready (a look, without waiting: when none is, the worker waits for one after
+    ///   the completion), and the completion is written while the next order is
+    ///   started, so that the two go to the store together (one transition batch, for a
+    ///   store that batches). The next charge begins once both are written;
+    /// - a finished job's settlement — publishing its completion's event, then the ack
+    ///   (or the defer, nack or dead letter) — runs beside the next job's charge, or
+    ///   beside the wait for a next job.
+    ///
+    /// Once `shutdown` has completed no job is taken; the job in hand is finished and
+    /// settled first.
     ///
     /// Returns how many deliveries it handled (processed and settled).
     pub async fn run_worker(&self, shutdown: impl Future<Output = ()>) -> u64 {
-        let mut shutdown = std::pin::pin!(shutdown);
+        let mut shutdown = Fused::new(shutdown);
         let mut handled = 0u64;
-        let mut unsettled: Option<Box<(Delivery, Processed)>> = None;
+        // A job whose order is terminal (or that ended without a charge), to settle.
+        let mut unsettled: Option<Box<Done>> = None;
+        // A job whose Start committed, to charge.
+        let mut in_hand: Option<Box<InHand>> = None;
         loop {
-            let previous = unsettled.take();
-            let settle = async {
-                if let Some(job) = previous {
-                    let (delivery, processed) = *job;
-                    self.settle(&delivery, processed).await;
-                    true
-                } else {
-                    false
+            let Some(job) = in_hand.take() else {
+                // Nothing in hand: settle the last job beside the wait for the next one.
+                let (settled, next) = join(
+                    self.settle_done(unsettled.take()),
+                    self.take_and_begin(&mut shutdown),
+                )
+                .await;
+                handled += settled;
+                match next {
+                    Next::Stop => return handled,
+                    Next::Idle => {}
+                    Next::Started(job) => in_hand = Some(job),
+                    Next::Ended(done) => unsettled = Some(done),
+                }
+                continue;
+            };
+            let InHand {
+                delivery,
+                started,
+                span,
+            } = *job;
+            // Charge it, beside settling the job before it.
+            let charge = self.charge_started(&started).instrument(span.clone());
+            let (settled, charged) = join(self.settle_done(unsettled.take()), charge).await;
+            handled += settled;
+            // Take the next job if one is ready (unless shutting down), then complete this
+            // one while starting that one: the two go to the store together.
+            let next = if shutdown.completed_now() {
+                None
+            } else {
+                self.look().await
+            };
+            let complete = self.finish(started, charged).instrument(span.clone());
+            let begin_next = async {
+                match next {
+                    Some(delivery) => match self.begin_delivery(delivery).await {
+                        Ok(job) => (0, Some(job)),
+                        Err(done) => (self.settle_done(Some(done)).await, None),
+                    },
+                    None => (0, None),
                 }
             };
-            let next = async {
+            let (processed, (settled, next)) = join(complete, begin_next).await;
+            handled += settled;
+            unsettled = Some(Box::new(Done {
+                delivery,
+                processed,
+                span,
+            }));
+            in_hand = next;
+        }
+    }
+
+    /// Waits for a job (until `shutdown` completes) and begins it.
+    async fn take_and_begin<F: Future<Output = ()>>(&self, shutdown: &mut Fused<F>) -> Next {
+        let reserve = self.ports.queue.reserve(self.config.worker_poll);
+        match race(&mut *shutdown, reserve).await {
+            Either::Left(()) => Next::Stop,
+            Either::Right(Ok(Some(delivery))) => match self.begin_delivery(delivery).await {
+                Ok(job) => Next::Started(job),
+                Err(done) => Next::Ended(done),
+            },
+            Either::Right(Ok(None)) => Next::Idle,
+            Either::Right(Err(e)) => {
+                warn!(error = %ErrorChain(&e), "queue unavailable; backing off");
                 match race(
-                    shutdown.as_mut(),
-                    self.ports.queue.reserve(self.config.worker_poll),
+                    &mut *shutdown,
+                    self.ports.clock.sleep(self.config.worker_poll),
                 )
                 .await
                 {
                     Either::Left(()) => Next::Stop,
-                    Either::Right(Ok(Some(delivery))) => {
-                        let Job::ProcessOrder(id) = delivery.job;
-                        let processed = self.process(id).await;
-                        Next::Processed(Box::new((delivery, processed)))
-                    }
-                    Either::Right(Ok(None)) => Next::Idle,
-                    Either::Right(Err(e)) => {
-                        warn!(error = %ErrorChain(&e), "queue unavailable; backing off");
-                        match race(
-                            shutdown.as_mut(),
-                            self.ports.clock.sleep(self.config.worker_poll),
-                        )
-                        .await
-                        {
-                            Either::Left(()) => Next::Stop,
-                            Either::Right(()) => Next::Idle,
-                        }
-                    }
+                    Either::Right(()) => Next::Idle,
                 }
-            };
-            let (settled, next) = join(settle, next).await;
-            handled += u64::from(settled);
-            match next {
-                Next::Stop => return handled,
-                Next::Processed(job) => unsettled = Some(job),
-                Next::Idle => {}
             }
         }
     }
+
+    /// A job, if one is ready now (without waiting).
+    async fn look(&self) -> Option<Delivery> {
+        match self.ports.queue.reserve(Duration::ZERO).await {
+            Ok(next) => next,
+            Err(e) => {
+                // The wait for a job that follows reports it and backs off.
+                debug!(error = %ErrorChain(&e), "queue unavailable for a look");
+                None
+            }
+        }
+    }
+
+    /// Begins `delivery`'s job: started (`Ok`), or ended without a charge (`Err`).
+    async fn begin_delivery(&self, delivery: Delivery) -> Result<Box<InHand>, Box<Done>> {
+        let Job::ProcessOrder(id) = delivery.job;
+        let span = job_span(id);
+        match self.begin(id).instrument(span.clone()).await {
+            Begun::Started(started) => Ok(Box::new(InHand {
+                delivery,
+                started,
+                span,
+            })),
+            Begun::Ended(processed) => Err(Box::new(Done {
+                delivery,
+                processed,
+                span,
+            })),
+        }
+    }
+
+    /// Settles `done`, if any: 1 when there was one.
+    async fn settle_done(&self, done: Option<Box<Done>>) -> u64 {
+        match done {
+            Some(done) => {
+                let Done {
+                    delivery,
+                    processed,
+                    span,
+                } = *done;
+                self.settle(&delivery, processed).instrument(span).await;
+                1
+            }
+            None => 0,
+        }
+    }
+}
+
+/// The span of one job: what `process_order` runs in.
+fn job_span(id: OrderId) -> tracing::Span {
+    tracing::info_span!("process_order", order = %id)
 }
 
 /// A job processed but not yet settled with the queue: what
@@ -482,12 +611,45 @@ struct Processed {
     event: Option<OrderEvent>,
 }
 
-/// What one turn of [`OrderService::run_worker`]'s loop ended with.
+/// An order this worker took under its lease, not yet charged.
+struct Started {
+    order: Order,
+    lease: LeaseToken,
+    /// The Start's `order.processing`, to publish beside the charge (`None` after a
+    /// take-over: it was logged by the first Start).
+    event: Option<OrderEvent>,
+}
+
+/// How a job's processing began.
+enum Begun {
+    /// The order is this worker's, to charge.
+    Started(Started),
+    /// The job ended without a charge.
+    Ended(Processed),
+}
+
+/// A delivery whose order the worker started, to charge next.
+struct InHand {
+    delivery: Delivery,
+    started: Started,
+    span: tracing::Span,
+}
+
+/// A delivery processed, to settle.
+struct Done {
+    delivery: Delivery,
+    processed: Processed,
+    span: tracing::Span,
+}
+
+/// What waiting for a job ended with.
 enum Next {
     /// Shutdown completed.
     Stop,
-    /// A delivery was reserved and processed; it is settled in the next turn.
-    Processed(Box<(Delivery, Processed)>),
     /// Nothing was reserved (the wait ran out, or the queue failed).
     Idle,
+    /// A job was reserved and its order started.
+    Started(Box<InHand>),
+    /// A job was reserved and ended without a charge.
+    Ended(Box<Done>),
 }

@@ -4,8 +4,8 @@
 //! runtime's versions.
 
 use std::future::{Future, poll_fn};
-use std::pin::pin;
-use std::task::Poll;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::ports::Clock;
@@ -77,9 +77,72 @@ pub(crate) async fn with_timeout<F: Future>(
     }
 }
 
+/// A future of `()` that stays complete once it has completed: it may be polled again
+/// afterwards (it answers `Ready` at once), and asked whether it has completed without
+/// waiting ([`Fused::completed_now`]).
+pub(crate) struct Fused<F> {
+    inner: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future<Output = ()>> Fused<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        Self {
+            inner: Some(Box::pin(inner)),
+        }
+    }
+
+    /// Whether it has completed: polls it once if it has not yet, without registering
+    /// for a wake-up (the next real poll registers its own waker).
+    pub(crate) fn completed_now(&mut self) -> bool {
+        let Some(inner) = self.inner.as_mut() else {
+            return true;
+        };
+        if inner
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
+        {
+            self.inner = None;
+            return true;
+        }
+        false
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Fused<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(());
+        };
+        let polled = inner.as_mut().poll(cx);
+        if polled.is_ready() {
+            self.inner = None;
+        }
+        polled
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::join;
+    use super::{Fused, join};
+
+    /// A fused future answers `Ready` again after it completed, and tells whether it
+    /// has completed without waiting.
+    #[tokio::test]
+    async fn a_fused_future_stays_complete_and_can_be_asked_without_waiting() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut fused = Fused::new(async {
+            let _ = rx.await;
+        });
+        assert!(!fused.completed_now());
+        let _ = tx.send(());
+        assert!(fused.completed_now());
+        (&mut fused).await;
+        (&mut fused).await;
+        assert!(fused.completed_now());
+    }
 
     /// `a` can finish only after `b` has run: awaiting them one after the other would
     /// never end, so both outputs coming back shows they ran side by side.

@@ -16,7 +16,7 @@ mod rng;
 mod system_clock;
 
 pub use backoff::{Backoff, BackoffError};
-pub(crate) use future::{Either, join, race, with_timeout};
+pub(crate) use future::{Either, Fused, join, race, with_timeout};
 pub use manual_clock::ManualClock;
 pub use rng::SeededRandom;
 pub use system_clock::SystemClock;

@@ -117,12 +117,23 @@ pub struct Ctx {
     rng: Mutex<Rng>,
     outages: Mutex<BTreeMap<Service, u64>>,
     spawned: Mutex<Vec<SendFut>>,
-    /// Tasks that met an injected fault (error, outage, stall, lost reply, payment
-    /// fault) since they last received a delivery.
-    provoked: Mutex<BTreeSet<u64>>,
+    /// The injected faults (error, outage, stall, lost reply, payment fault) met so
+    /// far, numbered, and per task the number of the last one it met.
+    provoked: Mutex<Provoked>,
     /// Nacks no injected fault explains: the protocol gave up on a job for no reason
     /// (e.g. a leased order nacked instead of deferred, burning its attempts).
     unprovoked_nacks: Mutex<Vec<String>>,
+}
+
+/// The injected faults met, for telling whether a nack is explained.
+#[derive(Default)]
+struct Provoked {
+    /// Faults met so far.
+    count: u64,
+    /// Per task, the number of the last fault it met.
+    last_by_task: BTreeMap<u64, u64>,
+    /// Per delivery (its receipt), how many faults had been met when it was handed out.
+    handed_out: BTreeMap<String, u64>,
 }
 
 impl Ctx {
@@ -184,16 +195,22 @@ impl Ctx {
 
     fn provoke(&self) {
         if let Some(task) = crate::exec::current_task() {
-            lock(&self.provoked).insert(task);
+            let mut provoked = lock(&self.provoked);
+            provoked.count += 1;
+            let n = provoked.count;
+            provoked.last_by_task.insert(task, n);
         }
     }
 
-    /// The current task received a new delivery: its earlier faults explain nothing
-    /// about this one.
-    fn fresh_delivery(&self) {
-        if let Some(task) = crate::exec::current_task() {
-            lock(&self.provoked).remove(&task);
-        }
+    /// The delivery with `receipt` was handed out: only faults met after this explain
+    /// its nack. (A worker holds up to two deliveries at once — it takes its next job
+    /// while it completes and settles one — so the faults are counted per delivery,
+    /// not cleared per task: a fault its task met after it was handed out explains it,
+    /// whichever of the two jobs met it.)
+    fn fresh_delivery(&self, receipt: &str) {
+        let mut provoked = lock(&self.provoked);
+        let n = provoked.count;
+        provoked.handed_out.insert(receipt.to_owned(), n);
     }
 
     /// Records a nack that no fault met by the nacking task explains.
@@ -201,7 +218,19 @@ impl Ctx {
         let Some(task) = crate::exec::current_task() else {
             return;
         };
-        if !lock(&self.provoked).contains(&task) {
+        let explained = {
+            let provoked = lock(&self.provoked);
+            let since = provoked
+                .handed_out
+                .get(&delivery.receipt)
+                .copied()
+                .unwrap_or(0);
+            provoked
+                .last_by_task
+                .get(&task)
+                .is_some_and(|&last| last > since)
+        };
+        if !explained {
             lock(&self.unprovoked_nacks).push(format!(
                 "{:?} attempt {} nacked with no injected fault: {error}",
                 delivery.job, delivery.attempt
@@ -626,13 +655,14 @@ impl JobQueue for SimQueue {
                     .trace
                     .record(24, id.get() << 8 | u64::from(d.attempt));
                 lock(&self.latest).insert(d.job, d.clone());
-                self.ctx.fresh_delivery();
+                let receipt = format!("{generation}/{}", d.receipt);
+                self.ctx.fresh_delivery(&receipt);
                 if self.ctx.after(23).await {
                     return Err(unavailable_queue());
                 }
                 return Ok(Some(Delivery {
                     job: d.job,
-                    receipt: format!("{generation}/{}", d.receipt),
+                    receipt,
                     attempt: d.attempt,
                 }));
             }
