@@ -221,16 +221,22 @@ async fn measure(
             let started_wall = started_wall_us / 1000;
             let timeout = Duration::from_secs(120.max(n / 50));
             let mut polls = 0u64;
+            let mut most_processing = 0i64;
             let mut note = String::new();
             loop {
-                let open: (i64,) = sqlx::query_as(
-                    "SELECT COUNT(*) FROM orders WHERE id BETWEEN ? AND ? \
+                // The orders still open, and of those how many are Processing: a worker
+                // process holds at most its in-flight count, which the polls check.
+                let (open, processing): (i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(status = 'PROCESSING'), 0) AS SIGNED) \
+                     FROM orders WHERE id BETWEEN ? AND ? \
                      AND status IN ('PENDING', 'PROCESSING')",
                 )
                 .bind(first)
                 .bind(last)
                 .fetch_one(admin)
                 .await?;
+                let open = (open,);
+                most_processing = most_processing.max(processing);
                 polls += 1;
                 if open.0 == 0 {
                     break;
@@ -293,6 +299,15 @@ async fn measure(
             }
             let latencies = event_latencies(admin, first, last).await?;
             let timeline = event_timeline(admin, first, last, started_wall_us).await?;
+            let held = format!(
+                "at most {most_processing} orders Processing at a poll ({polls} polls; {} in flight)",
+                u32::from(in_flight) * u32::from(processes)
+            );
+            let note = if note.is_empty() {
+                held
+            } else {
+                format!("{note}; {held}")
+            };
             let own = polls + 2;
             return finish(
                 admin,
