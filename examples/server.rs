@@ -58,7 +58,7 @@ struct Args {
     /// on the memory adapters).
     #[arg(long)]
     seed: bool,
-    /// Jobs in flight at once in the worker role.
+    /// Worker loops of the worker role: charges in flight at once, one per loop.
     #[arg(long, env = "ORDERS_WORKER_CONCURRENCY", default_value_t = 256,
           value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,

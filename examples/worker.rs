@@ -34,8 +34,8 @@ use backend::{AnyError, BackendArgs};
 #[derive(Debug, Parser)]
 #[command(long_about = None)]
 struct Args {
-    /// Jobs in processing at once: one per worker loop (a loop publishes and acks a
-    /// finished job while it reserves and starts its next).
+    /// Worker loops: charges in flight at once, one per loop (a loop takes its next job
+    /// once a charge has answered and starts it beside that order's completion).
     #[arg(long, env = "ORDERS_WORKER_CONCURRENCY", default_value_t = 256,
           value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,

@@ -97,8 +97,8 @@ pub(crate) struct Args {
     /// Draw throughput against concurrency per path and scenario into this SVG file.
     #[arg(long)]
     pub chart: Option<PathBuf>,
-    /// Jobs in flight in the worker process (its `--concurrency`), comma-separated; the
-    /// raw drain runs as many tasks.
+    /// Jobs in flight in the worker process (its `--concurrency`: worker loops, each
+    /// charging one order at a time), comma-separated; the raw drain runs as many tasks.
     #[arg(long, value_delimiter = ',', default_value = "256,1024",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_concurrency: Vec<u16>,

@@ -190,29 +190,68 @@ async fn stopping_workers_has_a_deadline_and_aborts_a_stuck_job_which_is_redeliv
     assert_eq!(adapters.queue.stats().await.unwrap().in_flight, 1);
 }
 
-/// The memory queue, except that an ack holds until the queue has handed out
-/// `deliveries_before_ack` deliveries in all.
-struct AckAfterDeliveries {
+/// The memory queue, watched: it counts the deliveries it hands out, and those it hands
+/// out while an order of `repository` (once set) is Processing; and an ack holds until
+/// it has handed out `ack_after` deliveries in all.
+struct Watched {
     inner: order_memory::MemoryQueue,
+    repository: std::sync::OnceLock<Arc<order_memory::MemoryOrderRepository>>,
     handed_out: tokio::sync::watch::Sender<usize>,
-    deliveries_before_ack: usize,
+    reserved_while_processing: std::sync::atomic::AtomicU64,
+    ack_after: usize,
+}
+
+impl Watched {
+    fn new(clock: Arc<dyn Clock>, ack_after: usize) -> Self {
+        Self {
+            inner: order_memory::MemoryQueue::new(clock, QueueConfig::default()).unwrap(),
+            repository: std::sync::OnceLock::new(),
+            handed_out: tokio::sync::watch::Sender::new(0),
+            reserved_while_processing: std::sync::atomic::AtomicU64::new(0),
+            ack_after,
+        }
+    }
+
+    fn processing(&self) -> usize {
+        self.repository.get().map_or(0, |r| {
+            r.orders()
+                .iter()
+                .filter(|o| o.status() == OrderStatus::Processing)
+                .count()
+        })
+    }
+
+    /// Until every job is settled (none waiting, none in flight).
+    async fn until_drained(&self) {
+        loop {
+            let stats = self.inner.stats().await.unwrap();
+            if (stats.waiting, stats.in_flight) == (0, 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl JobQueue for AckAfterDeliveries {
+impl JobQueue for Watched {
     async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
         self.inner.enqueue(job).await
     }
     async fn reserve(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
         let delivery = self.inner.reserve(wait).await?;
         if delivery.is_some() {
+            if self.processing() > 0 {
+                self.reserved_while_processing
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             self.handed_out.send_modify(|n| *n += 1);
         }
         Ok(delivery)
     }
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
         let mut handed_out = self.handed_out.subscribe();
-        let enough = self.deliveries_before_ack;
+        let enough = self.ack_after;
         let _ = handed_out.wait_for(|n| *n >= enough).await;
         self.inner.ack(delivery).await
     }
@@ -237,42 +276,9 @@ impl JobQueue for AckAfterDeliveries {
     }
 }
 
-/// One worker loop settles a finished job (publish, then ack) beside the reserve and the
-/// processing of the next: here the first job's ack holds until the second job has been
-/// handed out, which would never happen if the loop acked before it reserved again. It
-/// still settles every job, the last one before it stops.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_settles_a_finished_job_beside_the_next_and_settles_the_last_before_stopping() {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let queue = Arc::new(AckAfterDeliveries {
-        inner: order_memory::MemoryQueue::new(clock.clone(), QueueConfig::default()).unwrap(),
-        handed_out: tokio::sync::watch::Sender::new(0),
-        deliveries_before_ack: 2,
-    });
-    let engine = Engine::builder()
-        .clock(clock)
-        .memory()
-        .queue(queue.clone())
-        .simulated_payments(SimConfig {
-            min_delay: Duration::ZERO,
-            max_delay: Duration::from_millis(2),
-            ..SimConfig::default()
-        })
-        .build()
-        .await
-        .unwrap();
-    let memory = engine.memory().unwrap();
-    let user = memory.repository.add_user();
-    let product = memory
-        .repository
-        .add_product("p", Money::parse("5.00").unwrap(), 10);
-    for key in ["a", "b"] {
-        engine
-            .service()
-            .create_order(CreateOrderRequest::new(user, [(product, 1)], key))
-            .await
-            .unwrap();
-    }
+/// One worker loop over `engine`, stopped once `queue` is drained (within 10 s, else
+/// `stuck` is the panic message); returns how many deliveries it handled.
+async fn run_one_loop_until_drained(engine: &Engine, queue: &Watched, stuck: &str) -> u64 {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = engine.service().clone();
     let worker = tokio::spawn(async move {
@@ -282,17 +288,68 @@ async fn a_worker_settles_a_finished_job_beside_the_next_and_settles_the_last_be
             })
             .await
     });
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let stats = queue.stats().await.unwrap();
-            if (stats.waiting, stats.in_flight) == (0, 0) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the first job's ack held until the next job was reserved: the loop acked first");
+    tokio::time::timeout(Duration::from_secs(10), queue.until_drained())
+        .await
+        .expect(stuck);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the worker stops once shut down")
+        .unwrap()
+}
+
+/// An engine over memory adapters, `queue` and `payments` (the simulation with delays of
+/// 0–2 ms if `None`), with `orders` placed (one unit each, a key each); `queue` watches
+/// its repository.
+async fn engine_with(
+    clock: Arc<dyn Clock>,
+    queue: &Arc<Watched>,
+    payments: Option<Arc<dyn order_core::ports::PaymentGateway>>,
+    orders: &[&str],
+) -> Engine {
+    let builder = Engine::builder().clock(clock).memory().queue(queue.clone());
+    let builder = match payments {
+        Some(payments) => builder.payments(payments),
+        None => builder.simulated_payments(SimConfig {
+            min_delay: Duration::ZERO,
+            max_delay: Duration::from_millis(2),
+            ..SimConfig::default()
+        }),
+    };
+    let engine = builder.build().await.unwrap();
+    let memory = engine.memory().unwrap();
+    let _ = queue.repository.set(memory.repository.clone());
+    let user = memory.repository.add_user();
+    let product = memory
+        .repository
+        .add_product("p", Money::parse("5.00").unwrap(), 10);
+    for key in orders {
+        engine
+            .service()
+            .create_order(CreateOrderRequest::new(user, [(product, 1)], *key))
+            .await
+            .unwrap();
+    }
+    engine
+}
+
+/// One worker loop settles a finished job (publish, then ack) beside what comes next:
+/// here the first job's ack holds until the second job has been handed out, which would
+/// never happen if the loop acked before it reserved again. It still settles every job,
+/// the last one before it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_settles_a_finished_job_beside_the_next_and_settles_the_last_before_stopping() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let queue = Arc::new(Watched::new(clock.clone(), 2));
+    let engine = engine_with(clock, &queue, None, &["a", "b"]).await;
+    let handled = run_one_loop_until_drained(
+        &engine,
+        &queue,
+        "the first job's ack held until the next job was reserved: the loop acked first",
+    )
+    .await;
+    assert_eq!(handled, 2);
+    let memory = engine.memory().unwrap();
     assert!(
         memory
             .repository
@@ -300,74 +357,12 @@ async fn a_worker_settles_a_finished_job_beside_the_next_and_settles_the_last_be
             .iter()
             .all(|o| o.status().is_terminal())
     );
-    let _ = stop.send(());
-    let handled = tokio::time::timeout(Duration::from_secs(5), worker)
-        .await
-        .expect("the worker stops once shut down")
-        .unwrap();
-    assert_eq!(handled, 2);
-}
-
-/// The memory queue, counting the deliveries it handed out while an order of the
-/// repository was Processing.
-struct Observed {
-    inner: order_memory::MemoryQueue,
-    repository: std::sync::OnceLock<Arc<order_memory::MemoryOrderRepository>>,
-    reserved_while_processing: std::sync::atomic::AtomicU64,
-}
-
-impl Observed {
-    fn processing(&self) -> usize {
-        self.repository.get().map_or(0, |r| {
-            r.orders()
-                .iter()
-                .filter(|o| o.status() == OrderStatus::Processing)
-                .count()
-        })
-    }
-}
-
-#[async_trait::async_trait]
-impl JobQueue for Observed {
-    async fn enqueue(&self, job: Job) -> Result<(), QueueError> {
-        self.inner.enqueue(job).await
-    }
-    async fn reserve(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
-        let delivery = self.inner.reserve(wait).await?;
-        if delivery.is_some() && self.processing() > 0 {
-            self.reserved_while_processing
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        Ok(delivery)
-    }
-    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
-        self.inner.ack(delivery).await
-    }
-    async fn nack(&self, delivery: &Delivery, error: &str) -> Result<NackOutcome, QueueError> {
-        self.inner.nack(delivery, error).await
-    }
-    async fn dead_letter(
-        &self,
-        delivery: &Delivery,
-        reason: &str,
-    ) -> Result<NackOutcome, QueueError> {
-        self.inner.dead_letter(delivery, reason).await
-    }
-    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<NackOutcome, QueueError> {
-        self.inner.defer(delivery, delay).await
-    }
-    fn timings(&self) -> QueueTimings {
-        self.inner.timings()
-    }
-    async fn stats(&self) -> Result<QueueStats, QueueError> {
-        self.inner.stats().await
-    }
 }
 
 /// A provider that approves after 2 ms, checking at every charge that the order it
 /// charges is the only one Processing, and that no other charge runs.
 struct OneAtATime {
-    queue: Arc<Observed>,
+    queue: Arc<Watched>,
     charging: std::sync::atomic::AtomicU32,
     violations: std::sync::Mutex<Vec<String>>,
 }
@@ -407,59 +402,16 @@ impl order_core::ports::PaymentGateway for OneAtATime {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_starts_its_next_job_beside_a_completion_and_charges_one_order_at_a_time() {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let queue = Arc::new(Observed {
-        inner: order_memory::MemoryQueue::new(clock.clone(), QueueConfig::default()).unwrap(),
-        repository: std::sync::OnceLock::new(),
-        reserved_while_processing: std::sync::atomic::AtomicU64::new(0),
-    });
+    let queue = Arc::new(Watched::new(clock.clone(), 0));
     let payments = Arc::new(OneAtATime {
         queue: queue.clone(),
         charging: std::sync::atomic::AtomicU32::new(0),
         violations: std::sync::Mutex::new(Vec::new()),
     });
-    let engine = Engine::builder()
-        .clock(clock)
-        .memory()
-        .queue(queue.clone())
-        .payments(payments.clone())
-        .build()
-        .await
-        .unwrap();
-    let memory = engine.memory().unwrap();
-    let _ = queue.repository.set(memory.repository.clone());
-    let user = memory.repository.add_user();
-    let product = memory
-        .repository
-        .add_product("p", Money::parse("5.00").unwrap(), 10);
-    for key in ["a", "b", "c", "d"] {
-        engine
-            .service()
-            .create_order(CreateOrderRequest::new(user, [(product, 1)], key))
-            .await
-            .unwrap();
-    }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = engine.service().clone();
-    let worker = tokio::spawn(async move {
-        service
-            .run_worker(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while queue.stats().await.unwrap().in_flight + queue.stats().await.unwrap().waiting > 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("all four jobs settled");
-    let _ = stop.send(());
-    let handled = tokio::time::timeout(Duration::from_secs(5), worker)
-        .await
-        .expect("the worker stops once shut down")
-        .unwrap();
+    let engine = engine_with(clock, &queue, Some(payments.clone()), &["a", "b", "c", "d"]).await;
+    let handled = run_one_loop_until_drained(&engine, &queue, "all four jobs settled").await;
     assert_eq!(handled, 4);
+    let memory = engine.memory().unwrap();
     assert!(
         memory
             .repository
