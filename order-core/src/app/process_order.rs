@@ -93,8 +93,8 @@ impl OrderService {
     async fn process(&self, id: OrderId) -> Processed {
         match self.begin(id).await {
             Begun::Ended(processed) => processed,
-            Begun::Started(started) => {
-                let charged = self.charge_started(&started).await;
+            Begun::Started(mut started) => {
+                let charged = self.charge_started(&mut started).await;
                 self.finish(started, charged).await
             }
         }
@@ -174,12 +174,13 @@ impl OrderService {
         }))
     }
 
-    /// Charges a started order, publishing its Start's `order.processing` (if any)
-    /// beside the charge: it adds nothing to the job's time, and it has finished before
-    /// the completion's event can go out.
-    async fn charge_started(&self, started: &Started) -> Option<PaymentOutcome> {
+    /// Charges a started order, publishing its Start's `order.processing` (if any, taken
+    /// out of `started`) beside the charge: it adds nothing to the job's time, and it
+    /// has finished before the completion's event can go out.
+    async fn charge_started(&self, started: &mut Started) -> Option<PaymentOutcome> {
+        let event = started.event.take();
         let announce = async {
-            if let Some(event) = started.event.clone() {
+            if let Some(event) = event {
                 self.publish(event).await;
             }
         };
@@ -491,11 +492,11 @@ impl OrderService {
             };
             let InHand {
                 delivery,
-                started,
+                mut started,
                 span,
             } = *job;
             // Charge it, beside settling the job before it.
-            let charge = self.charge_started(&started).instrument(span.clone());
+            let charge = self.charge_started(&mut started).instrument(span.clone());
             let (settled, charged) = join(self.settle_done(unsettled.take()), charge).await;
             handled += settled;
             // Take the next job if one is ready (unless shutting down), then complete this
@@ -616,7 +617,7 @@ struct Started {
     order: Order,
     lease: LeaseToken,
     /// The Start's `order.processing`, to publish beside the charge (`None` after a
-    /// take-over: it was logged by the first Start).
+    /// take-over — it was logged by the first Start — and once taken for the charge).
     event: Option<OrderEvent>,
 }
 
