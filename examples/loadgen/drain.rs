@@ -235,17 +235,16 @@ async fn measure(
                 .bind(last)
                 .fetch_one(admin)
                 .await?;
-                let open = (open,);
                 most_processing = most_processing.max(processing);
                 polls += 1;
-                if open.0 == 0 {
+                if open == 0 {
                     break;
                 }
                 let dead = workers.iter_mut().position(|w| !w.alive());
                 if started.elapsed() > timeout || dead.is_some() {
                     note = format!(
                         "{} orders still open after {:.0} s{} (worker stderr: {})",
-                        open.0,
+                        open,
                         started.elapsed().as_secs_f64(),
                         if dead.is_some() {
                             ", a worker exited"
@@ -264,7 +263,7 @@ async fn measure(
                     eprint!(
                         "\r    {label}: {:>4.1} s, {} open   ",
                         started.elapsed().as_secs_f64(),
-                        open.0
+                        open
                     );
                 }
                 // Seldom: each poll counts a range of the orders table on the server
@@ -297,8 +296,7 @@ async fn measure(
             for worker in workers {
                 worker.stop().await;
             }
-            let latencies = event_latencies(admin, first, last).await?;
-            let timeline = event_timeline(admin, first, last, started_wall_us).await?;
+            let (latencies, timeline) = from_events(admin, first, last, started_wall_us).await?;
             let held = format!(
                 "at most {most_processing} orders Processing at a poll ({polls} polls; {} in flight)",
                 u32::from(in_flight) * u32::from(processes)
@@ -654,26 +652,6 @@ async fn raw_process(
     Ok(start_done)
 }
 
-/// Per order of `first..=last`: from its `order.processing` event to its final
-/// `order.paid`/`order.failed` event (the worker's own clock), µs.
-async fn event_latencies(pool: &MySqlPool, first: u64, last: u64) -> Result<Vec<u32>, AnyError> {
-    let rows: Vec<(Option<i64>,)> = sqlx::query_as(
-        "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, \
-                MIN(CASE WHEN kind = 'order.processing' THEN at END), \
-                MAX(CASE WHEN kind IN ('order.paid', 'order.failed') THEN at END)) AS SIGNED) \
-         FROM order_events WHERE order_id BETWEEN ? AND ? GROUP BY order_id",
-    )
-    .bind(first)
-    .bind(last)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(us,)| us)
-        .map(|us| u32::try_from(us.max(0)).unwrap_or(u32::MAX))
-        .collect())
-}
-
 /// When a drain's orders were started and finished, in µs from the drain's start: what
 /// its steady rate is read from.
 #[derive(Debug, Default)]
@@ -719,36 +697,45 @@ fn micros_since(origin: Instant, at: Instant) -> i64 {
     i64::try_from(at.saturating_duration_since(origin).as_micros()).unwrap_or(i64::MAX)
 }
 
-/// The timeline of the orders `first..=last` drained by worker processes, from their
-/// events (stamped by the workers' clock, the same machine's as `origin_us`, µs since
-/// the epoch): starts from `order.processing`, finishes from `order.paid` /
-/// `order.failed`.
-async fn event_timeline(
+/// From the events of the orders `first..=last` drained by worker processes (stamped by
+/// the workers' clock, the same machine's as `origin_us`, µs since the epoch), in one
+/// read: each order's latency, from its first `order.processing` to its last
+/// `order.paid` / `order.failed` (µs), and the drain's timeline (starts from the last
+/// `order.processing` of each order, finishes from the terminal events).
+async fn from_events(
     pool: &MySqlPool,
     first: u64,
     last: u64,
     origin_us: i64,
-) -> Result<Timeline, AnyError> {
-    let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
-        "SELECT CAST(kind = 'order.processing' AS SIGNED), \
-                CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', at) AS SIGNED) \
-         FROM order_events WHERE order_id BETWEEN ? AND ? \
-         AND kind IN ('order.processing', 'order.paid', 'order.failed')",
+) -> Result<(Vec<u32>, Timeline), AnyError> {
+    let rows: Vec<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT \
+           CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', \
+                MIN(CASE WHEN kind = 'order.processing' THEN at END)) AS SIGNED), \
+           CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', \
+                MAX(CASE WHEN kind = 'order.processing' THEN at END)) AS SIGNED), \
+           CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', \
+                MAX(CASE WHEN kind IN ('order.paid', 'order.failed') THEN at END)) AS SIGNED) \
+         FROM order_events WHERE order_id BETWEEN ? AND ? GROUP BY order_id",
     )
     .bind(first)
     .bind(last)
     .fetch_all(pool)
     .await?;
+    let mut latencies = Vec::with_capacity(rows.len());
     let mut timeline = Timeline::default();
-    for (start, at) in rows {
-        let Some(at) = at else { continue };
-        if start == 1 {
-            timeline.started(at - origin_us);
-        } else {
-            timeline.done.push(at - origin_us);
+    for (first_start, last_start, done) in rows {
+        if let Some(start) = last_start {
+            timeline.started(start - origin_us);
+        }
+        if let Some(done) = done {
+            timeline.done.push(done - origin_us);
+            if let Some(start) = first_start {
+                latencies.push(u32::try_from((done - start).max(0)).unwrap_or(u32::MAX));
+            }
         }
     }
-    Ok(timeline)
+    Ok((latencies, timeline))
 }
 
 #[cfg(test)]

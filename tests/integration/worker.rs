@@ -212,13 +212,18 @@ impl Watched {
         }
     }
 
-    fn processing(&self) -> usize {
-        self.repository.get().map_or(0, |r| {
-            r.orders()
-                .iter()
-                .filter(|o| o.status() == OrderStatus::Processing)
-                .count()
+    /// The statuses of the repository's orders (none before it is set).
+    fn statuses(&self) -> Vec<OrderStatus> {
+        self.repository.get().map_or_else(Vec::new, |r| {
+            r.orders().iter().map(|o| o.status()).collect()
         })
+    }
+
+    fn processing(&self) -> usize {
+        self.statuses()
+            .into_iter()
+            .filter(|s| *s == OrderStatus::Processing)
+            .count()
     }
 
     /// Until every job is settled (none waiting, none in flight).
@@ -349,14 +354,7 @@ async fn a_worker_settles_a_finished_job_beside_the_next_and_settles_the_last_be
     )
     .await;
     assert_eq!(handled, 2);
-    let memory = engine.memory().unwrap();
-    assert!(
-        memory
-            .repository
-            .orders()
-            .iter()
-            .all(|o| o.status().is_terminal())
-    );
+    assert!(queue.statuses().iter().all(|s| s.is_terminal()));
 }
 
 /// A provider that approves after 2 ms, checking at every charge that the order it
@@ -411,14 +409,7 @@ async fn a_worker_starts_its_next_job_beside_a_completion_and_charges_one_order_
     let engine = engine_with(clock, &queue, Some(payments.clone()), &["a", "b", "c", "d"]).await;
     let handled = run_one_loop_until_drained(&engine, &queue, "all four jobs settled").await;
     assert_eq!(handled, 4);
-    let memory = engine.memory().unwrap();
-    assert!(
-        memory
-            .repository
-            .orders()
-            .iter()
-            .all(|o| o.status() == OrderStatus::Paid)
-    );
+    assert_eq!(queue.statuses(), vec![OrderStatus::Paid; 4]);
     assert_eq!(*payments.violations.lock().unwrap(), Vec::<String>::new());
     // The first job is taken with nothing Processing; each of the next three while the
     // order before it was.

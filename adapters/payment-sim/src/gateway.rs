@@ -76,10 +76,10 @@ pub struct KeyReport {
 /// A simulated payment provider: approves with the configured probability, records the
 /// first outcome per key in its [`PaymentLedger`], and answers after a uniform delay on
 /// the injected clock — the ledger write runs during the delay, so a call takes its
-/// drawn delay, or the ledger write's time if that is longer. A repeated charge for a key returns the recorded outcome without
-/// a new charge, whichever process made the first one (when the ledger is shared); it
-/// is answered after a delay like any call, and costs the ledger one write attempt (no
-/// read before it).
+/// drawn delay, or the ledger write's time if that is longer. A repeated charge for a
+/// key returns the recorded outcome without a new charge, whichever process made the
+/// first one (when the ledger is shared); it is answered after a delay like any call,
+/// and costs the ledger one write attempt (no read before it).
 pub struct SimulatedGateway {
     config: SimConfig,
     ledger: Arc<dyn PaymentLedger>,

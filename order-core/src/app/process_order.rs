@@ -105,14 +105,8 @@ impl OrderService {
     async fn begin(&self, id: OrderId) -> Begun {
         match self.start(id).await {
             Ok(Ok(started)) => Begun::Started(started),
-            Ok(Err(outcome)) => Begun::Ended(Processed {
-                result: Ok(outcome),
-                event: None,
-            }),
-            Err(e) => Begun::Ended(Processed {
-                result: Err(e),
-                event: None,
-            }),
+            Ok(Err(outcome)) => Begun::Ended(Processed::without_event(Ok(outcome))),
+            Err(e) => Begun::Ended(Processed::without_event(Err(e))),
         }
     }
 
@@ -199,10 +193,7 @@ impl OrderService {
             },
             Err(e) => {
                 self.release_lease(id, started.lease).await;
-                Processed {
-                    result: Err(e),
-                    event: None,
-                }
+                Processed::without_event(Err(e))
             }
         }
     }
@@ -610,6 +601,16 @@ fn job_span(id: OrderId) -> tracing::Span {
 struct Processed {
     result: Result<ProcessOutcome, ProcessOrderError>,
     event: Option<OrderEvent>,
+}
+
+impl Processed {
+    /// A job that ended with no event to publish.
+    fn without_event(result: Result<ProcessOutcome, ProcessOrderError>) -> Self {
+        Self {
+            result,
+            event: None,
+        }
+    }
 }
 
 /// An order this worker took under its lease, not yet charged.

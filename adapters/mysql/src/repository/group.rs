@@ -47,13 +47,22 @@ struct State<T> {
     generation: u64,
 }
 
+/// When a lane's queue goes (besides at `max_batch` items).
+#[derive(Debug, Clone, Copy)]
+enum Flush {
+    /// When the running batch ends, or once its first item has waited this long
+    /// ([`Lane::new`]); a lone arrival leads.
+    EndOrWait(Duration),
+    /// Only when the running batch ends: one batch at a time ([`Lane::sequential`]).
+    End,
+    /// Only once its first item has waited this long; nobody leads ([`Lane::paced`]).
+    Wait(Duration),
+}
+
 /// One batcher's queue and its flush limits.
 pub(crate) struct Lane<T> {
     max_batch: usize,
-    /// `None`: a sequential lane (see [`Lane::sequential`]).
-    max_wait: Option<Duration>,
-    /// A paced lane (see [`Lane::paced`]).
-    paced: bool,
+    flush: Flush,
     state: Mutex<State<T>>,
 }
 
@@ -79,7 +88,7 @@ pub(crate) trait Runner: Clone + Send + Sync + 'static {
 impl<T> Lane<T> {
     /// A lane that flushes at `max_batch` items or after `max_wait`.
     pub(crate) fn new(max_batch: usize, max_wait: Duration) -> Self {
-        Self::with(max_batch, Some(max_wait))
+        Self::with(max_batch, Flush::EndOrWait(max_wait))
     }
 
     /// A lane whose items always queue, and whose queue goes when its first item has
@@ -88,10 +97,7 @@ impl<T> Lane<T> {
     /// server per batch (a commit each): it trades up to `max_wait` per item for fewer,
     /// larger batches.
     pub(crate) fn paced(max_batch: usize, max_wait: Duration) -> Self {
-        Self {
-            paced: true,
-            ..Self::with(max_batch, Some(max_wait))
-        }
+        Self::with(max_batch, Flush::Wait(max_wait))
     }
 
     /// A lane that never runs two batches at once: the queue is taken only when the
@@ -99,19 +105,27 @@ impl<T> Lane<T> {
     /// next), and no timer starts one early. For work whose batches would only wait for
     /// each other's row locks if they ran at once.
     pub(crate) fn sequential(max_batch: usize) -> Self {
-        Self::with(max_batch, None)
+        Self::with(max_batch, Flush::End)
     }
 
-    fn with(max_batch: usize, max_wait: Option<Duration>) -> Self {
+    fn with(max_batch: usize, flush: Flush) -> Self {
         Self {
             max_batch,
-            max_wait,
-            paced: false,
+            flush,
             state: Mutex::new(State {
                 running: 0,
                 queue: Vec::new(),
                 generation: 0,
             }),
+        }
+    }
+
+    /// How long a queue's first item waits before the queue goes anyway (`None`: it
+    /// waits for the running batch to end).
+    fn max_wait(&self) -> Option<Duration> {
+        match self.flush {
+            Flush::EndOrWait(wait) | Flush::Wait(wait) => Some(wait),
+            Flush::End => None,
         }
     }
 
@@ -125,12 +139,12 @@ impl<T> Lane<T> {
     /// running), or the lane has one batch fewer running.
     fn next_batch(&self) -> Option<Vec<T>> {
         let mut state = self.lock();
-        if state.queue.is_empty() || self.paced {
+        if state.queue.is_empty() || matches!(self.flush, Flush::Wait(_)) {
             state.running = state.running.saturating_sub(1);
             return None;
         }
         state.generation += 1;
-        if self.max_wait.is_none() && state.queue.len() > self.max_batch {
+        if matches!(self.flush, Flush::End) && state.queue.len() > self.max_batch {
             return Some(state.queue.drain(..self.max_batch).collect());
         }
         Some(std::mem::take(&mut state.queue))
@@ -170,12 +184,13 @@ pub(crate) fn join<R: Runner>(runner: &R, queued: impl FnOnce() -> R::Item) -> O
     let start = {
         let lane = runner.lane();
         let mut state = lane.lock();
-        if state.running == 0 && state.queue.is_empty() && !lane.paced {
+        let leads = !matches!(lane.flush, Flush::Wait(_));
+        if leads && state.running == 0 && state.queue.is_empty() {
             state.running = 1;
             Start::Lead
         } else {
             state.queue.push(queued());
-            match lane.max_wait {
+            match lane.max_wait() {
                 None => Start::Nothing,
                 Some(_) if state.queue.len() >= lane.max_batch => {
                     state.running += 1;
@@ -197,7 +212,7 @@ pub(crate) fn join<R: Runner>(runner: &R, queued: impl FnOnce() -> R::Item) -> O
         Start::Batch(batch) => spawn_batch(slot(), batch),
         Start::Timer(generation) => {
             let runner = runner.clone();
-            let wait = runner.lane().max_wait.unwrap_or_default();
+            let wait = runner.lane().max_wait().unwrap_or_default();
             // Without a runtime there is no timer: the queue still goes when the running
             // batch ends.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
